@@ -1,0 +1,131 @@
+"""What ``openclaw up`` does before it starts the servers: check the
+environment, bring the database to the current schema, load the demo data,
+make sure an administrator exists. Each failure becomes one clear line."""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .embedded import StartupError
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {port} on {host} is already in use; stop what uses it "
+                    "or choose another with --port or OPENCLAW_PORT"
+                ) from None
+            raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def check_database(settings_dict: dict, url: str) -> None:
+    import psycopg
+
+    options = {k: v for k, v in settings_dict.get("OPTIONS", {}).items() if k != "pool"}
+    try:
+        with psycopg.connect(
+            dbname=settings_dict["NAME"],
+            user=settings_dict["USER"] or None,
+            password=settings_dict["PASSWORD"] or None,
+            host=settings_dict["HOST"] or None,
+            port=settings_dict["PORT"] or None,
+            connect_timeout=5,
+            **options,
+        ) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(
+            f"cannot connect to the database in DATABASE_URL ({redact_url(url)}): {reason}; "
+            "check the URL, or unset DATABASE_URL to use the embedded PostgreSQL"
+        ) from None
+
+
+def check_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise StartupError(
+            f"cannot reach Redis at REDIS_URL ({redact_url(url)}): {exc}; "
+            "start Redis, fix the URL, or unset REDIS_URL to use the embedded one"
+        ) from None
+
+
+def check_broker(url: str) -> None:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # kombu raises transport-specific errors
+        raise StartupError(
+            f"cannot reach the Celery broker at CELERY_BROKER_URL ({redact_url(url)}): {exc}"
+        ) from None
+
+
+def migrate() -> None:
+    from django.core.management import call_command
+    from django.db import DatabaseError
+
+    try:
+        call_command("migrate", interactive=False, verbosity=0)
+    except DatabaseError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"database migrations failed: {first}") from None
+
+
+def load_demo_fixtures(fixtures_dir: Path) -> list[str]:
+    """Load every ``fixtures/*.json`` (in name order); loading is idempotent by key."""
+    from django.core.management import call_command
+
+    names = sorted(p.name for p in fixtures_dir.glob("*.json"))
+    for name in names:
+        call_command("loaddata", str(fixtures_dir / name), verbosity=0)
+    return names
+
+
+def ensure_admin(username: str | None, password: str | None, say: Callable[[str], None]) -> None:
+    """Create the administrator on first start; the generated password is said once."""
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    if username is None:
+        if user_model.objects.filter(is_superuser=True).exists():
+            return
+        username = "admin"
+    user = user_model.objects.filter(username=username).first()
+    if user is None:
+        generated = not password
+        password = password or secrets.token_urlsafe(12)
+        user_model.objects.create_superuser(username=username, email="", password=password)
+        if generated:
+            say(f"created admin account {username!r} with password: {password}")
+            say("(shown once; set OPENCLAW_ADMIN_PASSWORD to choose it)")
+        else:
+            say(f"created admin account {username!r} (password from OPENCLAW_ADMIN_PASSWORD)")
+    elif password and not user.check_password(password):
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        say(f"admin account {username!r}: password reset from OPENCLAW_ADMIN_PASSWORD")

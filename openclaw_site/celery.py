@@ -1,0 +1,12 @@
+"""The Celery application: configured from Django settings (``CELERY_*``), tasks
+found in each app's ``tasks.py``."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
+
+app = Celery("openclaw")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,446 @@
+"""The ``openclaw`` command.
+
+Process commands live here: ``up`` (everything on one machine), ``web``,
+``worker`` and ``beat`` (one role each, for the distributed mode). Every other
+subcommand is a Django management command (``openclaw migrate``, and the ones
+later apps add), run against the same data folder: a running ``up``'s
+embedded services are reused, otherwise they are started for the command and
+stopped after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .embedded import EmbeddedPostgres, EmbeddedRedis, StartupError, ensure_writable_dir
+
+PROCESS_COMMANDS = ("up", "web", "worker", "beat")
+DEFAULT_QUEUES = "default,cpu,batch"
+READY_TIMEOUT_S = 60
+
+
+def say(message: str) -> None:
+    sys.stdout.write(f"openclaw: {message}\n")
+    sys.stdout.flush()
+
+
+def fail(message: str) -> int:
+    sys.stderr.write(f"openclaw: error: {message}\n")
+    sys.stderr.flush()
+    return 1
+
+
+# --- argument parsing --------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openclaw",
+        description="OpenClaw: LLM gateway, workflow engine and chat studio.",
+        epilog="Any other command is a Django management command, e.g. `openclaw migrate`, "
+        "`openclaw help` lists them.",
+    )
+    parser.add_argument(
+        "--data-dir", help="data folder (default: OPENCLAW_DATA_DIR or the per-user data folder)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up", help="run everything on this machine (embedded services, web, worker, beat)"
+    )
+    _add_web_args(up)
+    up.add_argument("--data-dir", dest="up_data_dir", help="data folder")
+    up.add_argument("--concurrency", type=int, default=4, help="worker threads (default 4)")
+
+    web = sub.add_parser("web", help="run the web server (daphne) only")
+    _add_web_args(web)
+
+    worker = sub.add_parser("worker", help="run a Celery worker only")
+    worker.add_argument(
+        "--queues",
+        default=DEFAULT_QUEUES,
+        help=f"comma-separated queues (default {DEFAULT_QUEUES}; GPU nodes: gpu)",
+    )
+    worker.add_argument(
+        "--pool",
+        choices=["threads", "solo"],
+        default="threads",
+        help="threads (default) or solo; never prefork once models are loaded",
+    )
+    worker.add_argument("--concurrency", type=int, default=4)
+
+    sub.add_parser("beat", help="run Celery beat (the scheduler) only")
+    return parser
+
+
+def _add_web_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="listen port (default OPENCLAW_PORT or 8000)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    data_dir, rest = _pop_global_data_dir(argv)
+    if data_dir:
+        os.environ["OPENCLAW_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    if not rest or rest[0] in {"-h", "--help"}:
+        parser.print_help()
+        return 0
+    if rest[0] not in PROCESS_COMMANDS:
+        return run_management_command(rest)
+    args = parser.parse_args(rest)
+    if getattr(args, "up_data_dir", None):
+        os.environ["OPENCLAW_DATA_DIR"] = str(Path(args.up_data_dir).expanduser().resolve())
+    try:
+        return {"up": cmd_up, "web": cmd_web, "worker": cmd_worker, "beat": cmd_beat}[args.command](
+            args
+        )
+    except StartupError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return fail("interrupted")
+
+
+def _pop_global_data_dir(argv: list[str]) -> tuple[str | None, list[str]]:
+    if argv and argv[0].startswith("--data-dir"):
+        if "=" in argv[0]:
+            return argv[0].split("=", 1)[1], argv[1:]
+        if len(argv) > 1:
+            return argv[1], argv[2:]
+    return None, argv
+
+
+def _port(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        return args.port
+    raw = os.environ.get("OPENCLAW_PORT", "8000")
+    try:
+        return int(raw)
+    except ValueError:
+        raise StartupError(f"OPENCLAW_PORT={raw!r} is not a port number") from None
+
+
+# --- settings, loaded only after the data folder is known to be usable ------
+
+
+def load_settings():
+    """Check the data folder, then import settings; returns the settings module."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
+    data_dir = os.environ.get("OPENCLAW_DATA_DIR")
+    if data_dir:
+        ensure_writable_dir(Path(data_dir))
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        import importlib
+
+        module = importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"])
+    except ImproperlyConfigured as exc:
+        raise StartupError(str(exc)) from None
+    ensure_writable_dir(module.DATA_DIR)
+    return module
+
+
+def setup_django() -> None:
+    import django
+
+    django.setup()
+
+
+def run_management_command(argv: list[str]) -> int:
+    from .embedded import embedded_services
+
+    try:
+        settings_module = load_settings()
+        with embedded_services(settings_module):
+            setup_django()
+            from django.core.management import execute_from_command_line
+
+            execute_from_command_line(["openclaw", *argv])
+    except StartupError as exc:
+        return fail(str(exc))
+    return 0
+
+
+# --- up -----------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .bootstrap import check_port_free
+
+    port = _port(args)
+    started = time.monotonic()
+    settings_module = load_settings()
+    check_port_free(args.host, port)
+    lock = _take_up_lock(settings_module.DATA_DIR)
+    pg = redis = None
+    try:
+        _check_external_services(settings_module)
+        pg, redis = _start_embedded(settings_module)
+        _prepare_database(settings_module)
+        return _run_servers(args, port, settings_module, started)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+        os.close(lock)
+
+
+def _take_up_lock(data_dir: Path) -> int:
+    from .embedded import up_lock_path
+
+    fd = os.open(up_lock_path(data_dir), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(
+            f"`openclaw up` is already running for the data folder {data_dir}; "
+            "stop it first or use another --data-dir"
+        ) from None
+    return fd
+
+
+def _check_external_services(settings_module) -> None:
+    from .bootstrap import check_broker, check_database, check_redis
+
+    if not settings_module.EMBEDDED_DATABASE:
+        check_database(settings_module.DATABASES["default"], settings_module.DATABASE_URL)
+    if not settings_module.EMBEDDED_REDIS:
+        check_redis(settings_module.REDIS_URL)
+    broker = settings_module.CELERY_BROKER_URL
+    if not broker.startswith(("redis", "unix")):
+        check_broker(broker)
+
+
+def _start_embedded(settings_module) -> tuple[EmbeddedPostgres | None, EmbeddedRedis | None]:
+    """Start (or adopt) the embedded services; ``up`` owns them until it exits."""
+    pg = redis = None
+    try:
+        if settings_module.EMBEDDED_DATABASE:
+            pg = EmbeddedPostgres(settings_module.EMBEDDED_PG_DIR, settings_module.EMBEDDED_DB_NAME)
+            pg.start()
+            pg.started_here = True  # adopt one a finished command left running
+            say(f"embedded PostgreSQL + pgvector ready (socket in {pg.pgdata})")
+        if settings_module.EMBEDDED_REDIS:
+            redis = EmbeddedRedis(settings_module.EMBEDDED_REDIS_DIR)
+            redis.start(tie_to_parent=True)
+            redis.started_here = True
+            say(f"embedded Redis ready ({redis.socket_path})")
+    except BaseException:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+        raise
+    return pg, redis
+
+
+def _prepare_database(settings_module) -> None:
+    from .bootstrap import ensure_admin, load_demo_fixtures, migrate
+
+    setup_django()
+    migrate()
+    loaded = load_demo_fixtures(settings_module.BASE_DIR / "fixtures")
+    if loaded:
+        say(f"demo data loaded: {', '.join(loaded)}")
+    ensure_admin(
+        os.environ.get("OPENCLAW_ADMIN_USER") or None,
+        os.environ.get("OPENCLAW_ADMIN_PASSWORD") or None,
+        say,
+    )
+    from django.db import connections
+
+    connections.close_all()
+
+
+def _child_env(settings_module) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OPENCLAW_DATA_DIR"] = str(settings_module.DATA_DIR)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def daphne_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        host,
+        "-p",
+        str(port),
+        "--proxy-headers",
+        "openclaw_site.asgi:application",
+    ]
+
+
+def worker_argv(queues: str, pool: str, concurrency: int, name: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "openclaw_site",
+        "worker",
+        "-Q",
+        queues,
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "-n",
+        name,
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def beat_argv(schedule_file: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "openclaw_site",
+        "beat",
+        "-s",
+        schedule_file,
+        "-l",
+        "INFO",
+    ]
+
+
+def _run_servers(args: argparse.Namespace, port: int, settings_module, started: float) -> int:
+    from .supervisor import Child, Supervisor
+
+    env = _child_env(settings_module)
+    children = [
+        Child("web", daphne_argv(args.host, port), env),
+        Child(
+            "worker", worker_argv(DEFAULT_QUEUES, "threads", args.concurrency, "embedded@%h"), env
+        ),
+        Child("beat", beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME), env),
+    ]
+    supervisor = Supervisor(children, say)
+    supervisor.install_signal_handlers()
+    supervisor.start()
+    try:
+        base = f"http://{_url_host(args.host)}:{port}"
+        if _wait_ready(base, supervisor):
+            _announce(base, time.monotonic() - started)
+            supervisor.watch()
+    finally:
+        say("stopping…")
+        supervisor.stop()
+    if supervisor.failure:
+        return fail(supervisor.failure)
+    say("stopped")
+    return 0
+
+
+def _url_host(host: str) -> str:
+    if host in {"0.0.0.0", "::", ""}:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _wait_ready(base: str, supervisor) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not supervisor.stopping.is_set():
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if not supervisor.children[0].alive():
+            supervisor.failure = "the web server exited during start-up; see its output above"
+            return False
+        supervisor.stopping.wait(0.2)
+    if not supervisor.stopping.is_set():
+        supervisor.failure = f"not ready after {READY_TIMEOUT_S} s ({base}/readyz)"
+    return False
+
+
+def _announce(base: str, elapsed: float) -> None:
+    say(f"ready in {elapsed:.1f} s")
+    for label, path in [
+        ("admin", "/admin/"),
+        ("metrics", "/metrics"),
+        ("health", "/healthz"),
+        ("readiness", "/readyz"),
+    ]:
+        say(f"  {label:<10} {base}{path}")
+    say("press Ctrl-C to stop")
+
+
+# --- single roles (distributed mode) -----------------------------------------------
+
+
+def _require_services(settings_module) -> None:
+    """Single roles never start embedded services: `up` (or the operator) owns them."""
+    if (
+        settings_module.EMBEDDED_DATABASE
+        and EmbeddedPostgres(settings_module.EMBEDDED_PG_DIR).running_pid() is None
+    ):
+        raise StartupError(
+            "no database: set DATABASE_URL, or run `openclaw up` "
+            f"for the data folder {settings_module.DATA_DIR}"
+        )
+    if (
+        settings_module.EMBEDDED_REDIS
+        and not EmbeddedRedis(settings_module.EMBEDDED_REDIS_DIR).ping()
+    ):
+        raise StartupError(
+            "no Redis: set REDIS_URL, or run `openclaw up` "
+            f"for the data folder {settings_module.DATA_DIR}"
+        )
+    _check_external_services(settings_module)
+
+
+def _exec(argv: list[str], settings_module) -> int:
+    os.execve(argv[0], argv, _child_env(settings_module))
+    return 0  # not reached
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from .bootstrap import check_port_free
+
+    settings_module = load_settings()
+    port = _port(args)
+    check_port_free(args.host, port)
+    _require_services(settings_module)
+    return _exec(daphne_argv(args.host, port), settings_module)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings_module = load_settings()
+    _require_services(settings_module)
+    argv = worker_argv(
+        args.queues, args.pool, args.concurrency, f"{args.queues.split(',')[0]}-{os.getpid()}@%h"
+    )
+    return _exec(argv, settings_module)
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    settings_module = load_settings()
+    _require_services(settings_module)
+    return _exec(beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME), settings_module)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

