@@ -85,19 +85,23 @@ def check_broker(url: str) -> None:
         ) from None
 
 
-def migrate() -> None:
+def migrate() -> bool:
+    """Bring the schema up to date; True when the database was empty before."""
     from django.core.management import call_command
-    from django.db import DatabaseError
+    from django.db import DatabaseError, connection
+    from django.db.migrations.recorder import MigrationRecorder
 
     try:
+        fresh = not MigrationRecorder(connection).applied_migrations()
         call_command("migrate", interactive=False, verbosity=0)
     except DatabaseError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"database migrations failed: {first}") from None
+    return fresh
 
 
 def load_demo_fixtures(fixtures_dir: Path) -> list[str]:
-    """Load every ``fixtures/*.json`` (in name order); loading is idempotent by key."""
+    """Load every ``fixtures/*.json``, in name order."""
     from django.core.management import call_command
 
     names = sorted(p.name for p in fixtures_dir.glob("*.json"))

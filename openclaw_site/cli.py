@@ -250,10 +250,10 @@ def _prepare_database(settings_module) -> None:
     from .bootstrap import ensure_admin, load_demo_fixtures, migrate
 
     setup_django()
-    migrate()
-    loaded = load_demo_fixtures(settings_module.BASE_DIR / "fixtures")
-    if loaded:
-        say(f"demo data loaded: {', '.join(loaded)}")
+    if migrate():  # first start of this database: load the demo data once
+        loaded = load_demo_fixtures(settings_module.BASE_DIR / "fixtures")
+        if loaded:
+            say(f"demo data loaded: {', '.join(loaded)}")
     ensure_admin(
         os.environ.get("OPENCLAW_ADMIN_USER") or None,
         os.environ.get("OPENCLAW_ADMIN_PASSWORD") or None,

@@ -126,8 +126,12 @@ def _secret_key() -> str:
             "SECRET_KEY must be set when DATABASE_URL is set (distributed mode); "
             'generate one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
         )
-    # Embedded mode: generate once, keep it under the data folder (never in the repo).
-    path = DATA_DIR / "secret_key"
+    return _data_file("secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def _data_file(name: str, generate) -> str:
+    """Embedded mode: a value generated once and kept (0600) under the data folder."""
+    path = DATA_DIR / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
@@ -138,11 +142,33 @@ def _secret_key() -> str:
     except FileExistsError:  # another process won the race
         return path.read_text().strip()
     with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(50))
+        handle.write(generate())
     return path.read_text().strip()
 
 
 SECRET_KEY = _secret_key()
+
+
+def _encryption_keys() -> dict[str, bytes]:
+    """AES-256-GCM keys for data at rest: ``OPENCLAW_ENCRYPTION_KEYS`` or, embedded,
+    a generated key kept under the data folder."""
+    from openclaw_site.crypto import new_key_spec, parse_keys
+
+    spec = env_str("OPENCLAW_ENCRYPTION_KEYS")
+    if not spec:
+        if not EMBEDDED_DATABASE:
+            raise ImproperlyConfigured(
+                "OPENCLAW_ENCRYPTION_KEYS must be set when DATABASE_URL is set; generate one with:"
+                ' python -c "from openclaw_site.crypto import new_key_spec; print(new_key_spec())"'
+            )
+        spec = _data_file("encryption_keys", new_key_spec)
+    try:
+        return parse_keys(spec)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"OPENCLAW_ENCRYPTION_KEYS: {exc}") from None
+
+
+ENCRYPTION_KEYS = _encryption_keys()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

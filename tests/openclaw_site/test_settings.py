@@ -7,6 +7,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from openclaw_site.crypto import new_key_spec
 from openclaw_site.settings import env_bool, env_int, env_list, parse_database_url
 
 
@@ -51,6 +52,7 @@ def _settings_in_subprocess(env: dict, expr: str) -> subprocess.CompletedProcess
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+        and not k.startswith("OPENCLAW_")
     }
     return subprocess.run(
         [sys.executable, "-c", f"import openclaw_site.settings as s; print({expr})"],
@@ -89,6 +91,7 @@ def test_distributed_mode_uses_redis_for_broker_layer_and_cache(tmp_path):
             "DATABASE_URL": "postgresql://u@h/db",
             "REDIS_URL": "redis://10.0.0.5:6379/2",
             "SECRET_KEY": "x" * 50,
+            "OPENCLAW_ENCRYPTION_KEYS": new_key_spec(),
         },
         "s.CELERY_BROKER_URL, s.CHANNEL_LAYERS['default']['CONFIG']['hosts'], "
         "s.CACHES['default']['LOCATION'], s.EMBEDDED_DATABASE, s.EMBEDDED_REDIS",
@@ -98,3 +101,24 @@ def test_distributed_mode_uses_redis_for_broker_layer_and_cache(tmp_path):
     assert result.stdout.strip() == (
         "redis://10.0.0.5:6379/2 ['redis://10.0.0.5:6379/2'] redis://10.0.0.5:6379/2 False False"
     )
+
+
+def test_distributed_mode_requires_encryption_keys(tmp_path):
+    result = _settings_in_subprocess(
+        {"OPENCLAW_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgresql://u@h/db",
+         "SECRET_KEY": "x" * 50}, "s.ENCRYPTION_KEYS")
+
+    assert result.returncode != 0
+    assert "OPENCLAW_ENCRYPTION_KEYS must be set" in result.stderr
+
+
+def test_embedded_encryption_key_is_generated_once(tmp_path):
+    env = {"OPENCLAW_DATA_DIR": str(tmp_path)}
+    expr = "list(s.ENCRYPTION_KEYS), len(next(iter(s.ENCRYPTION_KEYS.values())))"
+
+    first = _settings_in_subprocess(env, expr)
+    second = _settings_in_subprocess(env, expr)
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout == "['k1'] 32\n"
+    assert (tmp_path / "encryption_keys").stat().st_mode & 0o077 == 0

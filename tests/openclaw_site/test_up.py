@@ -24,6 +24,8 @@ import psutil
 import psycopg
 import pytest
 
+from openclaw_site.crypto import new_key_spec
+
 pytestmark = pytest.mark.slow
 
 OPENCLAW = [sys.executable, "-m", "openclaw_site.cli"]
@@ -211,6 +213,7 @@ def test_up_distributed_mode_uses_database_url_and_redis(data_dir, external_data
         DATABASE_URL=external_database,
         REDIS_URL="redis://127.0.0.1:6379/14",
         SECRET_KEY="distributed-test-key-" + "x" * 40,
+        OPENCLAW_ENCRYPTION_KEYS=new_key_spec(),
     )
     process = start_up(data_dir, port, env)
     try:
@@ -246,7 +249,7 @@ def _occupied_port():
 def test_bad_environment_exits_with_one_clear_line_and_nothing_running(case, data_dir):
     port = free_port()
     target = data_dir
-    env = clean_env(SECRET_KEY="k" * 50)
+    env = clean_env(SECRET_KEY="k" * 50, OPENCLAW_ENCRYPTION_KEYS=new_key_spec())
     holder = None
     expected = {
         "bad_database_url": "cannot connect to the database in DATABASE_URL",

@@ -1,0 +1,136 @@
+"""``openclaw doctor``: the seed's model-load checklist, one line per check, each
+passing or saying what to do."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+# engine kind -> (python packages it needs, how to install them)
+ENGINE_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "openai": (("httpx",), "reinstall openclaw"),
+    "vllm": (("httpx",), "reinstall openclaw"),
+    "transformers": (("torch", "transformers"), "pip install -e '.[local]'"),
+    "onnx": (("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
+    "tensorrt_llm": (("tensorrt_llm",), "pip install -e '.[gpu]' on an NVIDIA GPU node"),
+}
+
+
+@dataclass
+class Check:
+    status: str
+    label: str
+    detail: str
+
+    def line(self) -> str:
+        return f"[{self.status:>4}] {self.label}: {self.detail}"
+
+
+def gpu_check() -> Check:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return Check(WARN, "GPU", "no GPU: nvidia-smi not found. GPU engines (tensorrt_llm) "
+                     "cannot run on this machine; remote and CPU engines can")
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(FAIL, "GPU", f"nvidia-smi failed ({exc}); check the NVIDIA driver")
+    gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
+    if listing.returncode != 0 or not gpus:
+        return Check(FAIL, "GPU", "nvidia-smi sees no GPU: "
+                     f"{(listing.stderr or listing.stdout).strip()[:200]}; check the driver")
+    return Check(OK, "GPU", f"{len(gpus)} visible: " + "; ".join(gpus))
+
+
+def torch_cuda_check() -> Check | None:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return Check(OK, "torch.cuda", f"{torch.cuda.device_count()} device(s), "
+                     f"torch {torch.__version__}")
+    return Check(WARN, "torch.cuda", f"CUDA not available to torch {torch.__version__} "
+                 "(CPU build or no driver): transformers runs on CPU")
+
+
+def package_checks(needed_kinds: set[str]) -> Iterator[Check]:
+    packages = sorted({p for pkgs, _ in ENGINE_PACKAGES.values() for p in pkgs})
+    for package in packages:
+        kinds = sorted(k for k, (pkgs, _) in ENGINE_PACKAGES.items() if package in pkgs)
+        hint = next(h for k, (pkgs, h) in ENGINE_PACKAGES.items() if package in pkgs)
+        if importlib.util.find_spec(package) is not None:
+            yield Check(OK, f"package {package}", f"{_version(package)} (engines: "
+                        f"{', '.join(kinds)})")
+        elif needed_kinds & set(kinds):
+            yield Check(FAIL, f"package {package}", f"not installed but a registered model "
+                        f"uses {', '.join(sorted(needed_kinds & set(kinds)))}: {hint}")
+        else:
+            yield Check(WARN, f"package {package}", f"not installed (only needed for "
+                        f"{', '.join(kinds)}: {hint})")
+
+
+def _version(package: str) -> str:
+    for name in (package, package.replace("_", "-")):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "installed"
+
+
+def model_checks(endpoint, gpu_ok: bool) -> Iterator[Check]:
+    from routing.models import HTTP_ENGINES, LOCAL_ENGINES, EngineKind
+    from routing.services import check_connection, model_folder_problems, url_unreachable
+
+    label = f"model {endpoint.name}"
+    if not endpoint.enabled:
+        yield Check(WARN, label, "disabled in the registry (enable it in the admin)")
+    if endpoint.engine in LOCAL_ENGINES:
+        problems = model_folder_problems(endpoint.model_path, endpoint.engine)
+        yield (Check(FAIL, f"{label} folder", "; ".join(problems)) if problems else
+               Check(OK, f"{label} folder", f"{endpoint.model_path} looks complete"))
+        if problems:
+            return
+    if endpoint.engine == EngineKind.TENSORRT_LLM and not gpu_ok:
+        yield Check(FAIL, f"{label} GPU", f"needs GPU {endpoint.gpu_id}; none here: run it "
+                    "on a GPU worker (openclaw worker --queues gpu)")
+        return
+    if endpoint.engine in HTTP_ENGINES:
+        problem = url_unreachable(endpoint.endpoint_url)
+        yield (Check(FAIL, f"{label} endpoint", f"{problem}; check the URL and that the "
+                     "server runs") if problem else
+               Check(OK, f"{label} endpoint", f"{endpoint.endpoint_url} reachable"))
+        if problem:
+            return
+    result = async_to_sync(check_connection)(endpoint)
+    yield Check(OK if result.ok else FAIL, f"{label} one-token generation",
+                f"{result.detail} in {result.latency_ms:.0f} ms")
+
+
+def run_doctor(model_name: str | None = None) -> list[Check]:
+    from routing.models import ModelEndpoint
+
+    endpoints = list(ModelEndpoint.objects.all())
+    if model_name:
+        endpoints = [e for e in endpoints if e.name == model_name]
+        if not endpoints:
+            return [Check(FAIL, f"model {model_name}", "not in the registry "
+                          "(see `openclaw models list`)")]
+    checks = [gpu_check()]
+    cuda = torch_cuda_check()
+    if cuda:
+        checks.append(cuda)
+    checks.extend(package_checks({e.engine for e in endpoints}))
+    gpu_ok = checks[0].status == OK
+    for endpoint in endpoints:
+        checks.extend(model_checks(endpoint, gpu_ok))
+    return checks

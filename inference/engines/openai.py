@@ -1,0 +1,595 @@
+"""The ``openai`` engine: any server that speaks OpenAI's chat-completions
+protocol (cloud APIs, trtllm-serve, vLLM, llama.cpp's server, Ollama).
+
+Every endpoint in a process shares one pooled ``httpx.AsyncClient`` per event
+loop. ``stream()`` reads the server-sent events as they arrive, one
+:class:`Delta` per content chunk, in a task of its own so that ``cancel()``
+can close the HTTP connection; ``generate()`` makes one non-streaming call.
+Timeouts (connect, first byte, total), HTTP errors and dropped connections
+are raised as :mod:`inference.errors` exceptions so routing can retry or fall
+back; the API key never appears in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from ..errors import (
+    AuthFailed,
+    BadRequest,
+    ConnectionFailed,
+    ContextTooLong,
+    EngineError,
+    EngineTimeout,
+    RateLimited,
+    ServerError,
+)
+from ..registry import register_engine
+from .base import ChatRequest, Completion, Delta, EndpointConfig, Engine, Usage
+
+logger = logging.getLogger(__name__)
+
+CANCELLED = "cancelled"  # finish_reason of a stream or completion stopped by cancel()
+MAX_MESSAGE_CHARS = 300  # of a backend's error message kept in ours
+MAX_ERROR_BODY = 64 * 1024
+DRAIN_TIMEOUT = 1.0  # seconds to wait for the end of a response after [DONE]
+LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30)
+_CONTEXT_MESSAGE = re.compile(r"context[ _-]?(length|window|size)|maximum context", re.I)
+_END = object()
+_STOPPED = object()
+
+# -- URLs -------------------------------------------------------------------------------
+
+
+def endpoint_urls(url: str) -> tuple[str, str]:
+    """(chat-completions URL, models URL) for a base, ``…/chat`` or ``…/chat/completions`` URL.
+
+    A URL with no path at all (``http://host:8000``) means the usual ``/v1``.
+    """
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    for suffix in ("/chat/completions", "/chat"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    else:
+        path = path or "/v1"
+    chat = urlunsplit(parts._replace(path=path + "/chat/completions"))
+    return chat, urlunsplit(parts._replace(path=path + "/models"))
+
+
+# -- the shared connection pool ---------------------------------------------------------
+
+@dataclass
+class _Pool:
+    client: httpx.AsyncClient
+    closer: AsyncGenerator[None, None]  # closes the client when its loop shuts down
+
+
+_pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+
+
+async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    # A started async generator is closed by the loop's shutdown_asyncgens(), which
+    # asyncio.run() (so async_to_sync) and pytest's runners call before closing the
+    # loop: the pool of a short-lived loop is closed with it instead of leaking sockets.
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+async def shared_client() -> httpx.AsyncClient:
+    """The running loop's pooled client, created on first use (or after it was closed)."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None or pool.client.is_closed:
+        for stale in [other for other in _pools if other.is_closed()]:
+            del _pools[stale]  # closed without shutdown_asyncgens(): nothing left to await
+        client = httpx.AsyncClient(limits=LIMITS, timeout=None,
+                                   headers={"User-Agent": "openclaw"})
+        pool = _pools[loop] = _Pool(client, _close_at_loop_shutdown(client))
+        await anext(pool.closer)
+    return pool.client
+
+
+async def aclose_clients() -> None:
+    """Close the running loop's pooled client now (at shutdown, or at the end of a test)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.closer.aclose()
+
+
+# -- server-sent events -----------------------------------------------------------------
+
+
+class SSEParser:
+    """Incremental ``text/event-stream`` parser: feed bytes, get each complete event's data.
+
+    Lines end in LF, CRLF or CR (never in other Unicode separators, which may
+    sit inside JSON strings); lines starting with ``:`` are comments; ``data:``
+    comes with or without a space; several data lines join with LF; a blank
+    line ends an event; fields other than ``data`` are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        buffer = self._buffer + chunk
+        held_cr = buffer.endswith(b"\r")  # perhaps the first half of a CRLF
+        if held_cr:
+            buffer = buffer[:-1]
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop() + (b"\r" if held_cr else b"")
+        events = (self._line(line.decode("utf-8", "replace")) for line in lines)
+        return [event for event in events if event is not None]
+
+    def flush(self) -> list[str]:
+        """At the end of the stream: an event left without its blank line, leniently."""
+        events = self.feed(b"\n") if self._buffer else []
+        return events + [event for event in [self._line("")] if event is not None]
+
+    def _line(self, line: str) -> str | None:
+        if not line:
+            data, self._data = self._data, []
+            return "\n".join(data) if data else None
+        if not line.startswith(":"):
+            name, _, value = line.partition(":")
+            if name == "data":
+                self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+
+class _EventReader:
+    """The data of each event in a streamed response, one at a time."""
+
+    def __init__(self, response: httpx.Response):
+        self._chunks = response.aiter_bytes()
+        self._parser = SSEParser()
+        self._ready: deque[str] = deque()
+        self._eof = False
+
+    async def next(self) -> str | None:
+        while not self._ready:
+            if self._eof:
+                return None
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                self._eof = True
+                self._ready.extend(self._parser.flush())
+            else:
+                self._ready.extend(self._parser.feed(chunk))
+        return self._ready.popleft()
+
+    async def drain(self, seconds: float) -> None:
+        """Read what follows [DONE] (the closing chunk): a response read to its end hands
+        its connection back to the pool instead of closing it."""
+        with contextlib.suppress(TimeoutError, httpx.TransportError):
+            async with asyncio.timeout(seconds):
+                async for _chunk in self._chunks:
+                    pass
+
+
+@dataclass
+class _StreamState:
+    started: bool = False  # response headers received
+    tokens: int = 0
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    done: bool = False  # [DONE] seen
+    finished: bool = False  # the last delta was handed over
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP-date) or ``retry-after-ms``."""
+    if milliseconds := headers.get("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(milliseconds) / 1000)
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _error_details(body: bytes) -> tuple[str, str]:
+    """(code, message) from an OpenAI-style error body, or from whatever the server sent."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "", body.decode("utf-8", "replace")
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or json.dumps(error)
+        return str(error.get("code") or error.get("type") or ""), str(message)
+    return "", str(error)
+
+
+def _clean(text: str, secret: str) -> str:
+    if secret:
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def error_from_response(name: str, status: int, headers: Mapping[str, str], body: bytes,
+                        secret: str = "") -> EngineError:
+    """The exception for an HTTP error answer; ``secret`` is scrubbed from the message."""
+    code, message = _error_details(body)
+    text = f"{name}: HTTP {status}: {_clean(message, secret) or 'no message'}"
+    if status in (401, 403):
+        return AuthFailed(text, status=status)
+    if status == 429:
+        return RateLimited(text, retry_after=retry_after_seconds(headers), status=status)
+    if status in (400, 413, 422) and (
+        code == "context_length_exceeded" or _CONTEXT_MESSAGE.search(message)
+    ):
+        return ContextTooLong(text, status=status)
+    if 400 <= status < 500:
+        return BadRequest(text, status=status)
+    return ServerError(text, status=status)
+
+
+# -- the engine -------------------------------------------------------------------------
+
+
+@dataclass
+class EndpointHealth:
+    """What :meth:`OpenAIEngine.check` learnt about the server."""
+
+    ok: bool
+    latency_s: float
+    models: list[str] = field(default_factory=list)
+    error: str = ""
+    code: str = ""  # the EngineError code when not ok
+
+
+@register_engine("openai", "vllm")
+class OpenAIEngine(Engine):
+    """Talks to an OpenAI-compatible server over HTTP."""
+
+    def __init__(self, config: EndpointConfig):
+        super().__init__(config)
+        self.chat_url, self.models_url = endpoint_urls(config.url)
+        self._running: dict[str, set[asyncio.Task[Any]]] = {}
+
+    # -- the interface
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        """Deltas as they arrive; after ``cancel()`` a last delta has finish_reason "cancelled"."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(self._pump(request, queue))
+        self._track(request.request_id, task)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if item is _STOPPED:
+                    yield Delta(finish_reason=CANCELLED)
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._untrack(request.request_id, task)
+            if not task.done():
+                task.cancel()  # the caller stopped reading: close the connection
+                await asyncio.wait([task])
+
+    async def generate(self, request: ChatRequest) -> Completion:
+        """One non-streaming call; after ``cancel()`` the finish_reason is "cancelled"."""
+        if not request.request_id:
+            return await self._complete(request)
+        task = asyncio.create_task(self._complete(request))
+        self._track(request.request_id, task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                return Completion("", CANCELLED, Usage())
+            raise
+        finally:
+            self._untrack(request.request_id, task)
+
+    async def cancel(self, request_id: str) -> None:
+        """Stop the calls running for ``request_id``; their connections are closed."""
+        tasks = list(self._running.get(request_id, ()))
+        loop = asyncio.get_running_loop()
+        for task in tasks:
+            if task.get_loop() is loop:
+                task.cancel()
+            else:
+                task.get_loop().call_soon_threadsafe(task.cancel)
+        local = [task for task in tasks if task.get_loop() is loop]
+        if local:
+            await asyncio.wait(local, timeout=5)
+        logger.debug("%s: cancelled %d call(s) for %s", self.config.name, len(tasks), request_id)
+
+    async def aclose(self) -> None:
+        """Cancel this engine's calls; the shared pool stays (see :func:`aclose_clients`)."""
+        for request_id in list(self._running):
+            await self.cancel(request_id)
+
+    async def list_models(self) -> list[str]:
+        """The model ids the server lists at ``…/v1/models``."""
+        client = await shared_client()
+        try:
+            async with asyncio.timeout(self.config.first_byte_timeout):
+                response = await client.get(self.models_url, headers=self._headers(),
+                                            timeout=self._httpx_timeout())
+        except TimeoutError:
+            raise self._timeout("first_byte") from None
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise self._transport_error(exc, None) from exc
+        if not response.is_success:
+            raise self._http_error(response, response.content)
+        data = self._json(response.content).get("data") or []
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+
+    async def check(self) -> EndpointHealth:
+        """Whether the server answers ``…/v1/models``, how fast, and what it lists."""
+        started = time.monotonic()
+        try:
+            models = await self.list_models()
+        except EngineError as exc:
+            return EndpointHealth(False, time.monotonic() - started, error=exc.message,
+                                  code=exc.code)
+        return EndpointHealth(True, time.monotonic() - started, models)
+
+    # -- building the request
+
+    def _headers(self, request_id: str = "", *, stream: bool = False) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        return headers
+
+    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        """Config defaults, under the request's extra fields, under its named fields."""
+        named = {"max_tokens": request.max_tokens, "temperature": request.temperature,
+                 "top_p": request.top_p, "stop": request.stop, "seed": request.seed}
+        body: dict[str, Any] = {**self.config.params, **request.extra}
+        body.update({key: value for key, value in named.items() if value is not None})
+        if "max_tokens" not in body and "max_completion_tokens" not in body:
+            body["max_tokens"] = self.config.max_output_tokens
+        body.update(model=self.config.model_id, messages=request.messages, stream=stream)
+        if stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}),
+                                      "include_usage": True}
+        else:
+            body.pop("stream_options", None)  # OpenAI refuses it on non-streaming calls
+        return body
+
+    def _httpx_timeout(self) -> httpx.Timeout:
+        # Only connecting is left to httpx; the first-byte and total deadlines are ours.
+        return httpx.Timeout(connect=self.config.connect_timeout, read=None, write=None,
+                             pool=None)
+
+    async def _send(self, body: dict[str, Any], request_id: str, *,
+                    stream: bool) -> httpx.Response:
+        """POST to the chat URL; the open response, or the mapped error for a non-2xx."""
+        client = await shared_client()
+        request = client.build_request("POST", self.chat_url, json=body,
+                                       headers=self._headers(request_id, stream=stream),
+                                       timeout=self._httpx_timeout())
+        response = await client.send(request, stream=True)
+        if response.is_success:
+            return response
+        try:
+            raw = b""
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) > MAX_ERROR_BODY:
+                    break
+        finally:
+            await response.aclose()
+        raise self._http_error(response, raw)
+
+    # -- streaming
+
+    async def _pump(self, request: ChatRequest, queue: asyncio.Queue[Any]) -> None:
+        """Run the streaming call, handing deltas, then the end or an error, to ``queue``."""
+        try:
+            await self._produce(request, queue.put_nowait)
+        except asyncio.CancelledError:
+            queue.put_nowait(_STOPPED)
+            raise
+        except Exception as exc:  # handed to the reader, who raises it
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(_END)
+
+    async def _produce(self, request: ChatRequest, emit: Callable[[Delta], None]) -> None:
+        state = _StreamState()
+        try:
+            async with asyncio.timeout(self.config.total_timeout):
+                await self._read_stream(request, state, emit)
+        except TimeoutError:
+            if not state.finished:  # else it ran out while tidying up after the answer
+                raise self._timeout("total", state) from None
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            if state.finish_reason is None:
+                raise self._transport_error(exc, state) from exc
+            logger.debug("%s: connection lost after the answer ended: %r", self.config.name, exc)
+            self._finish(state, emit)
+
+    async def _read_stream(self, request: ChatRequest, state: _StreamState,
+                           emit: Callable[[Delta], None]) -> None:
+        """Events until [DONE] or the end; the first must come within the first-byte timeout."""
+        response = None
+        try:
+            try:
+                async with asyncio.timeout(self.config.first_byte_timeout):
+                    body = self._body(request, stream=True)
+                    response = await self._send(body, request.request_id, stream=True)
+                    state.started = True
+                    events = _EventReader(response)
+                    data = await events.next()
+            except TimeoutError:
+                raise self._timeout("first_byte", state) from None
+            while data is not None and not self._on_event(data, state, emit):
+                data = await events.next()
+            self._finish(state, emit)
+            if state.done:
+                await events.drain(DRAIN_TIMEOUT)
+        finally:
+            if response is not None:
+                await response.aclose()
+
+    def _finish(self, state: _StreamState, emit: Callable[[Delta], None]) -> None:
+        if not state.done and state.finish_reason is None:
+            raise ConnectionFailed(f"{self.config.name}: stream ended after {state.tokens} "
+                                   "tokens without a finish_reason or [DONE]")
+        state.finished = True
+        emit(Delta(finish_reason=state.finish_reason or "stop", usage=state.usage))
+
+    def _on_event(self, data: str, state: _StreamState, emit: Callable[[Delta], None]) -> bool:
+        """Take one event's data into ``state``; True at [DONE]."""
+        if data.strip() == "[DONE]":
+            state.done = True
+            return True
+        chunk = self._json(data.encode())
+        if chunk.get("error"):  # some servers report a failure mid-stream this way
+            raise self._error(_status_of(chunk["error"]), {}, data.encode())
+        if isinstance(chunk.get("usage"), dict):
+            state.usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                state.tokens += 1
+                emit(Delta(content, 1))
+            state.finish_reason = choice.get("finish_reason") or state.finish_reason
+        return False
+
+    # -- non-streaming
+
+    async def _complete(self, request: ChatRequest) -> Completion:
+        body = self._body(request, stream=False)
+        try:
+            async with asyncio.timeout(self.config.total_timeout):
+                raw = await self._post(body, request.request_id)
+        except TimeoutError:
+            raise self._timeout("total") from None
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise self._transport_error(exc, None) from exc
+        payload = self._json(raw)
+        choices = payload.get("choices") or [{}]
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        text = (choice.get("message") or {}).get("content") or ""
+        usage = payload.get("usage")
+        return Completion(text, choice.get("finish_reason"),
+                          _usage(usage) if isinstance(usage, dict) else Usage())
+
+    async def _post(self, body: dict[str, Any], request_id: str) -> bytes:
+        try:
+            async with asyncio.timeout(self.config.first_byte_timeout):
+                response = await self._send(body, request_id, stream=False)
+        except TimeoutError:
+            raise self._timeout("first_byte") from None
+        try:
+            return await response.aread()
+        finally:
+            await response.aclose()
+
+    # -- helpers
+
+    def _json(self, raw: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            snippet = _clean(raw.decode("utf-8", "replace"), self.config.api_key)
+            raise ServerError(f"{self.config.name}: not a JSON object: {snippet!r}")
+        return payload
+
+    def _http_error(self, response: httpx.Response, body: bytes) -> EngineError:
+        return self._error(response.status_code, response.headers, body)
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> EngineError:
+        error = error_from_response(self.config.name, status, headers, body,
+                                    self.config.api_key)
+        logger.debug("%s: %s", self.config.name, error.message)
+        return error
+
+    def _timeout(self, phase: str, state: _StreamState | None = None) -> EngineTimeout:
+        limit = {"connect": self.config.connect_timeout,
+                 "first_byte": self.config.first_byte_timeout,
+                 "total": self.config.total_timeout}[phase]
+        what = {"connect": "no connection", "first_byte": "no first byte",
+                "total": "answer not finished"}[phase]
+        after = f" ({state.tokens} tokens received)" if state and state.tokens else ""
+        return EngineTimeout(f"{self.config.name}: {what} within {limit:g} s{after}",
+                             phase=phase)
+
+    def _transport_error(self, exc: Exception, state: _StreamState | None) -> EngineError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return self._timeout("connect")
+        if isinstance(exc, httpx.TimeoutException):  # pool/read/write: not set, kept safe
+            return self._timeout("first_byte", state)
+        if state is not None and state.started:
+            where = f"connection dropped after {state.tokens} tokens"
+        else:
+            where = f"connection to {self.chat_url} failed"
+        detail = _clean(f"{type(exc).__name__}: {exc}", self.config.api_key)
+        return ConnectionFailed(f"{self.config.name}: {where}: {detail}")
+
+    def _track(self, request_id: str, task: asyncio.Task[Any]) -> None:
+        if request_id:
+            self._running.setdefault(request_id, set()).add(task)
+
+    def _untrack(self, request_id: str, task: asyncio.Task[Any]) -> None:
+        tasks = self._running.get(request_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._running[request_id]
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+
+
+def _status_of(error: Any) -> int:
+    """The HTTP status an in-stream error object stands for (500 unless it says)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and 400 <= code < 600:
+        return code
+    if isinstance(error, dict) and (error.get("code") == "context_length_exceeded"
+                                    or _CONTEXT_MESSAGE.search(str(error.get("message")))):
+        return 400
+    return 500

@@ -1,0 +1,115 @@
+"""Admin for the model registry: validation that explains itself, the API key
+write-only and masked, a "test connection" action."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from modeltranslation.admin import TranslationAdmin
+
+from .models import HTTP_ENGINES, LOCAL_ENGINES, ModelEndpoint
+from .services import check_connection, model_folder_problems, set_enabled, url_unreachable
+
+
+class ModelEndpointForm(forms.ModelForm):
+    api_key = forms.CharField(
+        label=_("API key"), required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_("Stored encrypted and never shown again. Leave empty to keep the current "
+                    "key; tick “clear API key” to remove it."))
+    clear_api_key = forms.BooleanField(label=_("clear API key"), required=False)
+
+    class Meta:
+        model = ModelEndpoint
+        fields = [  # api_key is the write-only field above, not the model's
+            "name", "display_name", "description", "engine", "enabled", "endpoint_url",
+            "upstream_model", "model_path", "gpu_id", "context_window", "max_output_tokens",
+            "weight", "max_batch", "warm", "default_params", "connect_timeout",
+            "first_byte_timeout", "total_timeout",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        engine, path = cleaned.get("engine"), cleaned.get("model_path")
+        if engine in LOCAL_ENGINES and path:
+            problems = model_folder_problems(path, engine)
+            if problems:
+                self.add_error("model_path", "; ".join(problems))
+        return cleaned
+
+    def save(self, commit: bool = True):
+        instance = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            instance.api_key = ""
+        elif self.cleaned_data.get("api_key"):
+            instance.api_key = self.cleaned_data["api_key"]
+        elif instance.pk:
+            instance.api_key = ModelEndpoint.objects.get(pk=instance.pk).api_key
+        if commit:
+            instance.save()
+        return instance
+
+
+@admin.register(ModelEndpoint)
+class ModelEndpointAdmin(TranslationAdmin):
+    form = ModelEndpointForm
+    list_display = ("name", "engine", "location", "enabled", "weight", "health",
+                    "health_checked_at", "key_hint")
+    list_filter = ("engine", "enabled", "health")
+    search_fields = ("name", "display_name", "endpoint_url", "model_path", "upstream_model")
+    readonly_fields = ("key_hint", "health", "health_detail", "health_checked_at",
+                       "created_at", "updated_at")
+    actions = ["test_connection", "enable", "disable"]
+    fieldsets = (
+        (None, {"fields": ("name", "display_name", "description", "engine", "enabled")}),
+        (_("Where it runs"), {"fields": ("endpoint_url", "upstream_model", "key_hint",
+                                         "api_key", "clear_api_key", "model_path", "gpu_id")}),
+        (_("Capacity and balancing"), {"fields": ("context_window", "max_output_tokens",
+                                                  "weight", "max_batch", "warm")}),
+        (_("Requests"), {"fields": ("default_params", "connect_timeout",
+                                    "first_byte_timeout", "total_timeout")}),
+        (_("Health"), {"fields": ("health", "health_detail", "health_checked_at",
+                                  "created_at", "updated_at")}),
+    )
+
+    @admin.display(description=_("API key"))
+    def key_hint(self, obj: ModelEndpoint) -> str:
+        return obj.masked_api_key or "—"
+
+    @admin.display(description=_("endpoint or path"))
+    def location(self, obj: ModelEndpoint) -> str:
+        return obj.location
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if obj.engine in HTTP_ENGINES and obj.endpoint_url:
+            problem = url_unreachable(obj.endpoint_url)
+            if problem:
+                self.message_user(request, _("Saved, but the endpoint is unreachable from "
+                                             "this server: %(problem)s") % {"problem": problem},
+                                  messages.WARNING)
+
+    @admin.action(description=_("Test connection (one-token request)"))
+    def test_connection(self, request, queryset):
+        for endpoint in queryset:
+            result = async_to_sync(check_connection)(endpoint)
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, f"{endpoint}: {result.detail} "
+                              f"({result.latency_ms:.0f} ms)", level)
+
+    @admin.action(description=_("Enable selected endpoints"))
+    def enable(self, request, queryset):
+        count = set_enabled(queryset, True)
+        self.message_user(request, ngettext("%(count)d endpoint enabled.",
+                                            "%(count)d endpoints enabled.", count)
+                          % {"count": count})
+
+    @admin.action(description=_("Disable selected endpoints"))
+    def disable(self, request, queryset):
+        count = set_enabled(queryset, False)
+        self.message_user(request, ngettext("%(count)d endpoint disabled.",
+                                            "%(count)d endpoints disabled.", count)
+                          % {"count": count})

@@ -1,0 +1,374 @@
+"""The registry as a YAML file: ``openclaw config apply`` / ``export``.
+
+The seed's format, applied unchanged::
+
+    models:
+      - name: cloud-32k
+        type: remote
+        endpoint: https://api.example.com/v1/chat
+        auth: {type: api_key, key: $YOUR_API_KEY}
+      - name: local-7b
+        type: local
+        path: /models/llama-7b
+        engine: tensorrt_llm
+        gpu_id: 0
+
+``type``/``engine`` map to an engine kind (see ``engine_kind``). ``$VAR`` and
+``${VAR}`` are expanded from the environment (``$$`` is a literal ``$``).
+Every problem is reported with its line; a file with any problem changes
+nothing. Entries are matched to existing rows by (name, endpoint, path):
+the same name at another endpoint is another instance of the model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .models import LOCAL_ENGINES, EngineKind, ModelEndpoint
+from .services import model_folder_problems
+
+VLLM_DEFAULT_URL = "http://127.0.0.1:8001/v1"  # where `vllm serve PATH --port 8001` listens
+LOCAL_ENGINE_NAMES = {"vllm", "tensorrt_llm", "transformers", "onnx", "echo"}
+REMOTE_ENGINE_NAMES = {"openai", "vllm"}
+ENV_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*)|(\$))")
+
+# key -> (python type(s), model field or None when handled specially)
+MODEL_KEYS: dict[str, tuple[tuple[type, ...], str | None]] = {
+    "name": ((str,), "name"),
+    "type": ((str,), None),
+    "engine": ((str,), None),
+    "endpoint": ((str,), "endpoint_url"),
+    "path": ((str,), "model_path"),
+    "model": ((str,), "upstream_model"),
+    "auth": ((dict,), None),
+    "gpu_id": ((int,), "gpu_id"),
+    "display_name": ((str,), "display_name"),
+    "description": ((str,), "description"),
+    "context_window": ((int,), "context_window"),
+    "max_output_tokens": ((int,), "max_output_tokens"),
+    "max_batch": ((int,), "max_batch"),
+    "weight": ((int,), "weight"),
+    "warm": ((bool,), "warm"),
+    "enabled": ((bool,), "enabled"),
+    "params": ((dict,), "default_params"),
+    "timeouts": ((dict,), None),
+}
+TIMEOUT_KEYS = {"connect": "connect_timeout", "first_byte": "first_byte_timeout",
+                "total": "total_timeout"}
+AUTH_TYPES = {"api_key", "bearer", "none"}
+TOP_LEVEL_KEYS = {"models"}
+
+
+class ConfigError(Exception):
+    """The file was refused; ``problems`` lists (line, message), 1-based lines."""
+
+    def __init__(self, source: str, problems: list[tuple[int, str]]):
+        self.source = source
+        self.problems = sorted(problems)
+        super().__init__("\n".join(f"{source}:{line}: {msg}" for line, msg in self.problems))
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Entry:
+    line: int
+    key_lines: dict[str, int]
+    fields: dict[str, Any]
+
+
+# --- parsing with line numbers ---------------------------------------------------
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _expand(value: Any, line: int, environ: Mapping[str, str],
+            problems: list[tuple[int, str]]) -> Any:
+    if isinstance(value, str):
+        def substitute(match: re.Match) -> str:
+            if match.group(3):
+                return "$"
+            name = match.group(1) or match.group(2)
+            if name not in environ:
+                problems.append((line, f"environment variable {name} is not set"))
+                return ""
+            return environ[name]
+
+        return ENV_RE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, line, environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, line, environ, problems) for v in value]
+    return value
+
+
+def _parse(text: str, source: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(source, [(line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) \
+            from None
+
+
+def _model_nodes(root: yaml.Node | None, problems: list[tuple[int, str]]) -> list[yaml.Node]:
+    if root is None:
+        problems.append((1, "the file is empty; expected a `models:` list"))
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        problems.append((_line(root), "expected a mapping with a `models:` list at the top"))
+        return []
+    nodes: list[yaml.Node] = []
+    for key_node, value_node in root.value:
+        key = _scalar(key_node)
+        if key not in TOP_LEVEL_KEYS:
+            problems.append((_line(key_node), f"unknown top-level key {key!r} "
+                             f"(allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})"))
+        elif not isinstance(value_node, yaml.SequenceNode):
+            problems.append((_line(value_node), "`models` must be a list"))
+        else:
+            nodes.extend(value_node.value)
+    return nodes
+
+
+def _read_entry(node: yaml.Node, environ: Mapping[str, str],
+                problems: list[tuple[int, str]]) -> _Entry | None:
+    if not isinstance(node, yaml.MappingNode):
+        problems.append((_line(node), "each model must be a mapping (name: …, type: …)"))
+        return None
+    entry = _Entry(_line(node), {}, {})
+    for key_node, value_node in node.value:
+        key, line = _scalar(key_node), _line(key_node)
+        if key not in MODEL_KEYS:
+            problems.append((line, f"unknown key {key!r} (allowed: {', '.join(MODEL_KEYS)})"))
+            continue
+        value = _expand(_scalar(value_node), line, environ, problems)
+        types = MODEL_KEYS[key][0]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            problems.append((line, f"{key} must be {_type_name(types)}, "
+                             f"not {type(value).__name__}"))
+            continue
+        entry.key_lines[key] = line
+        entry.fields[key] = value
+    return entry
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return {str: "a string", int: "an integer", bool: "true or false",
+            dict: "a mapping"}[types[0]]
+
+
+# --- mapping entries to rows -------------------------------------------------------
+
+
+def engine_kind(kind_type: str, engine: str | None) -> str:
+    """The seed's ``type``/``engine`` pair → an engine kind (``ValueError`` if invalid)."""
+    if kind_type == "remote":
+        engine = engine or "openai"
+        if engine not in REMOTE_ENGINE_NAMES:
+            raise ValueError(f"a remote model's engine must be one of "
+                             f"{', '.join(sorted(REMOTE_ENGINE_NAMES))}, not {engine!r}")
+        return engine
+    if kind_type == "local":
+        if engine not in LOCAL_ENGINE_NAMES:
+            raise ValueError(f"a local model needs engine: one of "
+                             f"{', '.join(sorted(LOCAL_ENGINE_NAMES))}")
+        return engine
+    raise ValueError(f"type must be remote or local, not {kind_type!r}")
+
+
+def _row_fields(entry: _Entry, problems: list[tuple[int, str]]) -> dict[str, Any] | None:
+    data = entry.fields
+    for required in ("name", "type"):
+        if required not in data:
+            problems.append((entry.line, f"missing required key {required!r}"))
+    if "name" not in data or "type" not in data:
+        return None
+    try:
+        kind = engine_kind(data["type"], data.get("engine"))
+    except ValueError as exc:
+        problems.append((entry.key_lines.get("engine", entry.key_lines["type"]), str(exc)))
+        return None
+    row = _defaults()
+    row["engine"] = kind
+    for key, value in data.items():
+        target = MODEL_KEYS[key][1]
+        if target:
+            row[target] = value
+    if kind == EngineKind.VLLM and data["type"] == "local":
+        row["endpoint_url"] = row["endpoint_url"] or VLLM_DEFAULT_URL
+        row["upstream_model"] = row["upstream_model"] or row["model_path"]
+        row["model_path"] = ""  # the vLLM server loads it, not our workers
+    if "auth" in data:
+        row["api_key"] = _auth_key(data["auth"], entry.key_lines["auth"], problems)
+    if "timeouts" in data:
+        row.update(_timeouts(data["timeouts"], entry.key_lines["timeouts"], problems))
+    return row
+
+
+def _defaults() -> dict[str, Any]:
+    editable = [f for f in ModelEndpoint._meta.concrete_fields
+                if f.editable and not f.primary_key and not f.name.endswith(("_en", "_zh_hans"))]
+    return {f.name: f.get_default() for f in editable}
+
+
+def _auth_key(auth: dict, line: int, problems: list[tuple[int, str]]) -> str:
+    unknown = set(auth) - {"type", "key"}
+    if unknown:
+        problems.append((line, f"unknown auth key(s): {', '.join(sorted(unknown))}"))
+    auth_type = auth.get("type", "api_key")
+    if auth_type not in AUTH_TYPES:
+        problems.append((line, f"auth.type must be one of {', '.join(sorted(AUTH_TYPES))}"))
+        return ""
+    if auth_type == "none":
+        return ""
+    key = auth.get("key")
+    if not isinstance(key, str) or not key:
+        problems.append((line, "auth.key must be a non-empty string (e.g. $YOUR_API_KEY)"))
+        return ""
+    return key
+
+
+def _timeouts(spec: dict, line: int, problems: list[tuple[int, str]]) -> dict[str, float]:
+    out = {}
+    for key, value in spec.items():
+        if key not in TIMEOUT_KEYS:
+            problems.append((line, f"unknown timeout {key!r} "
+                             f"(allowed: {', '.join(TIMEOUT_KEYS)})"))
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            problems.append((line, f"timeouts.{key} must be a positive number of seconds"))
+        else:
+            out[TIMEOUT_KEYS[key]] = float(value)
+    return out
+
+
+def _validate(row: dict[str, Any], entry: _Entry, problems: list[tuple[int, str]],
+              warnings: list[str]) -> ModelEndpoint:
+    instance = ModelEndpoint.objects.filter(
+        name=row["name"], endpoint_url=row["endpoint_url"], model_path=row["model_path"]).first()
+    instance = instance or ModelEndpoint()
+    for name, value in row.items():
+        setattr(instance, name, value)
+    try:
+        instance.full_clean(validate_unique=False)
+    except ValidationError as exc:
+        for field_name, messages in exc.message_dict.items():
+            line = entry.key_lines.get(_yaml_key(field_name), entry.line)
+            label = _yaml_key(field_name) or "model"
+            problems.extend((line, f"{label}: {message}") for message in messages)
+    if instance.engine in LOCAL_ENGINES and instance.model_path:
+        for problem in model_folder_problems(instance.model_path, instance.engine):
+            warnings.append(f"line {entry.line}: {instance.name}: {problem} "
+                            "(checked again by the worker that loads it)")
+    return instance
+
+
+def _yaml_key(field_name: str) -> str | None:
+    for key, (_types, target) in MODEL_KEYS.items():
+        if target == field_name:
+            return key
+    if field_name in TIMEOUT_KEYS.values():
+        return "timeouts"
+    return {"engine": "engine", "api_key": "auth"}.get(field_name)
+
+
+# --- apply / export -------------------------------------------------------------------
+
+
+def apply_config(text: str, *, source: str = "<config>",
+                 environ: Mapping[str, str] | None = None,
+                 dry_run: bool = False) -> ApplyReport:
+    """Create or update the registry from YAML; all of it or, on any problem, none."""
+    environ = os.environ if environ is None else environ
+    problems: list[tuple[int, str]] = []
+    report = ApplyReport()
+    planned: list[tuple[ModelEndpoint, _Entry]] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for node in _model_nodes(_parse(text, source), problems):
+        entry = _read_entry(node, environ, problems)
+        row = _row_fields(entry, problems) if entry else None
+        if row is None:
+            continue
+        identity = (row["name"], row["endpoint_url"], row["model_path"])
+        if identity in seen:
+            problems.append((entry.line, f"model {row['name']!r} at the same endpoint/path is "
+                             f"already defined on line {seen[identity]}"))
+            continue
+        seen[identity] = entry.line
+        planned.append((_validate(row, entry, problems, report.warnings), entry))
+    if problems:
+        raise ConfigError(source, problems)
+    with transaction.atomic():
+        for instance, _entry in planned:
+            _save(instance, report, dry_run)
+        if dry_run:
+            transaction.set_rollback(True)
+    return report
+
+
+def _save(instance: ModelEndpoint, report: ApplyReport, dry_run: bool) -> None:
+    label = f"{instance.name} ({instance.location or instance.engine})"
+    if instance.pk is None:
+        report.created.append(label)
+    elif _changed(instance):
+        report.updated.append(label)
+    else:
+        report.unchanged.append(label)
+        return
+    if not dry_run:
+        instance.save()
+
+
+def _changed(instance: ModelEndpoint) -> bool:
+    current = ModelEndpoint.objects.get(pk=instance.pk)
+    return any(getattr(current, name) != getattr(instance, name) for name in _defaults())
+
+
+def secret_env_name(model_name: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", model_name.upper()).strip("_") + "_API_KEY"
+
+
+def export_config() -> str:
+    """The registry as YAML that ``apply`` accepts; secrets become ``${NAME_API_KEY}``."""
+    defaults = _defaults()
+    models = [_export_entry(endpoint, defaults) for endpoint in ModelEndpoint.objects.all()]
+    return yaml.safe_dump({"models": models}, sort_keys=False, allow_unicode=True)
+
+
+def _export_entry(endpoint: ModelEndpoint, defaults: dict[str, Any]) -> dict[str, Any]:
+    local = endpoint.engine in LOCAL_ENGINES or endpoint.engine == EngineKind.ECHO
+    entry: dict[str, Any] = {"name": endpoint.name, "type": "local" if local else "remote",
+                             "engine": endpoint.engine}
+    for key, (_types, target) in MODEL_KEYS.items():
+        if target and key != "name":
+            value = getattr(endpoint, target)
+            if value != defaults.get(target) and value not in ("", None):
+                entry[key] = value
+    if endpoint.api_key:
+        entry["auth"] = {"type": "api_key", "key": "${" + secret_env_name(endpoint.name) + "}"}
+    timeouts = {key: getattr(endpoint, target) for key, target in TIMEOUT_KEYS.items()
+                if getattr(endpoint, target) != defaults[target]}
+    if timeouts:
+        entry["timeouts"] = timeouts
+    return entry

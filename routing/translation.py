@@ -1,0 +1,10 @@
+"""Translated display texts (django-modeltranslation): one column per language."""
+
+from modeltranslation.translator import TranslationOptions, register
+
+from .models import ModelEndpoint
+
+
+@register(ModelEndpoint)
+class ModelEndpointTranslation(TranslationOptions):
+    fields = ("display_name", "description")
