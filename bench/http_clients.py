@@ -1,4 +1,4 @@
-"""httpx.AsyncClient against aiohttp (and the ``openai`` engine built on httpx)
+"""httpx.AsyncClient against aiohttp (and the ``openai`` engine, now built on aiohttp)
 talking to the loopback OpenAI-compatible server (tests/openai_server.py, run
 as a subprocess). Prints a table and writes bench/results/http_clients.json.
 
@@ -10,8 +10,7 @@ Measured for each client:
   streaming (16 tokens, no delay), --streams times one after the other, then
   16 at a time: time to first content token (p50, p99) and to [DONE] (p50)
 
-aiohttp is not a project dependency; install it into the venv to include it
-(``.venv/bin/pip install aiohttp``). httpx2 (pydantic's fork of httpx, which
+These figures made the engine move from httpx to aiohttp. httpx2 (pydantic's fork of httpx, which
 langsmith pulls in) is measured when importable. Both sides share the
 machine's cores, so the figures compare clients, not servers.
 """

@@ -16,8 +16,8 @@ OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 # engine kind -> (python packages it needs, how to install them)
 ENGINE_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
-    "openai": (("httpx",), "reinstall openclaw"),
-    "vllm": (("httpx",), "reinstall openclaw"),
+    "openai": (("aiohttp",), "reinstall openclaw"),
+    "vllm": (("aiohttp",), "reinstall openclaw"),
     "transformers": (("torch", "transformers"), "pip install -e '.[local]'"),
     "onnx": (("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
     "tensorrt_llm": (("tensorrt_llm",), "pip install -e '.[gpu]' on an NVIDIA GPU node"),

@@ -156,6 +156,10 @@ def setup_django() -> None:
     django.setup()
 
 
+SCHEMA_COMMANDS = {"migrate", "makemigrations", "showmigrations", "sqlmigrate", "squashmigrations",
+                   "help", "check", "version", "shell", "dbshell", "flush"}
+
+
 def run_management_command(argv: list[str]) -> int:
     from .embedded import embedded_services
 
@@ -163,12 +167,31 @@ def run_management_command(argv: list[str]) -> int:
         settings_module = load_settings()
         with embedded_services(settings_module):
             setup_django()
+            if argv[0] not in SCHEMA_COMMANDS:
+                _ensure_schema(settings_module)
             from django.core.management import execute_from_command_line
 
             execute_from_command_line(["openclaw", *argv])
     except StartupError as exc:
         return fail(str(exc))
     return 0
+
+
+def _ensure_schema(settings_module) -> None:
+    """A command on a data folder `up` never prepared: migrate the embedded database
+    first; an external one is the operator's to migrate."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if not executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        return
+    if not settings_module.EMBEDDED_DATABASE:
+        raise StartupError("the database schema is not up to date; run `openclaw migrate`")
+    from .bootstrap import migrate
+
+    migrate()
+    sys.stderr.write("openclaw: database schema created/updated\n")
 
 
 # --- up -----------------------------------------------------------------------
