@@ -5,7 +5,13 @@ from django.utils.translation import gettext_lazy as _
 
 # Engines that run in any process. Local engines (transformers, ONNX,
 # TensorRT-LLM) import their heavy libraries lazily, inside worker processes.
-ENGINE_MODULES = ["inference.engines.openai", "inference.engines.echo"]
+ENGINE_MODULES = [
+    "inference.engines.openai",
+    "inference.engines.echo",
+    "inference.engines.transformers",
+    "inference.engines.onnx",
+    "inference.engines.tensorrt_llm",
+]
 
 
 class InferenceConfig(AppConfig):
@@ -14,4 +20,8 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         for module in ENGINE_MODULES:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise

@@ -1,5 +1,12 @@
 """The engine registry: ``@register_engine("openai")`` on a class, filled at
-start-up when ``InferenceConfig.ready()`` imports the engine modules."""
+start-up when ``InferenceConfig.ready()`` imports the engine modules.
+
+An engine registered with ``runs_in="worker"`` (local models: transformers,
+ONNX, TensorRT-LLM) is never built in the calling process: ``build_engine``
+returns a :class:`~inference.remote.WorkerEngine` that runs the request on a
+Celery worker and streams the deltas back; the worker's engine pool builds
+the real class with :func:`build_local_engine`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,12 @@ from .errors import EngineUnavailable
 _engines: dict[str, type[Engine]] = {}
 
 
-def register_engine(*kinds: str) -> Callable[[type[Engine]], type[Engine]]:
+def register_engine(*kinds: str, runs_in: str = "caller") -> Callable[[type[Engine]], type[Engine]]:
+    if runs_in not in {"caller", "worker"}:
+        raise ValueError("runs_in must be 'caller' or 'worker'")
+
     def decorator(cls: type[Engine]) -> type[Engine]:
+        cls.runs_in = runs_in
         for kind in kinds:
             if kind in _engines and _engines[kind] is not cls:
                 raise ValueError(f"engine kind {kind!r} is already registered "
@@ -39,4 +50,15 @@ def engine_class(kind: str) -> type[Engine]:
 
 
 def build_engine(config: EndpointConfig) -> Engine:
+    """The engine to call from this process: the real one, or a worker proxy."""
+    cls = engine_class(config.engine)
+    if cls.runs_in == "worker":
+        from .remote import WorkerEngine
+
+        return WorkerEngine(config)
+    return cls(config)
+
+
+def build_local_engine(config: EndpointConfig) -> Engine:
+    """The real engine, inside the worker process that will run it."""
     return engine_class(config.engine)(config)

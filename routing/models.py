@@ -34,7 +34,8 @@ class HealthState(models.TextChoices):
     UNHEALTHY = "unhealthy", _("Unhealthy")
 
 
-# Default sampling parameters an endpoint may carry, with their allowed range.
+# Default parameters an endpoint may carry — sampling values sent with each
+# request, and engine options — with their type and allowed range.
 SAMPLING_PARAMS: dict[str, tuple[type, float | None, float | None]] = {
     "temperature": (float, 0.0, 2.0),
     "top_p": (float, 0.0, 1.0),
@@ -45,7 +46,12 @@ SAMPLING_PARAMS: dict[str, tuple[type, float | None, float | None]] = {
     "repetition_penalty": (float, 0.0, None),
     "seed": (int, None, None),
     "stop": (list, None, None),
-    "delay_ms": (float, 0.0, 10000.0),  # echo engine: pause between words
+    "delay_ms": (float, 0.0, 10000.0),  # echo: pause between words
+    "batching": (bool, None, None),  # transformers: dynamic batching on/off
+    "batch_wait_ms": (float, 0.0, 1000.0),  # transformers: window to gather a batch
+    "torch_threads": (int, 1, 256),  # transformers: torch intra-op threads
+    "dtype": (str, None, None),  # transformers: "auto", "float16", "bfloat16", …
+    "llm_args": (dict, None, None),  # tensorrt_llm: extra LLM(...) arguments
 }
 
 
@@ -62,11 +68,13 @@ def validate_sampling_params(params: Any) -> None:
         kind, low, high = SAMPLING_PARAMS[key]
         if kind is list:
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif kind in (bool, str, dict):
+            ok = isinstance(value, kind)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok and kind is not list:
+        if ok and kind in (int, float):
             ok = (low is None or value >= low) and (high is None or value <= high)
         if not ok:
             errors.append(_("“%(key)s” must be %(rule)s.")
@@ -91,6 +99,8 @@ def validate_endpoint_url(value: str) -> None:
 def _describe(kind: type, low: float | None, high: float | None) -> str:
     if kind is list:
         return str(_("a list of strings"))
+    if kind in (bool, str, dict):
+        return str({bool: _("true or false"), str: _("a string"), dict: _("an object")}[kind])
     name = str(_("an integer")) if kind is int else str(_("a number"))
     if low is not None and high is not None:
         return f"{name} {low}–{high}"

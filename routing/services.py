@@ -107,9 +107,14 @@ async def check_connection(endpoint: ModelEndpoint) -> ConnectionCheck:
     return result
 
 
-def record_health(endpoint_id: int, state: str, detail: str = "") -> None:
-    ModelEndpoint.objects.filter(pk=endpoint_id).update(
-        health=state, health_detail=detail[:500], health_checked_at=timezone.now())
+def record_health(endpoint_id: int, state: str, detail: str = "",
+                  only_if_changed: bool = False) -> None:
+    """Set an endpoint's health; ``only_if_changed`` skips the write when already so
+    (the hot path records every success that way)."""
+    rows = ModelEndpoint.objects.filter(pk=endpoint_id)
+    if only_if_changed:
+        rows = rows.exclude(health=state)
+    rows.update(health=state, health_detail=detail[:500], health_checked_at=timezone.now())
 
 
 def set_enabled(endpoints: Iterable[ModelEndpoint], enabled: bool) -> int:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -40,48 +43,94 @@ def django_db_modify_db_settings(embedded_services):
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(embedded_services):
-    """A real Celery worker process on the test settings' broker."""
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
-    log = open(Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / "worker.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "openclaw_site",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            "2",
-            "-Q",
-            "default,cpu,batch",
-            "-n",
-            f"test-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    from openclaw_site.celery import app
+def django_db_setup(django_db_setup, embedded_services):
+    """pytest-django's set-up; before its teardown drops the test database, end the
+    sessions still open on it (pooled connections of async tests' threads, workers)."""
+    yield
+    import psycopg
+    from django.db import connection, connections
 
-    deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"celery worker did not start: {log.name}")
-    yield process
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    connections.close_all()
+    pg, _redis = embedded_services
+    with psycopg.connect(pg.uri("postgres"), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()",
+                      [connection.settings_dict["NAME"]])
+
+
+class WorkerProcess:
+    """A real Celery worker process on the test settings' broker."""
+
+    def __init__(self, queues: str = "default,cpu,batch", concurrency: int = 2,
+                 database: str | None = None, name: str | None = None,
+                 env: dict[str, str] | None = None):
+        self.queues, self.concurrency, self.database = queues, concurrency, database
+        self.extra_env = env or {}
+        self.name = name or f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"{self.name}.log"
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
+                   OPENCLAW_POOL_RECONCILE_S="1")
+        if self.database:
+            env["OPENCLAW_TEST_WORKER_DB"] = self.database
+        env.update(self.extra_env)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "openclaw_site", "worker", "-P",
+                 "threads", "-c", str(self.concurrency), "-Q", self.queues, "-n", self.name,
+                 "--without-gossip", "--without-mingle", "-l", "INFO"],
+                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        from openclaw_site.celery import app
+
+        deadline = time.monotonic() + timeout
+        while not app.control.ping(destination=[self.name], timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"celery worker did not start; see {self.log_path}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(embedded_services):
+    """A worker for the session (tasks that need no database)."""
+    worker = WorkerProcess().start()
+    yield worker.process
+    worker.stop()
+
+
+@pytest.fixture
+def start_worker(transactional_db):
+    """Start workers that read the test database; all are stopped after the test."""
+    from django.db import connection
+
+    workers: list[WorkerProcess] = []
+
+    def start(**kwargs) -> WorkerProcess:
+        worker = WorkerProcess(database=connection.settings_dict["NAME"], **kwargs).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

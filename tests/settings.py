@@ -22,3 +22,7 @@ os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
 from openclaw_site.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A worker process started by a test reads the test database pytest-django made.
+if os.environ.get("OPENCLAW_TEST_WORKER_DB"):
+    DATABASES["default"]["NAME"] = os.environ["OPENCLAW_TEST_WORKER_DB"]  # noqa: F405

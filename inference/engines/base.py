@@ -89,9 +89,17 @@ class Engine(abc.ABC):
     """Base of every engine adapter."""
 
     kind: ClassVar[str] = ""
+    runs_in: ClassVar[str] = "caller"  # or "worker": see inference.registry
 
     def __init__(self, config: EndpointConfig):
         self.config = config
+
+    async def load(self) -> None:  # noqa: B027 - optional hook
+        """Load weights / build the runtime; the worker pool calls it once, before use.
+
+        Heavy engines do their blocking work in a thread (``asyncio.to_thread``)
+        so other requests on the worker's loop keep streaming.
+        """
 
     @abc.abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:

@@ -1,0 +1,74 @@
+"""Messages between a caller and the worker generating for it, over the channel layer.
+
+The caller opens a reply channel and dispatches ``inference.generate``; the
+worker answers on it::
+
+    gen.accepted   {worker, pid, control}   the task started; ``control`` takes gen.cancel
+    gen.loaded     {}                       the engine is loaded (progress, after a cold load)
+    gen.heartbeat  {}                       every HEARTBEAT_S while busy (liveness)
+    gen.delta      {text, tokens, finish_reason, usage, at}   finish_reason on the last one;
+                                            ``at`` is the worker's clock when it was produced
+    gen.error      {code, message}          an EngineError, by code
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .engines.base import ChatRequest, Delta, Usage
+from .errors import (
+    AuthFailed,
+    BadRequest,
+    ConnectionFailed,
+    ContextTooLong,
+    EngineError,
+    EngineTimeout,
+    EngineUnavailable,
+    RateLimited,
+    ServerError,
+)
+
+HEARTBEAT_S = 1.0
+ERRORS_BY_CODE: dict[str, type[EngineError]] = {
+    cls.code: cls for cls in (AuthFailed, BadRequest, ConnectionFailed, ContextTooLong,
+                              EngineError, EngineUnavailable, RateLimited, ServerError)
+}
+
+
+def request_to_dict(request: ChatRequest) -> dict[str, Any]:
+    return {"messages": request.messages, "max_tokens": request.max_tokens,
+            "temperature": request.temperature, "top_p": request.top_p, "stop": request.stop,
+            "seed": request.seed, "extra": request.extra, "request_id": request.request_id}
+
+
+def request_from_dict(data: dict[str, Any]) -> ChatRequest:
+    return ChatRequest(**data)
+
+
+def delta_message(delta: Delta) -> dict[str, Any]:
+    usage = delta.usage
+    return {"type": "gen.delta", "at": time.time(), "text": delta.text, "tokens": delta.tokens,
+            "finish_reason": delta.finish_reason,
+            "usage": [usage.prompt_tokens, usage.completion_tokens] if usage else None}
+
+
+def delta_from_message(message: dict[str, Any]) -> Delta:
+    usage = message.get("usage")
+    return Delta(text=message.get("text", ""), tokens=message.get("tokens", 0),
+                 finish_reason=message.get("finish_reason"),
+                 usage=Usage(*usage) if usage else None)
+
+
+def error_message(exc: EngineError) -> dict[str, Any]:
+    message = {"type": "gen.error", "code": exc.code, "message": exc.message}
+    if isinstance(exc, EngineTimeout):
+        message["phase"] = exc.phase
+    return message
+
+
+def error_from_message(message: dict[str, Any]) -> EngineError:
+    code, text = message.get("code", "engine_error"), message.get("message", "")
+    if code == EngineTimeout.code:
+        return EngineTimeout(text, phase=message.get("phase", "total"))
+    return ERRORS_BY_CODE.get(code, EngineError)(text)

@@ -1,0 +1,94 @@
+"""Worker-side services: run one generation for a caller, keep the pool in step
+with the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from channels.layers import get_channel_layer
+
+from .engines.base import ChatRequest, EndpointConfig
+from .errors import EngineError, EngineTimeout
+from .pool import get_pool
+from .protocol import HEARTBEAT_S, delta_message, error_message, request_from_dict
+from .remote import engine_queue
+
+logger = logging.getLogger(__name__)
+
+
+def run_generation(config: dict, request: dict, reply_channel: str) -> None:
+    """Generate for a caller waiting on ``reply_channel`` (called by the Celery task)."""
+    get_pool().run(_generate(EndpointConfig(**config), request_from_dict(request),
+                             reply_channel))
+
+
+async def _generate(config: EndpointConfig, request: ChatRequest, reply: str) -> None:
+    layer = get_channel_layer()
+    control = await layer.new_channel("oc.ctl.")
+    await layer.send(reply, {"type": "gen.accepted", "worker": socket.gethostname(),
+                             "pid": os.getpid(), "control": control})
+    heartbeat = asyncio.create_task(_heartbeat(layer, reply))
+    try:
+        async with asyncio.timeout(config.total_timeout):
+            await _stream(config, request, layer, reply, control)
+    except TimeoutError:
+        await layer.send(reply, error_message(EngineTimeout(
+            f"{config.name}: generation exceeded {config.total_timeout:.0f} s", phase="total")))
+    except EngineError as exc:
+        await layer.send(reply, error_message(exc))
+    except Exception as exc:  # an engine bug: the caller gets an error, the worker lives on
+        logger.exception("engine %s failed", config.name)
+        await layer.send(reply, error_message(EngineError(f"{config.name}: {exc}")))
+    finally:
+        heartbeat.cancel()
+
+
+async def _stream(config: EndpointConfig, request: ChatRequest, layer, reply: str,
+                  control: str) -> None:
+    async def loaded() -> None:
+        await layer.send(reply, {"type": "gen.loaded"})
+
+    async with get_pool().use(config, on_loaded=loaded) as engine:
+        watcher = asyncio.create_task(_watch_cancel(layer, control, engine,
+                                                    request.request_id))
+        try:
+            async for delta in engine.stream(request):
+                await layer.send(reply, delta_message(delta))
+        finally:
+            watcher.cancel()
+
+
+async def _heartbeat(layer, reply: str) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        await layer.send(reply, {"type": "gen.heartbeat"})
+
+
+async def _watch_cancel(layer, control: str, engine, request_id: str) -> None:
+    message = await layer.receive(control)
+    if message.get("type") == "gen.cancel":
+        await engine.cancel(request_id)
+
+
+def reconcile_pool(queues: set[str]) -> None:
+    """Unload what was disabled or edited, warm what should be warm (this worker's queues)."""
+    from routing.models import ModelEndpoint
+    from routing.services import endpoint_config
+
+    from .registry import engine_class
+
+    wanted, warm = {}, set()
+    for endpoint in ModelEndpoint.objects.filter(enabled=True):
+        with contextlib.suppress(EngineError):
+            if engine_class(endpoint.engine).runs_in != "worker":
+                continue
+            if engine_queue(endpoint.gpu_id) not in queues:
+                continue
+            wanted[endpoint.pk] = endpoint_config(endpoint)
+            if endpoint.warm:
+                warm.add(endpoint.pk)
+    get_pool().run(get_pool().reconcile(wanted, warm))

@@ -1,0 +1,215 @@
+"""Local engines across the process boundary: the caller (this test process, as
+the web process would) dispatches to a real Celery worker process that loads
+a tiny Hugging Face model built on disk, and deltas stream back over the
+channel layer. Then hot swap, a worker SIGKILLed mid-generation, a broken
+model folder and a timeout."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from inference.engines.base import ChatRequest
+from inference.errors import ConnectionFailed, EngineTimeout, EngineUnavailable
+from inference.registry import build_engine
+from inference.remote import LIVENESS_S, WorkerEngine
+from routing.models import ModelEndpoint
+from routing.services import endpoint_config
+from tests.tiny_models import build_tiny_llama
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+PROMPT = [{"role": "user", "content": "Hello world"}]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "a": build_tiny_llama(root / "a", seed=0),
+        "b": build_tiny_llama(root / "b", seed=1),
+        # wider and deeper: slow enough on CPU to be killed mid-answer
+        "slow": build_tiny_llama(root / "slow", seed=2, layers=12, hidden=384),
+    }
+
+
+def make_endpoint(path, **fields) -> ModelEndpoint:
+    defaults = {"name": "tiny", "engine": "transformers", "model_path": str(path),
+                "context_window": 512, "max_output_tokens": 16, "first_byte_timeout": 60,
+                "total_timeout": 120, "default_params": {"temperature": 0}}
+    defaults.update(fields)
+    return ModelEndpoint.objects.create(**defaults)
+
+
+async def engine_for(endpoint_id: int) -> WorkerEngine:
+    endpoint = await ModelEndpoint.objects.aget(pk=endpoint_id)
+    engine = build_engine(endpoint_config(endpoint))
+    assert isinstance(engine, WorkerEngine)
+    return engine
+
+
+async def collect(engine, max_tokens: int = 16) -> tuple[str, list[float]]:
+    text, arrivals = [], []
+    async for delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=max_tokens)):
+        arrivals.append(time.time())
+        text.append(delta.text)
+    return "".join(text), arrivals
+
+
+async def health_of(endpoint_id: int) -> str:
+    return (await ModelEndpoint.objects.aget(pk=endpoint_id)).health
+
+
+async def test_local_model_streams_token_by_token_across_the_process_boundary(
+        tiny_models, start_worker):
+    endpoint = await sync_to_async(make_endpoint)(tiny_models["slow"], max_output_tokens=40)
+    await sync_to_async(start_worker)(queues="cpu")
+    engine = await engine_for(endpoint.pk)
+    produced, arrived = [], []
+
+    async for _delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=40)):
+        arrived.append(time.time())
+        produced.append(engine.last_produced_at)
+
+    assert len(arrived) >= 10
+    # the first delta reached us before the worker produced the last one
+    assert arrived[0] < produced[-2]
+    assert await health_of(endpoint.pk) == "healthy"
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tiny_models, tmp_path_factory):
+    from inference.onnx_export import export_to_onnx
+
+    return export_to_onnx(tiny_models["a"], tmp_path_factory.mktemp("onnx") / "tiny")
+
+
+async def test_onnx_model_streams_across_the_process_boundary(onnx_model, start_worker):
+    endpoint = await sync_to_async(make_endpoint)(onnx_model, engine="onnx",
+                                                  max_output_tokens=200)
+    await sync_to_async(start_worker)(queues="cpu")
+    engine = await engine_for(endpoint.pk)
+    produced, arrived = [], []
+
+    async for _delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=200)):
+        arrived.append(time.time())
+        produced.append(engine.last_produced_at)
+
+    assert len(arrived) >= 10
+    assert arrived[0] < produced[-2]
+
+
+async def test_tensorrt_llm_streams_across_the_process_boundary(start_worker, tmp_path):
+    """TensorRT-LLM needs an NVIDIA GPU: the worker imports the stand-in of its
+    documented API (tests/stand_ins/tensorrt_llm), the adapter is the real one."""
+    stand_ins = Path(__file__).resolve().parents[1] / "stand_ins"
+    endpoint = await sync_to_async(make_endpoint)(tmp_path, engine="tensorrt_llm", gpu_id=0)
+    await sync_to_async(start_worker)(queues="gpu", concurrency=1, env={
+        "PYTHONPATH": f"{stand_ins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "TRTLLM_STAND_IN_TOKEN_DELAY_S": "0.02"})
+    engine = await engine_for(endpoint.pk)
+    words = " ".join(f"word{i}" for i in range(30))
+    produced, arrived, text = [], [], []
+
+    async for delta in engine.stream(ChatRequest(
+            messages=[{"role": "user", "content": words}], max_tokens=30)):
+        arrived.append(time.time())
+        produced.append(engine.last_produced_at)
+        text.append(delta.text)
+
+    assert "word0" in "".join(text) and "word29" in "".join(text)
+    assert arrived[0] < produced[-2]
+
+
+async def test_admin_edit_of_the_model_folder_is_used_on_the_next_request(
+        tiny_models, start_worker):
+    endpoint = await sync_to_async(make_endpoint)(tiny_models["a"])
+    worker = await sync_to_async(start_worker)(queues="cpu")
+    first, _ = await collect(await engine_for(endpoint.pk))
+
+    # when: the folder changes in the database, the worker keeps running
+    await ModelEndpoint.objects.filter(pk=endpoint.pk).aupdate(model_path=str(tiny_models["b"]))
+    second, _ = await collect(await engine_for(endpoint.pk))
+
+    # then: another model answered, without a restart
+    assert first != second
+    assert worker.process.poll() is None
+    await ModelEndpoint.objects.filter(pk=endpoint.pk).aupdate(model_path=str(tiny_models["a"]))
+    again, _ = await collect(await engine_for(endpoint.pk))
+    assert again == first
+
+
+async def test_worker_killed_mid_generation_is_an_error_then_a_new_worker_serves(
+        tiny_models, start_worker, async_client):
+    endpoint = await sync_to_async(make_endpoint)(tiny_models["slow"], max_output_tokens=400)
+    worker = await sync_to_async(start_worker)(queues="cpu")
+    engine = await engine_for(endpoint.pk)
+    got, started = 0, time.monotonic()
+
+    with pytest.raises(ConnectionFailed, match="stopped answering"):
+        async for _delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=400)):
+            got += 1
+            if got == 3:
+                worker.kill()
+                killed_at = time.monotonic()
+
+    assert time.monotonic() - killed_at < LIVENESS_S + 2  # well within the 120 s timeout
+    assert await health_of(endpoint.pk) == "unhealthy"
+    assert (await async_client.get("/readyz")).status_code == 200
+
+    await sync_to_async(start_worker)(queues="cpu")
+    text, _ = await collect(await engine_for(endpoint.pk), max_tokens=5)
+    assert text
+    assert await health_of(endpoint.pk) == "healthy"
+    assert time.monotonic() - started < 90
+
+
+async def test_broken_model_folder_fails_that_endpoint_only(tiny_models, start_worker,
+                                                            tmp_path):
+    (tmp_path / "config.json").write_text("{ not json")
+    broken = await sync_to_async(make_endpoint)(tmp_path, name="broken")
+    good = await sync_to_async(make_endpoint)(tiny_models["a"], name="good")
+    await sync_to_async(start_worker)(queues="cpu")
+
+    with pytest.raises(EngineUnavailable):
+        await collect(await engine_for(broken.pk))
+
+    text, _ = await collect(await engine_for(good.pk))
+    assert text
+    assert await health_of(broken.pk) == "unhealthy"
+    assert await health_of(good.pk) == "healthy"
+
+
+async def test_generation_past_its_total_timeout_is_stopped_and_reported(
+        tiny_models, start_worker):
+    endpoint = await sync_to_async(make_endpoint)(
+        tiny_models["slow"], max_output_tokens=400, first_byte_timeout=30, total_timeout=31)
+    await sync_to_async(start_worker)(queues="cpu")
+    await collect(await engine_for(endpoint.pk), max_tokens=2)  # loaded and warm
+    # 400 tokens of the slow model take several seconds on this CPU
+    await ModelEndpoint.objects.filter(pk=endpoint.pk).aupdate(first_byte_timeout=1.5,
+                                                               total_timeout=2.0)
+
+    started = time.monotonic()
+    with pytest.raises(EngineTimeout) as caught:
+        await collect(await engine_for(endpoint.pk), max_tokens=400)
+
+    assert caught.value.phase == "total"
+    assert time.monotonic() - started < 4
+    assert await health_of(endpoint.pk) == "unhealthy"
+
+
+async def test_no_worker_on_the_gpu_queue_times_out_at_first_byte(tiny_models, start_worker):
+    endpoint = await sync_to_async(make_endpoint)(tiny_models["a"], gpu_id=0,
+                                                  first_byte_timeout=1.0)
+    await sync_to_async(start_worker)(queues="cpu")  # no gpu worker anywhere
+
+    with pytest.raises(EngineTimeout) as caught:
+        await collect(await engine_for(endpoint.pk))
+
+    assert caught.value.phase == "first_byte"
+    assert "no worker took the request" in str(caught.value)
