@@ -36,6 +36,15 @@ def generate(config: dict, request: dict, reply_channel: str) -> None:
     services.run_generation(config, request, reply_channel)
 
 
+@shared_task(name="inference.pool_status")
+def pool_status() -> dict:
+    """What this worker's engine pool holds: endpoint id -> engine kind."""
+    from .pool import get_pool
+
+    return {"pid": os.getpid(), "hostname": socket.gethostname(),
+            "loaded": {str(k): v for k, v in get_pool().loaded().items()}}
+
+
 _stop = threading.Event()
 
 

@@ -6,6 +6,7 @@ model folder and a timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -213,3 +214,29 @@ async def test_no_worker_on_the_gpu_queue_times_out_at_first_byte(tiny_models, s
 
     assert caught.value.phase == "first_byte"
     assert "no worker took the request" in str(caught.value)
+
+
+async def test_warm_endpoints_load_at_worker_start_and_disabled_ones_unload(
+        tiny_models, start_worker):
+    from inference.tasks import pool_status
+
+    def loaded() -> dict:
+        return pool_status.apply_async(queue="cpu").get(timeout=10)["loaded"]
+
+    async def wait_for(predicate) -> bool:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if predicate(await sync_to_async(loaded)()):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    warm = await sync_to_async(make_endpoint)(tiny_models["a"], name="warm", warm=True)
+    await sync_to_async(make_endpoint)(tiny_models["b"], name="cold")
+    await sync_to_async(start_worker)(queues="cpu")
+
+    # loaded without a request; the cold one is not
+    assert await wait_for(lambda held: held == {str(warm.pk): "transformers"})
+
+    await ModelEndpoint.objects.filter(pk=warm.pk).aupdate(enabled=False)
+    assert await wait_for(lambda held: held == {})
