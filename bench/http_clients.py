@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from bench.stats import percentile  # noqa: E402
 from inference.engines import openai as openai_engine  # noqa: E402
 from inference.engines.base import ChatRequest, EndpointConfig  # noqa: E402
 
@@ -57,10 +58,6 @@ CONCURRENCIES = (1, 16)
 Call = Callable[[], Awaitable[None]]
 StreamCall = Callable[[], Awaitable[tuple[float, float]]]  # (first token, done) seconds
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def start_server() -> tuple[subprocess.Popen, str]:

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.stats import latency_summary  # noqa: E402
 from openclaw_site.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 
 WORKER_APP = """
@@ -41,10 +41,6 @@ def ping(sent):
     return {"pid": os.getpid(), "received": time.time()}
 """
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def measure(broker: str, backend: str, n: int, poll: float, workdir: Path) -> dict:
@@ -93,12 +89,7 @@ def measure(broker: str, backend: str, n: int, poll: float, workdir: Path) -> di
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
-    return {
-        "n": n,
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(percentile(times, 0.95), 2),
-        "mean_ms": round(statistics.mean(times), 2),
-    }
+    return latency_summary(times)
 
 
 def redis_up(host: str = "127.0.0.1", port: int = 6379) -> bool:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50_ms": round(statistics.median(values), 2),
-            "p95_ms": round(percentile(values, 0.95), 2)}
+from bench.stats import latency_summary  # noqa: E402
 
 
 async def ttft(engine, n: int) -> list[float]:
@@ -108,7 +99,7 @@ def run(data: Path, n: int):
         in_process = await ttft(local, n)
         await local.aclose()
         via_worker = await ttft(build_engine(config), n)
-        return {"in_process": summary(in_process), "worker": summary(via_worker)}
+        return {"in_process": latency_summary(in_process), "worker": latency_summary(via_worker)}
 
     try:
         return asyncio.run(measure())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,12 +54,26 @@ async def engine_for(endpoint_id: int) -> WorkerEngine:
     return engine
 
 
-async def collect(engine, max_tokens: int = 16) -> tuple[str, list[float]]:
-    text, arrivals = [], []
-    async for delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=max_tokens)):
-        arrivals.append(time.time())
-        text.append(delta.text)
-    return "".join(text), arrivals
+@dataclass
+class Streamed:
+    text: str
+    arrived: list[float]  # our clock, as each delta arrived
+    produced: list[float]  # the worker's clock, as it produced each delta
+
+
+async def collect(engine, max_tokens: int = 16, messages=PROMPT) -> Streamed:
+    streamed = Streamed("", [], [])
+    async for delta in engine.stream(ChatRequest(messages=messages, max_tokens=max_tokens)):
+        streamed.arrived.append(time.time())
+        streamed.produced.append(engine.last_produced_at)
+        streamed.text += delta.text
+    return streamed
+
+
+def assert_streamed_token_by_token(streamed: Streamed) -> None:
+    assert len(streamed.arrived) >= 10
+    # the first delta reached us before the worker produced the last ones
+    assert streamed.arrived[0] < streamed.produced[-2]
 
 
 async def health_of(endpoint_id: int) -> str:
@@ -69,16 +84,9 @@ async def test_local_model_streams_token_by_token_across_the_process_boundary(
         tiny_models, start_worker):
     endpoint = await sync_to_async(make_endpoint)(tiny_models["slow"], max_output_tokens=40)
     await sync_to_async(start_worker)(queues="cpu")
-    engine = await engine_for(endpoint.pk)
-    produced, arrived = [], []
+    streamed = await collect(await engine_for(endpoint.pk), max_tokens=40)
 
-    async for _delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=40)):
-        arrived.append(time.time())
-        produced.append(engine.last_produced_at)
-
-    assert len(arrived) >= 10
-    # the first delta reached us before the worker produced the last one
-    assert arrived[0] < produced[-2]
+    assert_streamed_token_by_token(streamed)
     assert await health_of(endpoint.pk) == "healthy"
 
 
@@ -93,15 +101,7 @@ async def test_onnx_model_streams_across_the_process_boundary(onnx_model, start_
     endpoint = await sync_to_async(make_endpoint)(onnx_model, engine="onnx",
                                                   max_output_tokens=200)
     await sync_to_async(start_worker)(queues="cpu")
-    engine = await engine_for(endpoint.pk)
-    produced, arrived = [], []
-
-    async for _delta in engine.stream(ChatRequest(messages=PROMPT, max_tokens=200)):
-        arrived.append(time.time())
-        produced.append(engine.last_produced_at)
-
-    assert len(arrived) >= 10
-    assert arrived[0] < produced[-2]
+    assert_streamed_token_by_token(await collect(await engine_for(endpoint.pk), max_tokens=200))
 
 
 async def test_tensorrt_llm_streams_across_the_process_boundary(start_worker, tmp_path):
@@ -112,35 +112,30 @@ async def test_tensorrt_llm_streams_across_the_process_boundary(start_worker, tm
     await sync_to_async(start_worker)(queues="gpu", concurrency=1, env={
         "PYTHONPATH": f"{stand_ins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         "TRTLLM_STAND_IN_TOKEN_DELAY_S": "0.02"})
-    engine = await engine_for(endpoint.pk)
     words = " ".join(f"word{i}" for i in range(30))
-    produced, arrived, text = [], [], []
 
-    async for delta in engine.stream(ChatRequest(
-            messages=[{"role": "user", "content": words}], max_tokens=30)):
-        arrived.append(time.time())
-        produced.append(engine.last_produced_at)
-        text.append(delta.text)
+    streamed = await collect(await engine_for(endpoint.pk), max_tokens=30,
+                             messages=[{"role": "user", "content": words}])
 
-    assert "word0" in "".join(text) and "word29" in "".join(text)
-    assert arrived[0] < produced[-2]
+    assert "word0" in streamed.text and "word29" in streamed.text
+    assert_streamed_token_by_token(streamed)
 
 
 async def test_admin_edit_of_the_model_folder_is_used_on_the_next_request(
         tiny_models, start_worker):
     endpoint = await sync_to_async(make_endpoint)(tiny_models["a"])
     worker = await sync_to_async(start_worker)(queues="cpu")
-    first, _ = await collect(await engine_for(endpoint.pk))
+    first = (await collect(await engine_for(endpoint.pk))).text
 
     # when: the folder changes in the database, the worker keeps running
     await ModelEndpoint.objects.filter(pk=endpoint.pk).aupdate(model_path=str(tiny_models["b"]))
-    second, _ = await collect(await engine_for(endpoint.pk))
+    second = (await collect(await engine_for(endpoint.pk))).text
 
     # then: another model answered, without a restart
     assert first != second
     assert worker.process.poll() is None
     await ModelEndpoint.objects.filter(pk=endpoint.pk).aupdate(model_path=str(tiny_models["a"]))
-    again, _ = await collect(await engine_for(endpoint.pk))
+    again = (await collect(await engine_for(endpoint.pk))).text
     assert again == first
 
 
@@ -163,7 +158,7 @@ async def test_worker_killed_mid_generation_is_an_error_then_a_new_worker_serves
     assert (await async_client.get("/readyz")).status_code == 200
 
     await sync_to_async(start_worker)(queues="cpu")
-    text, _ = await collect(await engine_for(endpoint.pk), max_tokens=5)
+    text = (await collect(await engine_for(endpoint.pk), max_tokens=5)).text
     assert text
     assert await health_of(endpoint.pk) == "healthy"
     assert time.monotonic() - started < 90
@@ -179,7 +174,7 @@ async def test_broken_model_folder_fails_that_endpoint_only(tiny_models, start_w
     with pytest.raises(EngineUnavailable):
         await collect(await engine_for(broken.pk))
 
-    text, _ = await collect(await engine_for(good.pk))
+    text = (await collect(await engine_for(good.pk))).text
     assert text
     assert await health_of(broken.pk) == "unhealthy"
     assert await health_of(good.pk) == "healthy"
