@@ -113,8 +113,8 @@ class WorkerProcess:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(embedded_services):
-    """A worker for the session (tasks that need no database)."""
-    worker = WorkerProcess().start()
+    """A worker for the session: the default queue (pings), no engines."""
+    worker = WorkerProcess(queues="default").start()  # not cpu/gpu: those are each test's own
     yield worker.process
     worker.stop()
 
