@@ -279,6 +279,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "rotate-api-keys": {"task": "routing.rotate_due_keys", "schedule": 300.0},
+}
 
 CHANNEL_LAYERS = {
     "default": {
@@ -339,6 +342,14 @@ SECURE_HSTS_SECONDS = env_int("OPENCLAW_HSTS_SECONDS", 0)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("OPENCLAW_BEHIND_TLS_PROXY", False) else None
 )
+
+
+# --- API keys ------------------------------------------------------------------
+
+# X-Forwarded-For is believed only from these peers (CIDRs of the reverse proxies).
+OPENCLAW_TRUSTED_PROXIES = env_list("OPENCLAW_TRUSTED_PROXIES", [])
+# How long a rotated key keeps working beside its successor.
+OPENCLAW_KEY_ROTATION_GRACE_HOURS = env_int("OPENCLAW_KEY_ROTATION_GRACE_HOURS", 24)
 
 
 # --- logging -----------------------------------------------------------------

@@ -1,16 +1,23 @@
 """Admin for the model registry: validation that explains itself, the API key
-write-only and masked, a "test connection" action."""
+write-only and masked, a "test connection" action; routing rules with a dry run."""
 
 from __future__ import annotations
+
+import json
 
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from modeltranslation.admin import TranslationAdmin
 
-from .models import HTTP_ENGINES, LOCAL_ENGINES, ModelEndpoint
+from . import key_admin  # noqa: F401 - registers the ApiKey admin
+from .models import HTTP_ENGINES, LOCAL_ENGINES, ModelEndpoint, RoutingRule, describe_condition
+from .rules import RequestFacts, resolve_route
 from .services import check_connection, model_folder_problems, set_enabled, url_unreachable
 
 
@@ -113,3 +120,95 @@ class ModelEndpointAdmin(TranslationAdmin):
         self.message_user(request, ngettext("%(count)d endpoint disabled.",
                                             "%(count)d endpoints disabled.", count)
                           % {"count": count})
+
+
+# --- routing rules -------------------------------------------------------------------
+
+
+class DryRunForm(forms.Form):
+    """A pasted request and the facts that do not travel in its body."""
+
+    request_json = forms.CharField(
+        label=_("request (JSON)"), widget=forms.Textarea(attrs={"rows": 12, "cols": 80}),
+        help_text=_('An OpenAI chat body, e.g. {"model": "emergency", "messages": '
+                    '[{"role": "user", "content": "hi"}]}'))
+    api_key = forms.CharField(label=_("API key prefix"), required=False)
+    user = forms.CharField(label=_("user"), required=False)
+    groups = forms.CharField(label=_("groups"), required=False,
+                             help_text=_("Comma-separated."))
+    language = forms.CharField(label=_("language"), required=False)
+    flags = forms.CharField(label=_("plugin flags"), required=False,
+                            help_text=_("Comma-separated, e.g. sensitive."))
+
+    def clean_request_json(self) -> dict:
+        try:
+            body = json.loads(self.cleaned_data["request_json"])
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(_("Not valid JSON: %(error)s") % {"error": exc}) from None
+        if not isinstance(body, dict):
+            raise forms.ValidationError(_("The request must be a JSON object."))
+        messages_ = body.get("messages", [])
+        if not isinstance(messages_, list) or not all(isinstance(m, dict) for m in messages_):
+            raise forms.ValidationError(_("“messages” must be a list of objects."))
+        if not isinstance(body.get("model", ""), str):
+            raise forms.ValidationError(_("“model” must be a string."))
+        return body
+
+    def facts(self) -> RequestFacts:
+        data = self.cleaned_data
+        body = data["request_json"]
+
+        def split(text: str) -> frozenset[str]:
+            return frozenset(p.strip() for p in text.split(",") if p.strip())
+
+        return RequestFacts(model=body.get("model", ""), messages=body.get("messages", []),
+                            api_key=data["api_key"], user=data["user"],
+                            groups=split(data["groups"]), language=data["language"],
+                            flags=split(data["flags"]))
+
+
+@admin.register(RoutingRule)
+class RoutingRuleAdmin(TranslationAdmin):
+    list_display = ("priority", "name", "condition_summary", "target_model", "fallback_chain",
+                    "enabled")
+    list_display_links = ("name",)
+    list_editable = ("enabled",)
+    list_filter = ("enabled",)
+    search_fields = ("name", "target_model")
+    readonly_fields = ("created_at", "updated_at")
+    fields = ("name", "description", "priority", "enabled", "condition", "target_model",
+              "fallbacks", "created_at", "updated_at")
+    change_list_template = "admin/routing/routingrule/change_list.html"
+
+    @admin.display(description=_("condition"))
+    def condition_summary(self, obj: RoutingRule) -> str:
+        return describe_condition(obj.condition or {})
+
+    @admin.display(description=_("fallbacks"))
+    def fallback_chain(self, obj: RoutingRule) -> str:
+        return " → ".join(obj.fallbacks or []) or "—"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        missing = obj.unregistered_models()
+        if missing:
+            self.message_user(request, _("Saved, but these models are not in the registry: "
+                                         "%(names)s") % {"names": ", ".join(missing)},
+                              messages.WARNING)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.dry_run_view)
+        return [path("dry-run/", view, name="routing_routingrule_dry_run"), *super().get_urls()]
+
+    def dry_run_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = DryRunForm(request.POST or None)
+        decision = facts = None
+        if request.method == "POST" and form.is_valid():
+            facts = form.facts()
+            decision = resolve_route(facts)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": _("Routing dry run"), "form": form, "decision": decision,
+                   "context_length": facts.context_length if facts else None}
+        return TemplateResponse(request, "admin/routing/routingrule/dry_run.html", context)

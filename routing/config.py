@@ -13,11 +13,33 @@ The seed's format, applied unchanged::
         engine: tensorrt_llm
         gpu_id: 0
 
+A ``routing:`` list holds the routing rules (see ``routing.rules``)::
+
+    routing:
+      - name: Emergency
+        priority: 10
+        when: {field: model, op: eq, value: emergency}
+        target: local-7b
+      - name: Long context
+        priority: 20
+        when: {all: [{field: context_length, op: gt, value: 2048}]}
+        target: cloud-32k
+      - name: Default
+        priority: 1000
+        target: default-model          # no ``when``: always matches
+        fallbacks: [fallback-model]
+
+Rules are matched to existing ones by name (the default language's); ``when``
+is a condition as stored in the admin, checked with the line of the bad part.
+``$VAR`` is not expanded inside rules (a regex may end with ``$``). A target
+that is not in the registry is a warning, not a refusal.
+
 ``type``/``engine`` map to an engine kind (see ``engine_kind``). ``$VAR`` and
 ``${VAR}`` are expanded from the environment (``$$`` is a literal ``$``).
 Every problem is reported with its line; a file with any problem changes
-nothing. Entries are matched to existing rows by (name, endpoint, path):
-the same name at another endpoint is another instance of the model.
+nothing, models and rules alike. Model entries are matched to existing rows by
+(name, endpoint, path): the same name at another endpoint is another instance
+of the model.
 """
 
 from __future__ import annotations
@@ -31,8 +53,10 @@ from typing import Any
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from modeltranslation.settings import DEFAULT_LANGUAGE
+from modeltranslation.utils import build_localized_fieldname
 
-from .models import LOCAL_ENGINES, EngineKind, ModelEndpoint
+from .models import LOCAL_ENGINES, EngineKind, ModelEndpoint, RoutingRule, condition_problems
 from .services import model_folder_problems
 
 VLLM_DEFAULT_URL = "http://127.0.0.1:8001/v1"  # where `vllm serve PATH --port 8001` listens
@@ -64,7 +88,17 @@ MODEL_KEYS: dict[str, tuple[tuple[type, ...], str | None]] = {
 TIMEOUT_KEYS = {"connect": "connect_timeout", "first_byte": "first_byte_timeout",
                 "total": "total_timeout"}
 AUTH_TYPES = {"api_key", "bearer", "none"}
-TOP_LEVEL_KEYS = {"models"}
+TOP_LEVEL_KEYS = {"models", "routing"}
+# routing: key -> (python type(s), RoutingRule field)
+RULE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "name"),
+    "priority": ((int,), "priority"),
+    "enabled": ((bool,), "enabled"),
+    "when": ((dict,), "condition"),
+    "target": ((str,), "target_model"),
+    "fallbacks": ((list,), "fallbacks"),
+    "description": ((str,), "description"),
+}
 
 
 class ConfigError(Exception):
@@ -89,6 +123,7 @@ class _Entry:
     line: int
     key_lines: dict[str, int]
     fields: dict[str, Any]
+    nodes: dict[str, yaml.Node] = field(default_factory=dict)
 
 
 # --- parsing with line numbers ---------------------------------------------------
@@ -132,23 +167,24 @@ def _parse(text: str, source: str) -> yaml.Node | None:
             from None
 
 
-def _model_nodes(root: yaml.Node | None, problems: list[tuple[int, str]]) -> list[yaml.Node]:
+def _sections(root: yaml.Node | None,
+              problems: list[tuple[int, str]]) -> dict[str, list[yaml.Node]]:
     if root is None:
         problems.append((1, "the file is empty; expected a `models:` list"))
-        return []
+        return {}
     if not isinstance(root, yaml.MappingNode):
         problems.append((_line(root), "expected a mapping with a `models:` list at the top"))
-        return []
-    nodes: list[yaml.Node] = []
+        return {}
+    nodes: dict[str, list[yaml.Node]] = {key: [] for key in TOP_LEVEL_KEYS}
     for key_node, value_node in root.value:
         key = _scalar(key_node)
         if key not in TOP_LEVEL_KEYS:
             problems.append((_line(key_node), f"unknown top-level key {key!r} "
                              f"(allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})"))
         elif not isinstance(value_node, yaml.SequenceNode):
-            problems.append((_line(value_node), "`models` must be a list"))
+            problems.append((_line(value_node), f"`{key}` must be a list"))
         else:
-            nodes.extend(value_node.value)
+            nodes[key].extend(value_node.value)
     return nodes
 
 
@@ -176,7 +212,7 @@ def _read_entry(node: yaml.Node, environ: Mapping[str, str],
 
 def _type_name(types: tuple[type, ...]) -> str:
     return {str: "a string", int: "an integer", bool: "true or false",
-            dict: "a mapping"}[types[0]]
+            dict: "a mapping", list: "a list"}[types[0]]
 
 
 # --- mapping entries to rows -------------------------------------------------------
@@ -305,7 +341,8 @@ def apply_config(text: str, *, source: str = "<config>",
     report = ApplyReport()
     planned: list[tuple[ModelEndpoint, _Entry]] = []
     seen: dict[tuple[str, str, str], int] = {}
-    for node in _model_nodes(_parse(text, source), problems):
+    sections = _sections(_parse(text, source), problems)
+    for node in sections.get("models", []):
         entry = _read_entry(node, environ, problems)
         row = _row_fields(entry, problems) if entry else None
         if row is None:
@@ -317,11 +354,16 @@ def apply_config(text: str, *, source: str = "<config>",
             continue
         seen[identity] = entry.line
         planned.append((_validate(row, entry, problems, report.warnings), entry))
+    registered = {instance.name for instance, _entry in planned}
+    planned_rules = _plan_rules(sections.get("routing", []), registered, problems,
+                                report.warnings)
     if problems:
         raise ConfigError(source, problems)
     with transaction.atomic():
         for instance, _entry in planned:
             _save(instance, report, dry_run)
+        for rule in planned_rules:
+            _save_rule(rule, report, dry_run)
         if dry_run:
             transaction.set_rollback(True)
     return report
@@ -353,7 +395,11 @@ def export_config() -> str:
     """The registry as YAML that ``apply`` accepts; secrets become ``${NAME_API_KEY}``."""
     defaults = _defaults()
     models = [_export_entry(endpoint, defaults) for endpoint in ModelEndpoint.objects.all()]
-    return yaml.safe_dump({"models": models}, sort_keys=False, allow_unicode=True)
+    document: dict[str, Any] = {"models": models}
+    routing = [_export_rule(rule) for rule in RoutingRule.objects.order_by("priority", "id")]
+    if routing:
+        document["routing"] = routing
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
 def _export_entry(endpoint: ModelEndpoint, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -371,4 +417,133 @@ def _export_entry(endpoint: ModelEndpoint, defaults: dict[str, Any]) -> dict[str
                 if getattr(endpoint, target) != defaults[target]}
     if timeouts:
         entry["timeouts"] = timeouts
+    return entry
+
+
+# --- routing rules ------------------------------------------------------------------------
+
+NAME_FIELD = build_localized_fieldname("name", DEFAULT_LANGUAGE)
+DESCRIPTION_FIELD = build_localized_fieldname("description", DEFAULT_LANGUAGE)
+RULE_COMPARED = (NAME_FIELD, DESCRIPTION_FIELD, "priority", "enabled", "condition",
+                 "target_model", "fallbacks")
+
+
+def _plan_rules(nodes: list[yaml.Node], registered: set[str],
+                problems: list[tuple[int, str]], warnings: list[str]) -> list[RoutingRule]:
+    planned: list[RoutingRule] = []
+    seen: dict[str, int] = {}
+    for node in nodes:
+        entry = _read_rule(node, problems)
+        if entry is None:
+            continue
+        name = entry.fields.get("name")
+        if name in seen:
+            problems.append((entry.line, f"rule {name!r} is already defined on line "
+                             f"{seen[name]}"))
+            continue
+        if name is not None:
+            seen[name] = entry.line
+        rule = _validate_rule(entry, problems)
+        if rule is not None:
+            planned.append(rule)
+            missing = [n for n in rule.unregistered_models() if n not in registered]
+            if missing:
+                warnings.append(f"line {entry.line}: rule {name}: not in the registry: "
+                                f"{', '.join(missing)}")
+    return planned
+
+
+def _read_rule(node: yaml.Node, problems: list[tuple[int, str]]) -> _Entry | None:
+    if not isinstance(node, yaml.MappingNode):
+        problems.append((_line(node), "each rule must be a mapping (name: …, target: …)"))
+        return None
+    entry = _Entry(_line(node), {}, {})
+    for key_node, value_node in node.value:
+        key, line = _scalar(key_node), _line(key_node)
+        if key not in RULE_KEYS:
+            problems.append((line, f"unknown key {key!r} (allowed: {', '.join(RULE_KEYS)})"))
+            continue
+        value = _scalar(value_node)  # no $VAR expansion: a regex may end with $
+        types = RULE_KEYS[key][0]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            problems.append((line, f"{key} must be {_type_name(types)}, "
+                             f"not {type(value).__name__}"))
+            continue
+        entry.key_lines[key], entry.fields[key], entry.nodes[key] = line, value, value_node
+    for required in ("name", "target"):
+        if required not in entry.fields and not any(line == entry.line for line, _m in problems):
+            problems.append((entry.line, f"missing required key {required!r}"))
+    return entry if {"name", "target"} <= set(entry.fields) else None
+
+
+def _validate_rule(entry: _Entry, problems: list[tuple[int, str]]) -> RoutingRule | None:
+    data = entry.fields
+    rule = RoutingRule.objects.filter(**{NAME_FIELD: data["name"]}).first() or RoutingRule()
+    setattr(rule, NAME_FIELD, data["name"])
+    rule.name = data["name"]
+    setattr(rule, DESCRIPTION_FIELD, data.get("description", ""))
+    rule.priority = data.get("priority", 100)
+    rule.enabled = data.get("enabled", True)
+    rule.condition = data.get("when", {})
+    rule.target_model = data["target"]
+    rule.fallbacks = data.get("fallbacks", [])
+    before = len(problems)
+    for path, message in condition_problems(rule.condition):
+        line = _line(_node_at(entry.nodes["when"], path)) if "when" in entry.nodes else \
+            entry.line
+        problems.append((line, f"when: {path}: {message}"))
+    try:
+        rule.full_clean(exclude=["condition"])
+    except ValidationError as exc:
+        keys = {target: key for key, (_types, target) in RULE_KEYS.items()}
+        for field_name, messages in exc.message_dict.items():
+            key = keys.get(field_name.removesuffix(f"_{DEFAULT_LANGUAGE}"), "")
+            problems.extend((entry.key_lines.get(key, entry.line), f"{key or 'rule'}: {m}")
+                            for m in messages)
+    return rule if len(problems) == before else None
+
+
+PATH_TOKEN = re.compile(r"([A-Za-z_]+)|\[(\d+)\]")
+
+
+def _node_at(node: yaml.Node, path: str) -> yaml.Node:
+    """The YAML node a condition path (``all[1].value``) points at, or its deepest parent."""
+    for name, index in PATH_TOKEN.findall(path if path != "condition" else ""):
+        if name and isinstance(node, yaml.MappingNode):
+            found = [v for k, v in node.value if _scalar(k) == name]
+            if not found:
+                return node
+            node = found[0]
+        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+        else:
+            return node
+    return node
+
+
+def _save_rule(rule: RoutingRule, report: ApplyReport, dry_run: bool) -> None:
+    label = f"rule {getattr(rule, NAME_FIELD)}"
+    if rule.pk is None:
+        report.created.append(label)
+    else:
+        current = RoutingRule.objects.get(pk=rule.pk)
+        if all(getattr(current, f) == getattr(rule, f) for f in RULE_COMPARED):
+            report.unchanged.append(label)
+            return
+        report.updated.append(label)
+    if not dry_run:
+        rule.save()
+
+
+def _export_rule(rule: RoutingRule) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": getattr(rule, NAME_FIELD), "priority": rule.priority}
+    if not rule.enabled:
+        entry["enabled"] = False
+    if rule.condition:
+        entry["when"] = rule.condition
+    entry["target"] = rule.target_model
+    if rule.fallbacks:
+        entry["fallbacks"] = list(rule.fallbacks)
+    if getattr(rule, DESCRIPTION_FIELD):
+        entry["description"] = getattr(rule, DESCRIPTION_FIELD)
     return entry

@@ -1,7 +1,10 @@
-"""The model registry: every model instance OpenClaw can send a request to."""
+"""The model registry (every model instance OpenClaw can send a request to) and
+the routing rules that choose among them (conditions are data, never code)."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +14,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from openclaw_site.fields import EncryptedTextField
+
+from .key_models import ApiKey  # noqa: F401 - defined in its own module, an app model here
 
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 
@@ -202,3 +207,184 @@ class ModelEndpoint(models.Model):
         if not key:
             return ""
         return f"{key[:3]}…{key[-4:]}" if len(key) > 10 else "…" * 3
+
+
+# --- routing rules -------------------------------------------------------------------
+#
+# A condition is data, never code: a leaf {"field", "op", "value"}, or
+# {"all": [...]}, {"any": [...]}, {"not": cond}, or {} (always true).
+
+STR_OPS = ("eq", "ne", "in", "not_in", "contains", "icontains", "startswith", "regex")
+NUM_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte")
+SET_OPS = ("eq", "ne", "in", "not_in")  # membership: eq = has it, in = has any of them
+
+# field -> (kind, allowed ops); kinds: "str", "int", "set"
+CONDITION_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "model": ("str", STR_OPS),
+    "context_length": ("int", NUM_OPS),
+    "content": ("str", STR_OPS),
+    "api_key": ("str", STR_OPS),
+    "user": ("str", STR_OPS),
+    "group": ("set", SET_OPS),
+    "language": ("str", STR_OPS),
+    "flag": ("set", SET_OPS),
+}
+MAX_REGEX_LENGTH = 200
+MAX_CONDITION_DEPTH = 16
+LEAF_KEYS = {"field", "op", "value"}
+GROUP_KEYS = {"all", "any", "not"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def condition_problems(condition: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Every problem of a condition as (path, message); the path is ``all[1].value`` style."""
+    where = path or "condition"
+    if depth > MAX_CONDITION_DEPTH:
+        return [(where, str(_("Conditions nest at most %(n)d deep.")
+                            % {"n": MAX_CONDITION_DEPTH}))]
+    if not isinstance(condition, dict):
+        return [(where, str(_("Must be a JSON object.")))]
+    if not condition:
+        return []
+    keys = set(condition)
+    if keys & GROUP_KEYS:
+        if len(keys) != 1 or keys & LEAF_KEYS:
+            return [(where, str(_("Use exactly one of “all”, “any”, “not” in an object.")))]
+        key = keys.pop()
+        sub = f"{path}.{key}" if path else key
+        if key == "not":
+            if condition[key] == {}:
+                return [(sub, str(_("“not” needs a non-empty condition.")))]
+            return condition_problems(condition[key], sub, depth + 1)
+        items = condition[key]
+        if not isinstance(items, list) or not items:
+            return [(sub, str(_("Must be a non-empty list of conditions.")))]
+        problems = []
+        for index, item in enumerate(items):
+            problems += condition_problems(item, f"{sub}[{index}]", depth + 1)
+        return problems
+    return _leaf_problems(condition, path)
+
+
+def _leaf_problems(leaf: dict, path: str) -> list[tuple[str, str]]:
+    def at(key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    unknown = sorted(set(leaf) - LEAF_KEYS)
+    if unknown:
+        return [(at(unknown[0]), str(_("Unknown key “%(key)s” (allowed: field, op, value, or "
+                                       "all / any / not).") % {"key": unknown[0]}))]
+    missing = sorted(LEAF_KEYS - set(leaf))
+    if missing:
+        return [(at(missing[0]), str(_("Missing “%(key)s”.") % {"key": missing[0]}))]
+    field, op, value = leaf["field"], leaf["op"], leaf["value"]
+    if field not in CONDITION_FIELDS:
+        return [(at("field"), str(_("Unknown field “%(field)s” (allowed: %(allowed)s).")
+                                  % {"field": field, "allowed": ", ".join(CONDITION_FIELDS)}))]
+    kind, ops = CONDITION_FIELDS[field]
+    if op not in ops:
+        return [(at("op"), str(_("Operator “%(op)s” does not apply to %(field)s (allowed: "
+                                 "%(allowed)s).") % {"op": op, "field": field,
+                                                     "allowed": ", ".join(ops)}))]
+    message = _value_problem(kind, op, value)
+    return [(at("value"), message)] if message else []
+
+
+def _value_problem(kind: str, op: str, value: Any) -> str | None:
+    one = _is_int if kind == "int" else (lambda v: isinstance(v, str))
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value or not all(one(v) for v in value):
+            return str(_("Must be a non-empty list of integers.") if kind == "int"
+                       else _("Must be a non-empty list of strings."))
+        return None
+    if not one(value):
+        return str(_("Must be an integer.") if kind == "int" else _("Must be a string."))
+    if op == "regex":
+        if len(value) > MAX_REGEX_LENGTH:
+            return str(_("The pattern is longer than %(n)d characters.")
+                       % {"n": MAX_REGEX_LENGTH})
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return str(_("“%(pattern)s” is not a valid regular expression: %(error)s")
+                       % {"pattern": value, "error": exc})
+    return None
+
+
+def validate_condition(condition: Any) -> None:
+    """Raise ``ValidationError`` with one message per problem, each naming its path."""
+    problems = condition_problems(condition)
+    if problems:
+        raise ValidationError([
+            ValidationError("%(path)s: %(message)s", params={"path": p, "message": m})
+            for p, m in problems])
+
+
+def validate_model_names(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValidationError(_("Must be a JSON list of model names."))
+    bad = [v for v in value if not re.match(MODEL_NAME_RE, v)]
+    if bad:
+        raise ValidationError(_("Not a valid model name: %(names)s") % {"names": ", ".join(bad)})
+
+
+def describe_condition(condition: dict) -> str:
+    """A one-line summary: ``all(model eq "x", context_length gt 2048)``; ``always``."""
+    if not condition:
+        return "always"
+    if "not" in condition:
+        return f"not({describe_condition(condition['not'])})"
+    for key in ("all", "any"):
+        if key in condition:
+            return f"{key}({', '.join(describe_condition(c) for c in condition[key])})"
+    value = json.dumps(condition.get("value"), ensure_ascii=False)
+    return f"{condition.get('field')} {condition.get('op')} {value}"
+
+
+class RoutingRule(models.Model):
+    """Where a request goes: the first enabled rule (lowest priority first) whose
+    condition matches sends it to ``target_model``, then down ``fallbacks``.
+
+    The lowest-priority rule with an empty condition is the catch-all; its
+    fallbacks are the global last resort appended to every chain.
+    """
+
+    name = models.CharField(_("name"), max_length=200)
+    description = models.TextField(_("description"), blank=True)
+    priority = models.IntegerField(_("priority"), default=100, db_index=True,
+                                   help_text=_("Lower numbers are tried first."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    condition = models.JSONField(
+        _("condition"), default=dict, blank=True, validators=[validate_condition],
+        help_text=_('{"field": "model", "op": "eq", "value": "emergency"}; '
+                    '{"all": [...]}, {"any": [...]}, {"not": {...}}; {} matches everything.'))
+    target_model = models.CharField(
+        _("target model"), max_length=128,
+        validators=[RegexValidator(MODEL_NAME_RE, _("Letters, digits and . _ : / @ + - only."))])
+    fallbacks = models.JSONField(_("fallbacks"), default=list, blank=True,
+                                 validators=[validate_model_names],
+                                 help_text=_("Model names tried in order if the target fails."))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        verbose_name = _("routing rule")
+        verbose_name_plural = _("routing rules")
+
+    def __str__(self) -> str:
+        return f"{self.priority}: {self.name}"
+
+    def clean(self) -> None:
+        if self.fallbacks and self.target_model in self.fallbacks:
+            raise ValidationError({"fallbacks": _("The target model is already tried first; "
+                                                  "do not repeat it as a fallback.")})
+
+    def unregistered_models(self) -> list[str]:
+        """Target/fallback names with no endpoint in the registry (a warning, not an error)."""
+        names = [self.target_model, *(self.fallbacks or [])]
+        known = set(ModelEndpoint.objects.filter(name__in=names).values_list("name", flat=True))
+        return [n for n in dict.fromkeys(names) if n and n not in known]

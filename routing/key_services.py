@@ -1,0 +1,284 @@
+"""API keys: issue, authenticate, scope, rate-limit, budget and rotate.
+
+Counters live in the Django cache (Redis), so every web replica and worker
+counts together; ``cache.add`` + ``cache.incr`` are atomic there.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .key_models import ApiKey, BudgetPeriod
+
+PREFIX_MARK = "oc_"
+LAST_USED_EVERY = timedelta(seconds=60)  # spare the database a write per request
+
+
+@dataclass
+class KeyRefused(Exception):
+    """Why a request is refused: an HTTP status, a stable code and a message for people."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def assign_secret(key: ApiKey) -> str:
+    """Give an unsaved key a fresh prefix and secret hash; return the secret (once)."""
+    prefix = PREFIX_MARK + secrets.token_urlsafe(6)[:8]
+    secret = f"{prefix}.{secrets.token_urlsafe(32)}"
+    key.prefix, key.secret_hash = prefix, hash_secret(secret)
+    if not key.family:
+        key.family = prefix
+    return secret
+
+
+def create_key(name: str, **fields) -> tuple[ApiKey, str]:
+    """Create a key from model fields (``allowed_models``, ``rpm_limit``, …); the
+    secret is returned here and never again."""
+    key = ApiKey(name=name, **fields)
+    secret = assign_secret(key)
+    key.full_clean()
+    with transaction.atomic():
+        key.save()
+    return key, secret
+
+
+# --- authentication -----------------------------------------------------------
+
+
+def client_ip(remote_addr: str, x_forwarded_for: str | None = None,
+              trusted_proxies: Iterable[str] | None = None) -> str:
+    """The client's address: ``X-Forwarded-For`` counts only when the peer is a
+    trusted proxy, and then the right-most address that is not one."""
+    if trusted_proxies is None:
+        trusted_proxies = settings.OPENCLAW_TRUSTED_PROXIES
+    networks = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+
+    def trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    if not x_forwarded_for or not trusted(remote_addr):
+        return remote_addr
+    current = remote_addr
+    for hop in reversed([h.strip() for h in x_forwarded_for.split(",") if h.strip()]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return current  # garbage before a trusted hop: trust nothing further left
+        current = hop
+        if not trusted(hop):
+            return hop
+    return current
+
+
+def authenticate(secret: str | None, client_addr: str) -> ApiKey:
+    """The key a request presents, or ``KeyRefused`` (401 unknown/expired/revoked/
+    rotated out, 403 from a network the key does not allow)."""
+    if not secret:
+        raise KeyRefused(401, "missing_api_key",
+                         _("No API key: send it as “Authorization: Bearer <key>”."))
+    prefix = secret.split(".", 1)[0]
+    key = ApiKey.objects.filter(prefix=prefix).first() if "." in secret else None
+    if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+        raise KeyRefused(401, "invalid_api_key", _("The API key is not valid."))
+    now = timezone.now()
+    if key.revoked_at is not None:
+        raise KeyRefused(401, "revoked_api_key", _("This API key has been revoked."))
+    if key.expires_at is not None and key.expires_at <= now:
+        raise KeyRefused(401, "expired_api_key", _("This API key has expired."))
+    if key.grace_until is not None and key.grace_until <= now:
+        raise KeyRefused(401, "rotated_api_key",
+                         _("This API key was rotated and its grace period is over; "
+                           "use its successor."))
+    _check_network(key, client_addr)
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_EVERY:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key
+
+
+def _check_network(key: ApiKey, client_addr: str) -> None:
+    if not key.allowed_cidrs:
+        return
+    try:
+        ip = ipaddress.ip_address(client_addr)
+    except ValueError:
+        ip = None
+    if ip is None or not any(ip in ipaddress.ip_network(c, strict=False)
+                             for c in key.allowed_cidrs):
+        raise KeyRefused(403, "ip_not_allowed",
+                         _("This API key may not be used from %(addr)s.")
+                         % {"addr": client_addr})
+
+
+def check_scope(key: ApiKey, model: str) -> None:
+    if key.allowed_models and model not in key.allowed_models:
+        raise KeyRefused(403, "model_not_allowed",
+                         _("This API key may not use the model “%(model)s”.")
+                         % {"model": model})
+
+
+# --- limits -------------------------------------------------------------------
+
+
+def _minute_window(now: datetime) -> tuple[str, int]:
+    start = int(now.timestamp()) // 60 * 60
+    return str(start), start + 60 - int(now.timestamp())
+
+
+def period_window(period: str, now: datetime) -> tuple[str, int]:
+    """(label, seconds left) of the UTC day, ISO week or month that ``now`` is in."""
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == BudgetPeriod.DAY:
+        start, end = day, day + timedelta(days=1)
+    elif period == BudgetPeriod.WEEK:
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = day.replace(day=1)
+        end = start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
+    return start.date().isoformat(), max(1, int((end - now).total_seconds()))
+
+
+def _counter(key: ApiKey, kind: str, window: str) -> str:
+    return f"apikey:{key.family}:{kind}:{window}"
+
+
+def _incr(name: str, amount: int, ttl: int) -> int:
+    cache.add(name, 0, ttl + 5)
+    try:
+        return cache.incr(name, amount)
+    except ValueError:  # expired between add and incr
+        cache.add(name, 0, ttl + 5)
+        return cache.incr(name, amount)
+
+
+def check_limits(key: ApiKey, tokens: int = 0) -> None:
+    """Count one request and refuse it (429) when the key's rpm, tpm or budget is
+    spent. ``tokens`` is the request's estimate (its prompt); the real usage is
+    added by ``record_usage``."""
+    now = timezone.now()
+    window, minute_left = _minute_window(now)
+    if key.rpm_limit:
+        count = _incr(_counter(key, "rpm", window), 1, 60)
+        if count > key.rpm_limit:
+            raise KeyRefused(429, "rate_limit_exceeded",
+                             _("Rate limit of %(limit)d requests per minute reached; retry "
+                               "in %(seconds)d s.") % {"limit": key.rpm_limit,
+                                                       "seconds": minute_left},
+                             retry_after=minute_left)
+    if key.tpm_limit:
+        used = cache.get(_counter(key, "tpm", window), 0)
+        if used + tokens > key.tpm_limit:
+            raise KeyRefused(429, "token_rate_limit_exceeded",
+                             _("Token limit of %(limit)d tokens per minute reached; retry "
+                               "in %(seconds)d s.") % {"limit": key.tpm_limit,
+                                                       "seconds": minute_left},
+                             retry_after=minute_left)
+    if key.token_budget:
+        label, left = period_window(key.budget_period, now)
+        used = cache.get(_counter(key, "budget", label), 0)
+        if used + tokens > key.token_budget:
+            raise KeyRefused(429, "budget_exhausted",
+                             _("Token budget of %(budget)d per %(period)s is spent; it "
+                               "renews in %(seconds)d s.")
+                             % {"budget": key.token_budget, "period": key.budget_period,
+                                "seconds": left},
+                             retry_after=left)
+
+
+def record_usage(key: ApiKey, tokens: int) -> None:
+    """Add a finished request's tokens to the key's per-minute and budget counters."""
+    if tokens <= 0:
+        return
+    now = timezone.now()
+    if key.tpm_limit:
+        window, _left = _minute_window(now)
+        _incr(_counter(key, "tpm", window), tokens, 60)
+    if key.token_budget:
+        label, left = period_window(key.budget_period, now)
+        _incr(_counter(key, "budget", label), tokens, left)
+
+
+# --- rotation and revocation --------------------------------------------------
+
+COPIED_FIELDS = ("name", "family", "owner_id", "allowed_models", "allowed_cidrs", "rpm_limit",
+                 "tpm_limit", "token_budget", "budget_period", "expires_at", "rotation_hours")
+
+
+def rotate_key(key: ApiKey, grace_hours: float | None = None) -> tuple[ApiKey, str]:
+    """Issue ``key``'s successor with the same settings; ``key`` keeps working for
+    ``grace_hours`` (default ``OPENCLAW_KEY_ROTATION_GRACE_HOURS``), then is refused."""
+    if grace_hours is None:
+        grace_hours = settings.OPENCLAW_KEY_ROTATION_GRACE_HOURS
+    with transaction.atomic():
+        old = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if old.revoked_at is not None or old.grace_until is not None:
+            raise KeyRefused(409, "not_rotatable",
+                             _("Key %(prefix)s is revoked or already rotated.")
+                             % {"prefix": old.prefix})
+        new = ApiKey(rotated_from=old, **{f: getattr(old, f) for f in COPIED_FIELDS})
+        secret = assign_secret(new)
+        new.save()
+        old.grace_until = timezone.now() + timedelta(hours=grace_hours)
+        old.save(update_fields=["grace_until"])
+    key.grace_until = old.grace_until
+    return new, secret
+
+
+def revoke_key(key: ApiKey) -> None:
+    with transaction.atomic():
+        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+            revoked_at=timezone.now())
+    key.refresh_from_db(fields=["revoked_at"])
+
+
+def due_for_rotation(now: datetime | None = None):
+    now = now or timezone.now()
+    return (ApiKey.objects
+            .filter(rotation_hours__gt=0, revoked_at__isnull=True, grace_until__isnull=True)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            .alias(due_at=ExpressionWrapper(
+                F("created_at") + F("rotation_hours") * Value(timedelta(hours=1)),
+                output_field=DateTimeField()))
+            .filter(due_at__lte=now))
+
+
+def rotate_due_keys() -> list[str]:
+    """Rotate every key whose ``rotation_hours`` have passed; the prefixes of the
+    successors. (Beat runs it every few minutes.)"""
+    issued = []
+    for key in due_for_rotation():
+        try:
+            new, _secret = rotate_key(key)
+        except KeyRefused:  # rotated by hand meanwhile
+            continue
+        issued.append(new.prefix)
+    return issued

@@ -1,0 +1,277 @@
+"""Services of routing rules: the facts of a request, evaluating a condition with
+an explanation, and ``resolve_route`` over a per-process copy of the rules.
+
+The copy is invalidated across processes (web replicas, workers) through a
+version token in the Django cache (Redis, shared by all of them): saving or
+deleting a rule or an endpoint replaces the token once the transaction commits,
+and every ``resolve_route`` compares it (one cache GET) before using its copy.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+
+from .models import CONDITION_FIELDS, ModelEndpoint, RoutingRule, describe_condition
+
+VERSION_KEY = "routing:rules:version"
+
+
+# --- facts of a request ----------------------------------------------------------------
+
+
+def _is_wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """An ESTIMATE of the prompt's tokens until per-model tokenizers are wired in:
+    about 4 characters per token for most text, one token per CJK (wide) character,
+    plus 4 tokens of framing per message."""
+    total = 0
+    for message in messages:
+        text = message_text(message)
+        wide = sum(1 for c in text if _is_wide(c))
+        total += wide + -(-(len(text) - wide) // 4) + 4
+    return total
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of one chat message: a string, or the ``text`` parts of a list."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content
+                         if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+@dataclass
+class RequestFacts:
+    """What rules may look at. ``api_key`` is the key's public prefix, never the secret."""
+
+    model: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    api_key: str = ""
+    user: str = ""
+    groups: frozenset[str] = frozenset()
+    language: str = ""
+    flags: frozenset[str] = frozenset()
+
+    @property
+    def context_length(self) -> int:
+        return estimate_tokens(self.messages)
+
+    @property
+    def content(self) -> str:
+        return "\n".join(message_text(m) for m in self.messages)
+
+    def __post_init__(self) -> None:
+        self.groups = frozenset(self.groups or ())
+        self.flags = frozenset(self.flags or ())
+
+    def value(self, name: str) -> Any:
+        """The fact a condition's ``field`` names."""
+        if name == "group":
+            return self.groups
+        if name == "flag":
+            return self.flags
+        return getattr(self, name) or ("" if name != "context_length" else 0)
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+def _compare(kind: str, op: str, actual: Any, expected: Any) -> bool:
+    if kind == "set":
+        wanted = set(expected) if isinstance(expected, list) else {expected}
+        hit = bool(actual & wanted)
+        return hit if op in ("eq", "in") else not hit
+    if op == "eq":
+        return actual == expected
+    if op == "ne":
+        return actual != expected
+    if op == "in":
+        return actual in expected
+    if op == "not_in":
+        return actual not in expected
+    if op in ("gt", "gte", "lt", "lte"):
+        return {"gt": actual > expected, "gte": actual >= expected,
+                "lt": actual < expected, "lte": actual <= expected}[op]
+    if op == "contains":
+        return expected in actual
+    if op == "icontains":
+        return expected.casefold() in actual.casefold()
+    if op == "startswith":
+        return actual.startswith(expected)
+    return re.search(expected, actual) is not None  # regex: validated when saved
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, frozenset | set):
+        return "[" + ", ".join(sorted(value)) + "]" if value else "none"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def evaluate(condition: dict, facts: RequestFacts, indent: str = "") -> tuple[bool, list[str]]:
+    """Whether ``facts`` satisfy ``condition``, with one explanation line per test."""
+    if not condition:
+        return True, [f"{indent}always → yes"]
+    if "not" in condition:
+        inner, lines = evaluate(condition["not"], facts, indent + "  ")
+        return not inner, [f"{indent}not → {'yes' if not inner else 'no'}", *lines]
+    for key in ("all", "any"):
+        if key in condition:
+            lines: list[str] = []
+            results = []
+            for item in condition[key]:  # short-circuits like Python's all()/any()
+                ok, sub = evaluate(item, facts, indent + "  ")
+                results.append(ok)
+                lines += sub
+                if ok != (key == "all"):
+                    break
+            result = all(results) if key == "all" else any(results)
+            return result, [f"{indent}{key} → {'yes' if result else 'no'}", *lines]
+    name, op, expected = condition["field"], condition["op"], condition["value"]
+    kind = CONDITION_FIELDS[name][0]
+    actual = facts.value(name)
+    result = _compare(kind, op, actual, expected)
+    return result, [f"{indent}{name} {op} {_shown(expected)}: {name} is {_shown(actual)} → "
+                    f"{'yes' if result else 'no'}"]
+
+
+# --- the per-process copy and its cross-process version ------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSnapshot:
+    id: int
+    name: str
+    priority: int
+    condition: dict
+    target_model: str
+    fallbacks: tuple[str, ...]
+
+
+@dataclass
+class _Copy:
+    version: str | None = None
+    rules: tuple[RuleSnapshot, ...] = ()
+    last_resort: tuple[str, ...] = ()
+    registered: frozenset[str] = frozenset()
+
+
+_local = _Copy()
+_lock = threading.Lock()
+
+
+def current_version() -> str:
+    version = cache.get(VERSION_KEY)
+    if version is None:  # first use, or evicted: any fresh token invalidates every copy
+        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        version = cache.get(VERSION_KEY)
+    return version
+
+
+def bump_version() -> None:
+    """Invalidate every process's copy (called after a commit that changed rules)."""
+    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+
+
+def rules_changed(sender: type, **kwargs: Any) -> None:
+    """post_save/post_delete receiver: bump once the change is committed."""
+    transaction.on_commit(bump_version)
+
+
+def clear_local_copy() -> None:
+    """Forget this process's copy (tests; the next resolve reloads)."""
+    global _local
+    _local = _Copy()
+
+
+def _load(version: str) -> _Copy:
+    rules = tuple(RuleSnapshot(r.pk, r.name, r.priority, r.condition or {}, r.target_model,
+                               tuple(r.fallbacks or ()))
+                  for r in RoutingRule.objects.filter(enabled=True).order_by("priority", "id"))
+    catch_alls = [r for r in rules if not r.condition]
+    registered = frozenset(ModelEndpoint.objects.filter(enabled=True)
+                           .values_list("name", flat=True))
+    return _Copy(version, rules, catch_alls[-1].fallbacks if catch_alls else (), registered)
+
+
+def _rules() -> _Copy:
+    global _local
+    version = current_version()
+    if _local.version != version:
+        with _lock:
+            if _local.version != version:
+                _local = _load(version)
+    return _local
+
+
+# --- resolving ------------------------------------------------------------------------
+
+
+@dataclass
+class RuleTrace:
+    rule: RuleSnapshot
+    matched: bool
+    lines: list[str]
+
+
+@dataclass
+class RouteDecision:
+    """The first matching rule (None when none matched), the model to call, the
+    models to try next in order, and why."""
+
+    rule: RuleSnapshot | None
+    target_model: str
+    fallbacks: list[str]
+    explanation: list[str]
+    trace: list[RuleTrace] = field(default_factory=list)
+    unregistered: list[str] = field(default_factory=list)
+
+    @property
+    def chain(self) -> list[str]:
+        return [self.target_model, *self.fallbacks]
+
+
+def resolve_route(facts: RequestFacts) -> RouteDecision:
+    """Evaluate the enabled rules in priority order; the first match decides."""
+    copy = _rules()
+    explanation = [f"model {facts.model!r}, context_length ≈ {facts.context_length} tokens "
+                   "(estimate)"]
+    trace: list[RuleTrace] = []
+    for rule in copy.rules:
+        matched, lines = evaluate(rule.condition, facts)
+        trace.append(RuleTrace(rule, matched, lines))
+        explanation.append(f"[{rule.priority}] {rule.name}: {describe_condition(rule.condition)}"
+                           f" → {'MATCH' if matched else 'no'}")
+        explanation += [f"    {line}" for line in lines]
+        if matched:
+            return _decision(rule, rule.target_model, list(rule.fallbacks), copy,
+                             explanation, trace)
+    explanation.append("no rule matched: the requested model is used as asked")
+    return _decision(None, facts.model, [], copy, explanation, trace)
+
+
+def _decision(rule: RuleSnapshot | None, target: str, fallbacks: list[str], copy: _Copy,
+              explanation: list[str], trace: list[RuleTrace]) -> RouteDecision:
+    for name in copy.last_resort:  # the global last resort ends every chain
+        if name != target and name not in fallbacks:
+            fallbacks.append(name)
+    decision = RouteDecision(rule, target, fallbacks, explanation, trace)
+    decision.unregistered = [n for n in decision.chain if n and n not in copy.registered]
+    explanation.append(f"route: {' → '.join(decision.chain)}")
+    if decision.unregistered:
+        explanation.append(f"no enabled endpoint for: {', '.join(decision.unregistered)}")
+    return decision
