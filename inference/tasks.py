@@ -10,11 +10,11 @@ import time
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
+from django.conf import settings
 
 from . import services
 
 logger = logging.getLogger(__name__)
-RECONCILE_S = float(os.environ.get("OPENCLAW_POOL_RECONCILE_S", "5"))
 
 
 @shared_task(name="inference.ping")
@@ -65,7 +65,7 @@ def start_reconciler(sender, **kwargs) -> None:
                 from django.db import connection
 
                 connection.close()
-            _stop.wait(RECONCILE_S)
+            _stop.wait(settings.ENGINE_POOL_RECONCILE_S)
 
     threading.Thread(target=loop, name="engine-pool-reconcile", daemon=True).start()
 

@@ -279,6 +279,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# How often a worker's engine pool re-reads the registry (unload disabled, warm up).
+ENGINE_POOL_RECONCILE_S = float(env_int("OPENCLAW_POOL_RECONCILE_S", 5))
 CELERY_BEAT_SCHEDULE = {
     "rotate-api-keys": {"task": "routing.rotate_due_keys", "schedule": 300.0},
 }
