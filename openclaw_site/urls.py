@@ -12,5 +12,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("v1/", include("chat.urls")),
     path("", include("django_prometheus.urls")),  # /metrics
 ]

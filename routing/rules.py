@@ -257,6 +257,13 @@ def resolve_route(facts: RequestFacts) -> RouteDecision:
         explanation.append(f"[{rule.priority}] {rule.name}: {describe_condition(rule.condition)}"
                            f" → {'MATCH' if matched else 'no'}")
         explanation += [f"    {line}" for line in lines]
+        if matched and not rule.condition and facts.model in copy.registered:
+            # A catch-all rule routes what nothing else claimed; a model the client
+            # named and the registry serves is honoured, the rule's models back it up.
+            explanation.append(f"{facts.model!r} is registered: served as asked, "
+                               f"the catch-all rule's models follow as fallbacks")
+            return _decision(rule, facts.model, [rule.target_model, *rule.fallbacks], copy,
+                             explanation, trace)
         if matched:
             return _decision(rule, rule.target_model, list(rule.fallbacks), copy,
                              explanation, trace)

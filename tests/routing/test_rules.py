@@ -64,6 +64,19 @@ def test_seed_otherwise_default_model_then_fallback_model(seed_rules):
     assert any("MATCH" in line for line in decision.explanation)
 
 
+def test_catch_all_rule_serves_a_registered_model_as_asked_and_backs_it_up(seed_rules):
+    ModelEndpoint.objects.create(name="echo", engine="echo")
+    rules.clear_local_copy()
+
+    decision = resolve_route(chat("hello", model="echo"))
+
+    assert decision.rule.name == "Default"
+    assert decision.chain == ["echo", "default-model", "fallback-model"]
+    # conditioned rules still apply to a registered model
+    assert resolve_route(chat("help", model="emergency")).target_model == "local-7b"
+    assert resolve_route(chat("word " * 2000, model="echo")).target_model == "cloud-32k"
+
+
 def test_seed_fixture_names_are_translated(seed_rules):
     from django.utils import translation
 

@@ -1,0 +1,310 @@
+"""The OpenAI-compatible HTTP API (``/v1/models``, ``/v1/chat/completions``): thin
+async views that check the API key, validate the body and call ``routing.gateway``.
+Every error is answered in OpenAI's shape ``{"error": {message, type, param, code}}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models import Min
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from inference.engines.base import ChatRequest, Delta, Usage
+from inference.errors import EngineError, RateLimited
+from routing import gateway
+from routing.gateway import GatewayError, GatewayMeta
+from routing.key_models import ApiKey
+from routing.key_services import (
+    KeyRefused,
+    authenticate,
+    check_limits,
+    check_scope,
+    client_ip,
+    record_usage,
+)
+from routing.models import ModelEndpoint
+from routing.rules import RequestFacts, estimate_tokens
+
+logger = logging.getLogger(__name__)
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+NAMED_FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "temperature",
+                "top_p", "stop", "seed"}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class InvalidBody(Exception):
+    """A request body OpenAI would refuse: the message and the parameter at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict:
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, code: str | None, param: str | None = None,
+                   retry_after: float | None = None) -> JsonResponse:
+    response = JsonResponse(error_body(status, message, code, param), status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def engine_error_response(exc: EngineError) -> JsonResponse:
+    """RateLimited 429, timeouts 504, context 400, bad requests 400, the rest 502/503."""
+    retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+    return error_response(exc.http_status, exc.message, exc.code, retry_after=retry_after)
+
+
+def _with_meta(response: HttpResponse, meta: GatewayMeta | None) -> HttpResponse:
+    meta = meta or GatewayMeta()
+    response["x-openclaw-overhead-ms"] = f"{meta.overhead_ms():.1f}"
+    response["x-openclaw-model"] = meta.model
+    response["x-openclaw-route"] = meta.route
+    return response
+
+
+# --- authentication -------------------------------------------------------------------
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _sep, secret = header.partition(" ")
+    return secret.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _authenticate(request: HttpRequest) -> ApiKey:
+    address = client_ip(request.META.get("REMOTE_ADDR", ""),
+                        request.headers.get("X-Forwarded-For"),
+                        settings.OPENCLAW_TRUSTED_PROXIES)
+    return await sync_to_async(authenticate)(_bearer(request), address)
+
+
+def _refused(exc: KeyRefused) -> JsonResponse:
+    return error_response(exc.status, exc.message, exc.code, retry_after=exc.retry_after)
+
+
+# --- /v1/models -----------------------------------------------------------------------
+
+
+def _model_list(key: ApiKey) -> list[dict[str, Any]]:
+    rows = (ModelEndpoint.objects.filter(enabled=True).values("name")
+            .annotate(created=Min("created_at")).order_by("name"))
+    allowed = set(key.allowed_models or ())
+    return [{"id": row["name"], "object": "model", "created": int(row["created"].timestamp()),
+             "owned_by": "openclaw"}
+            for row in rows if not allowed or row["name"] in allowed]
+
+
+@csrf_exempt
+@require_GET
+async def models(request: HttpRequest) -> HttpResponse:
+    """The enabled model names this key may use, in OpenAI's list shape."""
+    try:
+        key = await _authenticate(request)
+    except KeyRefused as exc:
+        return _refused(exc)
+    data = await sync_to_async(_model_list)(key)
+    return JsonResponse({"object": "list", "data": data})
+
+
+# --- body validation ------------------------------------------------------------------
+
+
+def _number(body: dict, name: str, low: float, high: float | None) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if (not isinstance(value, int | float) or isinstance(value, bool) or value < low
+            or (high is not None and value > high)):
+        limit = f"{low}–{high}" if high is not None else f"≥ {low}"
+        raise InvalidBody(_("“%(name)s” must be a number %(limit)s.")
+                          % {"name": name, "limit": limit}, name)
+    return value
+
+
+def _integer(body: dict, name: str, low: int | None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        raise InvalidBody(_("“%(name)s” must be an integer.") % {"name": name}
+                          if low is None else _("“%(name)s” must be an integer ≥ %(low)d.")
+                          % {"name": name, "low": low}, name)
+    return value
+
+
+def _messages(body: dict) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidBody(_("“messages” must be a non-empty list of {role, content} objects."),
+                          "messages")
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise InvalidBody(_("Each message must be an object."), where)
+        if message.get("role") not in ROLES:
+            raise InvalidBody(_("“role” must be one of %(roles)s.")
+                              % {"roles": ", ".join(sorted(ROLES))}, f"{where}.role")
+        content = message.get("content")
+        if not (isinstance(content, str | list)
+                or (content is None and message["role"] == "assistant")):
+            raise InvalidBody(_("“content” must be a string or a list of content parts."),
+                              f"{where}.content")
+    return messages
+
+
+def _stop(body: dict) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise InvalidBody(_("“stop” must be a string or a list of strings."), "stop")
+
+
+def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
+    """(model, stream, include_usage, request) from a request body, or ``InvalidBody``."""
+    try:
+        body = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidBody(_("The request body is not valid JSON.")) from None
+    if not isinstance(body, dict):
+        raise InvalidBody(_("The request body must be a JSON object."))
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidBody(_("“model” must be a non-empty string."), "model")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise InvalidBody(_("“stream” must be true or false."), "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise InvalidBody(_("“stream_options” must be an object."), "stream_options")
+    request = ChatRequest(
+        messages=_messages(body), max_tokens=_integer(body, "max_tokens", 1),
+        temperature=_number(body, "temperature", 0.0, 2.0),
+        top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body),
+        seed=_integer(body, "seed", None),
+        extra={k: v for k, v in body.items() if k not in NAMED_FIELDS},
+        request_id=f"chatcmpl-{uuid.uuid4().hex}")
+    return model, stream, bool(options.get("include_usage")), request
+
+
+# --- /v1/chat/completions -------------------------------------------------------------
+
+
+@csrf_exempt
+@require_POST
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    """OpenAI's chat completions, streamed (SSE) or not, through the gateway."""
+    try:
+        key = await _authenticate(request)
+        model, streaming, include_usage, chat = parse_chat_body(request.body)
+        await sync_to_async(check_scope)(key, model)
+        await sync_to_async(check_limits)(key, estimate_tokens(chat.messages))
+    except KeyRefused as exc:
+        return _with_meta(_refused(exc), None)
+    except InvalidBody as exc:
+        return _with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
+    facts = RequestFacts(model=model, messages=chat.messages, api_key=key.prefix,
+                         user=str(key.owner_id or ""))
+    if streaming:
+        return await _stream_response(key, facts, chat, include_usage)
+    try:
+        completion, meta = await gateway.complete(facts, chat)
+    except GatewayError as exc:
+        return _with_meta(error_response(exc.status, exc.message, exc.code), None)
+    except EngineError as exc:
+        return _with_meta(engine_error_response(exc), None)
+    await sync_to_async(record_usage)(key, completion.usage.total_tokens)
+    return _with_meta(JsonResponse({
+        "id": chat.request_id, "object": "chat.completion", "created": int(time.time()),
+        "model": meta.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                     "logprobs": None, "finish_reason": completion.finish_reason or "stop"}],
+        "usage": _usage(completion.usage),
+    }), meta)
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+async def _stream_response(key: ApiKey, facts: RequestFacts, chat: ChatRequest,
+                           include_usage: bool) -> HttpResponse:
+    """Wait for the first delta (so failover and errors before it get a real status),
+    then stream the rest as SSE."""
+    meta = GatewayMeta()
+    deltas = gateway.stream(facts, chat, meta)
+    try:
+        first = await anext(deltas, None)
+    except GatewayError as exc:
+        return _with_meta(error_response(exc.status, exc.message, exc.code), None)
+    except EngineError as exc:
+        return _with_meta(engine_error_response(exc), None)
+    events = _sse(key, chat, meta, first, deltas, include_usage)
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return _with_meta(response, meta)
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def _sse(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, first: Delta | None,
+               deltas: AsyncIterator[Delta], include_usage: bool) -> AsyncIterator[bytes]:
+    base = {"id": chat.request_id, "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": meta.model}
+
+    def chunk(delta: dict, finish: str | None = None, **extra: Any) -> bytes:
+        return _event({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                            "finish_reason": finish}], **extra})
+
+    yield chunk({"role": "assistant", "content": ""})
+    finish, usage, counted = None, None, 0
+    try:
+        delta = first
+        while delta is not None:
+            if delta.text:
+                counted += delta.tokens or 1
+                yield chunk({"content": delta.text})
+            finish, usage = delta.finish_reason or finish, delta.usage or usage
+            delta = await anext(deltas, None)
+    except (EngineError, GatewayError) as exc:
+        status = getattr(exc, "http_status", None) or getattr(exc, "status", 502)
+        yield _event(error_body(status, exc.message, exc.code))
+        yield b"data: [DONE]\n\n"
+        return
+    finally:
+        usage = usage or Usage(estimate_tokens(chat.messages), counted)
+        await sync_to_async(record_usage)(key, usage.total_tokens)
+    yield chunk({}, finish or "stop", x_openclaw={
+        "model": meta.model, "route": meta.route, "models_tried": meta.models_tried,
+        "overhead_ms": round(meta.overhead_ms(), 1)})
+    if include_usage:
+        yield _event({**base, "choices": [], "usage": _usage(usage)})
+    yield b"data: [DONE]\n\n"

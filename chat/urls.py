@@ -1,0 +1,12 @@
+"""The OpenAI-compatible API, mounted at ``/v1/``."""
+
+from django.urls import path
+
+from . import api
+
+app_name = "openai_api"
+
+urlpatterns = [
+    path("models", api.models, name="models"),
+    path("chat/completions", api.chat_completions, name="chat-completions"),
+]

@@ -1,0 +1,74 @@
+"""Fixtures for the chat tests: the loopback OpenAI-compatible backend and a live
+daphne serving OpenClaw on the test database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.openai_server import OpenAIServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def openai_server_session() -> Iterator[OpenAIServer]:
+    """One loopback backend for the whole run (it runs in a thread of its own)."""
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_server(openai_server_session: OpenAIServer) -> OpenAIServer:
+    """The session's backend, with earlier tests' requests and flaky counters forgotten."""
+    openai_server_session.reset()
+    return openai_server_session
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """daphne in a subprocess, reading the test database; its base URL."""
+    from django.db import connection
+
+    port = _free_port()
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
+               OPENCLAW_TEST_WORKER_DB=connection.settings_dict["NAME"])
+    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"daphne-{port}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "openclaw_site.asgi:application"],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"daphne did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)

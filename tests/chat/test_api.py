@@ -1,0 +1,247 @@
+"""The OpenAI-compatible API through the official ``openai`` SDK against a live
+daphne, with the loopback OpenAI server as the backend: listing, completions
+(whole and streamed), routing and fallback, and every refusal in OpenAI's shape."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from django.core.management import call_command
+
+from routing import rules
+from routing.key_services import create_key
+from routing.models import ModelEndpoint, RoutingRule
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.django_db(transaction=True)
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(autouse=True)
+def fresh_rules():
+    # The flush between tests sends no signal: make every process (daphne too) reload.
+    rules.clear_local_copy()
+    rules.bump_version()
+    yield
+    rules.clear_local_copy()
+    rules.bump_version()
+
+
+def endpoint(server, name: str, upstream: str, **fields) -> ModelEndpoint:
+    return ModelEndpoint.objects.create(name=name, engine="openai", endpoint_url=server.url,
+                                        upstream_model=upstream, **fields)
+
+
+def client(url: str, secret: str, **options) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0, timeout=20,
+                         **options)
+
+
+@pytest.fixture
+def secret() -> str:
+    return create_key("tests")[1]
+
+
+def test_models_lists_enabled_models_filtered_by_the_keys_scope(live_server_url,
+                                                                openai_server, secret):
+    endpoint(openai_server, "alpha", "echo")
+    endpoint(openai_server, "beta", "echo")
+    endpoint(openai_server, "gamma", "echo", enabled=False)
+    _key, scoped = create_key("scoped", allowed_models=["alpha", "gamma"])
+
+    every = [m.id for m in client(live_server_url, secret).models.list()]
+    allowed = client(live_server_url, scoped).models.list().data
+
+    assert every == ["alpha", "beta"]
+    assert [m.id for m in allowed] == ["alpha"]
+    assert allowed[0].owned_by == "openclaw" and allowed[0].object == "model"
+
+
+def test_completion_returns_text_usage_and_openclaw_headers(live_server_url, openai_server,
+                                                            secret):
+    instance = endpoint(openai_server, "chat-model", "echo")
+
+    raw = client(live_server_url, secret).chat.completions.with_raw_response.create(
+        model="chat-model", messages=HELLO, max_tokens=50)
+    completion = raw.parse()
+
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "echo: hello there"
+    assert completion.choices[0].finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2, 3)
+    assert raw.headers["x-openclaw-model"] == "chat-model"
+    assert raw.headers["x-openclaw-route"] == f"direct; instance={instance.pk}"
+    assert float(raw.headers["x-openclaw-overhead-ms"]) >= 0
+    assert openai_server.requests_for("echo")[0].body["max_tokens"] == 50
+
+
+def test_stream_flushes_each_token_before_the_backend_finishes(live_server_url,
+                                                               openai_server, secret):
+    endpoint(openai_server, "slow-model", "slow-150+tokens-5")
+
+    raw = client(live_server_url, secret).chat.completions.with_raw_response.create(
+        model="slow-model", messages=HELLO, stream=True, stream_options={"include_usage": True})
+    received, chunks = [], []
+    for chunk in raw.parse():
+        chunks.append(chunk)
+        if chunk.choices and chunk.choices[0].delta.content:
+            received.append(time.monotonic())
+
+    backend = openai_server.requests_for("slow-150+tokens-5")[0]
+    last_token_sent = backend.chunk_times[5]  # [0] is the role chunk, then 5 tokens
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.headers["x-openclaw-model"] == "slow-model"
+    assert len(received) == 5
+    assert received[0] < last_token_sent - 0.2  # the first token arrived while others waited
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
+    assert final.choices[0].finish_reason == "stop"
+    assert final.x_openclaw["model"] == "slow-model"
+    assert final.x_openclaw["models_tried"] == ["slow-model"]
+    assert chunks[-1].usage.completion_tokens == 5
+
+
+def test_seed_rule_sends_emergency_to_local_7b(live_server_url, openai_server, secret):
+    call_command("loaddata", str(REPO / "fixtures" / "20_routing_rules.json"), verbosity=0)
+    endpoint(openai_server, "local-7b", "echo")
+
+    raw = client(live_server_url, secret).chat.completions.with_raw_response.create(
+        model="emergency", messages=HELLO)
+
+    assert raw.headers["x-openclaw-model"] == "local-7b"
+    assert raw.headers["x-openclaw-route"].startswith("Emergency model; instance=")
+    assert raw.parse().model == "local-7b"
+
+
+def _primary_with_backup(server) -> None:
+    RoutingRule.objects.create(name="Primary with backup", priority=10,
+                               condition={"field": "model", "op": "eq", "value": "primary"},
+                               target_model="primary", fallbacks=["backup"])
+    endpoint(server, "primary", "error-500")
+    endpoint(server, "backup", "echo")
+
+
+def test_backend_500_falls_back_to_the_next_model(live_server_url, openai_server, secret):
+    _primary_with_backup(openai_server)
+
+    raw = client(live_server_url, secret).chat.completions.with_raw_response.create(
+        model="primary", messages=HELLO)
+
+    assert raw.headers["x-openclaw-model"] == "backup"
+    assert raw.headers["x-openclaw-route"].startswith("Primary with backup; ")
+    assert raw.parse().choices[0].message.content == "echo: hello there"
+    assert [r.model for r in openai_server.requests] == ["error-500", "echo"]
+
+
+def test_stream_falls_back_before_the_first_token(live_server_url, openai_server, secret):
+    _primary_with_backup(openai_server)
+
+    chunks = list(client(live_server_url, secret).chat.completions.create(
+        model="primary", messages=HELLO, stream=True))
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: hello there"
+    assert chunks[-1].x_openclaw["models_tried"] == ["primary", "backup"]
+
+
+def test_model_whose_context_window_is_too_small_is_skipped(live_server_url, openai_server,
+                                                            secret):
+    RoutingRule.objects.create(name="Small first", priority=10, condition={},
+                               target_model="small", fallbacks=["large"])
+    endpoint(openai_server, "small", "echo-small", context_window=16)
+    endpoint(openai_server, "large", "echo-large", context_window=32000)
+
+    raw = client(live_server_url, secret).chat.completions.with_raw_response.create(
+        model="small", messages=[{"role": "user", "content": "word " * 100}])
+
+    assert raw.headers["x-openclaw-model"] == "large"
+    assert openai_server.requests_for("echo-small") == []
+
+
+def test_missing_and_invalid_keys_are_refused_with_401(live_server_url):
+    missing = httpx.get(f"{live_server_url}/v1/models")
+    with pytest.raises(openai.AuthenticationError) as invalid:
+        client(live_server_url, "oc_nothing.wrong").models.list()
+
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "missing_api_key"
+    assert invalid.value.code == "invalid_api_key"
+
+
+def test_model_outside_the_keys_scope_is_refused_with_403(live_server_url, openai_server):
+    endpoint(openai_server, "chat-model", "echo")
+    _key, scoped = create_key("scoped", allowed_models=["other"])
+
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client(live_server_url, scoped).chat.completions.create(model="chat-model",
+                                                                messages=HELLO)
+
+    assert refused.value.code == "model_not_allowed"
+
+
+def test_exhausted_rpm_is_refused_with_429_and_retry_after(live_server_url, openai_server):
+    endpoint(openai_server, "chat-model", "echo")
+    _key, limited = create_key("limited", rpm_limit=1)
+    api = client(live_server_url, limited)
+    api.chat.completions.create(model="chat-model", messages=HELLO)
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        api.chat.completions.create(model="chat-model", messages=HELLO)
+
+    assert refused.value.code == "rate_limit_exceeded"
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+
+
+def test_backend_rate_limit_is_passed_on_as_429_with_its_retry_after(live_server_url,
+                                                                     openai_server, secret):
+    endpoint(openai_server, "busy", "ratelimit-7")
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(live_server_url, secret).chat.completions.create(model="busy", messages=HELLO)
+
+    assert refused.value.response.headers["retry-after"] == "7"
+
+
+def test_unknown_model_is_refused_with_404(live_server_url, secret):
+    with pytest.raises(openai.NotFoundError) as refused:
+        client(live_server_url, secret).chat.completions.create(model="no-such-model",
+                                                                messages=HELLO)
+
+    assert refused.value.code == "model_not_found"
+
+
+def test_bad_bodies_are_refused_with_400_naming_the_parameter(live_server_url, secret):
+    api = client(live_server_url, secret)
+    with pytest.raises(openai.BadRequestError) as empty:
+        api.chat.completions.create(model="chat-model", messages=[])
+    with pytest.raises(openai.BadRequestError) as role:
+        api.chat.completions.create(model="chat-model",
+                                    messages=[{"role": "robot", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as temperature:
+        api.chat.completions.create(model="chat-model", messages=HELLO, temperature=5)
+    malformed = httpx.post(f"{live_server_url}/v1/chat/completions", content=b"{not json",
+                           headers={"Authorization": f"Bearer {secret}"})
+
+    assert empty.value.param == "messages"
+    assert role.value.param == "messages[0].role"
+    assert temperature.value.param == "temperature"
+    assert malformed.status_code == 400
+    assert set(malformed.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_failure_after_the_first_token_is_sent_as_an_sse_error_event(live_server_url,
+                                                                     openai_server, secret):
+    endpoint(openai_server, "dropper", "drop-after-2")
+
+    response = httpx.post(f"{live_server_url}/v1/chat/completions", timeout=20,
+                          headers={"Authorization": f"Bearer {secret}"},
+                          json={"model": "dropper", "messages": HELLO, "stream": True})
+    events = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: ")]
+
+    assert response.status_code == 200
+    assert '"error"' in events[-2] and "connection_error" in events[-2]
+    assert events[-1] == "[DONE]"
+    assert sum('"content": "' in e and '"content": ""' not in e for e in events) == 2
