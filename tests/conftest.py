@@ -134,3 +134,19 @@ def start_worker(transactional_db):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_server_session():
+    """One loopback OpenAI-compatible server for the whole run (a thread of its own)."""
+    from tests.openai_server import OpenAIServer
+
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_server(openai_server_session):
+    """The session's server, with earlier tests' requests and flaky counters forgotten."""
+    openai_server_session.reset()
+    return openai_server_session

@@ -1,5 +1,5 @@
-"""Fixtures for the chat tests: the loopback OpenAI-compatible backend and a live
-daphne serving OpenClaw on the test database."""
+"""Fixtures for the chat tests: a live daphne serving OpenClaw on the test
+database (the loopback backend, ``openai_server``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,23 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.openai_server import OpenAIServer
-
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def openai_server_session() -> Iterator[OpenAIServer]:
-    """One loopback backend for the whole run (it runs in a thread of its own)."""
-    with OpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server(openai_server_session: OpenAIServer) -> OpenAIServer:
-    """The session's backend, with earlier tests' requests and flaky counters forgotten."""
-    openai_server_session.reset()
-    return openai_server_session
 
 
 def _free_port() -> int:
