@@ -403,6 +403,7 @@ def _announce(base: str, elapsed: float) -> None:
     say(f"ready in {elapsed:.1f} s")
     for label, path in [
         ("admin", "/admin/"),
+        ("api", "/v1  (OpenAI-compatible; openclaw keys create makes a key)"),
         ("metrics", "/metrics"),
         ("health", "/healthz"),
         ("readiness", "/readyz"),
