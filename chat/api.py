@@ -304,7 +304,7 @@ async def _sse(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, first: Delta |
         await sync_to_async(record_usage)(key, usage.total_tokens)
     yield chunk({}, finish or "stop", x_openclaw={
         "model": meta.model, "route": meta.route, "models_tried": meta.models_tried,
-        "overhead_ms": round(meta.overhead_ms(), 1)})
+        "models": meta.models or [meta.model], "overhead_ms": round(meta.overhead_ms(), 1)})
     if include_usage:
         yield _event({**base, "choices": [], "usage": _usage(usage)})
     yield b"data: [DONE]\n\n"

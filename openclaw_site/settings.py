@@ -354,6 +354,15 @@ OPENCLAW_TRUSTED_PROXIES = env_list("OPENCLAW_TRUSTED_PROXIES", [])
 OPENCLAW_KEY_ROTATION_GRACE_HOURS = env_int("OPENCLAW_KEY_ROTATION_GRACE_HOURS", 24)
 
 
+# --- circuit breaker (per model instance) ---------------------------------------
+
+# This many backend failures within the window open an instance's circuit …
+OPENCLAW_BREAKER_FAILURES = env_int("OPENCLAW_BREAKER_FAILURES", 5)
+OPENCLAW_BREAKER_WINDOW_S = env_int("OPENCLAW_BREAKER_WINDOW_S", 60)
+# … which is skipped this long, then probed by one request.
+OPENCLAW_BREAKER_COOLDOWN_S = env_int("OPENCLAW_BREAKER_COOLDOWN_S", 30)
+
+
 # --- logging -----------------------------------------------------------------
 
 LOG_LEVEL = env_str("OPENCLAW_LOG_LEVEL", "INFO").upper()

@@ -16,6 +16,7 @@ from django.utils.translation import ngettext
 from modeltranslation.admin import TranslationAdmin
 
 from . import key_admin  # noqa: F401 - registers the ApiKey admin
+from .breaker import Breaker, describe
 from .models import HTTP_ENGINES, LOCAL_ENGINES, ModelEndpoint, RoutingRule, describe_condition
 from .rules import RequestFacts, resolve_route
 from .services import check_connection, model_folder_problems, set_enabled, url_unreachable
@@ -64,12 +65,12 @@ class ModelEndpointForm(forms.ModelForm):
 class ModelEndpointAdmin(TranslationAdmin):
     form = ModelEndpointForm
     list_display = ("name", "engine", "location", "enabled", "weight", "health",
-                    "health_checked_at", "key_hint")
+                    "circuit", "health_checked_at", "key_hint")
     list_filter = ("engine", "enabled", "health")
     search_fields = ("name", "display_name", "endpoint_url", "model_path", "upstream_model")
-    readonly_fields = ("key_hint", "health", "health_detail", "health_checked_at",
+    readonly_fields = ("key_hint", "health", "health_detail", "health_checked_at", "circuit",
                        "created_at", "updated_at")
-    actions = ["test_connection", "enable", "disable"]
+    actions = ["test_connection", "enable", "disable", "reset_circuit"]
     fieldsets = (
         (None, {"fields": ("name", "display_name", "description", "engine", "enabled")}),
         (_("Where it runs"), {"fields": ("endpoint_url", "upstream_model", "key_hint",
@@ -78,13 +79,17 @@ class ModelEndpointAdmin(TranslationAdmin):
                                                   "weight", "max_batch", "warm")}),
         (_("Requests"), {"fields": ("default_params", "connect_timeout",
                                     "first_byte_timeout", "total_timeout")}),
-        (_("Health"), {"fields": ("health", "health_detail", "health_checked_at",
+        (_("Health"), {"fields": ("health", "health_detail", "health_checked_at", "circuit",
                                   "created_at", "updated_at")}),
     )
 
     @admin.display(description=_("API key"))
     def key_hint(self, obj: ModelEndpoint) -> str:
         return obj.masked_api_key or "—"
+
+    @admin.display(description=_("circuit"))
+    def circuit(self, obj: ModelEndpoint) -> str:
+        return describe(Breaker().state(obj.pk)) if obj.pk else "—"
 
     @admin.display(description=_("endpoint or path"))
     def location(self, obj: ModelEndpoint) -> str:
@@ -119,6 +124,17 @@ class ModelEndpointAdmin(TranslationAdmin):
         count = set_enabled(queryset, False)
         self.message_user(request, ngettext("%(count)d endpoint disabled.",
                                             "%(count)d endpoints disabled.", count)
+                          % {"count": count})
+
+    @admin.action(description=_("Reset circuit (close it, forget recent failures)"))
+    def reset_circuit(self, request, queryset):
+        breaker = Breaker()
+        count = 0
+        for endpoint_id in queryset.values_list("pk", flat=True):
+            breaker.reset(endpoint_id)
+            count += 1
+        self.message_user(request, ngettext("%(count)d circuit reset.",
+                                            "%(count)d circuits reset.", count)
                           % {"count": count})
 
 

@@ -4,17 +4,20 @@ daphne, with the loopback OpenAI server as the backend: listing, completions
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 
-from routing import rules
+from routing import gateway, rules
+from routing.breaker import Breaker, CircuitState
 from routing.key_services import create_key
-from routing.models import ModelEndpoint, RoutingRule
+from routing.models import HealthState, ModelEndpoint, RoutingRule
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -245,3 +248,81 @@ def test_failure_after_the_first_token_is_sent_as_an_sse_error_event(live_server
     assert '"error"' in events[-2] and "connection_error" in events[-2]
     assert events[-1] == "[DONE]"
     assert sum('"content": "' in e and '"content": ""' not in e for e in events) == 2
+
+
+# --- circuit breaker and mid-stream failover ------------------------------------------
+# daphne runs with the default breaker settings (5 failures in 60 s open a circuit for
+# 30 s); the tests read the circuits through the same Redis.
+
+
+def test_failing_instance_opens_its_circuit_and_is_then_skipped(live_server_url,
+                                                                openai_server, secret):
+    failures = settings.OPENCLAW_BREAKER_FAILURES
+    broken = endpoint(openai_server, "balanced", "error-500", weight=5)
+    ModelEndpoint.objects.create(name="balanced", engine="openai", upstream_model="echo",
+                                 endpoint_url=f"{openai_server.url}/chat/completions")
+    api = client(live_server_url, secret)
+
+    answers = []
+    for _ in range(failures * 10):  # the broken instance is tried first about 5 times in 6
+        answers.append(api.chat.completions.create(model="balanced", messages=HELLO))
+        if Breaker().state(broken.pk).state == CircuitState.OPEN:
+            break
+    assert Breaker().state(broken.pk).state == CircuitState.OPEN
+    assert len(openai_server.requests_for("error-500")) == failures
+    openai_server.reset()
+    after = [api.chat.completions.create(model="balanced", messages=HELLO)
+             for _ in range(5)]
+    broken.refresh_from_db()
+
+    assert len(openai_server.requests_for("error-500")) == 0  # skipped, not called
+    assert [r.model for r in openai_server.requests] == ["echo"] * 5
+    assert {a.choices[0].message.content for a in answers + after} == {"echo: hello there"}
+    assert broken.health == HealthState.UNHEALTHY
+    assert "circuit open" in broken.health_detail
+
+
+def test_route_whose_every_circuit_is_open_is_answered_503(live_server_url, openai_server,
+                                                           secret):
+    failures = settings.OPENCLAW_BREAKER_FAILURES
+    endpoint(openai_server, "doomed", "error-503")
+    api = client(live_server_url, secret)
+    for _ in range(failures):
+        with pytest.raises(openai.APIStatusError):
+            api.chat.completions.create(model="doomed", messages=HELLO)
+    openai_server.reset()
+
+    with pytest.raises(openai.InternalServerError) as refused:
+        api.chat.completions.create(model="doomed", messages=HELLO)
+
+    assert refused.value.status_code == 503
+    assert refused.value.code == "no_available_instance"
+    assert "circuit open" in refused.value.message
+    assert openai_server.requests == []
+
+
+def test_stream_dropped_mid_answer_is_continued_by_the_fallback(live_server_url,
+                                                                openai_server, secret):
+    RoutingRule.objects.create(name="Cut with rescue", priority=10,
+                               condition={"field": "model", "op": "eq", "value": "cut"},
+                               target_model="cut", fallbacks=["rescue"])
+    endpoint(openai_server, "cut", "tokens-8+drop-after-5")
+    endpoint(openai_server, "rescue", "echo")
+
+    response = httpx.post(f"{live_server_url}/v1/chat/completions", timeout=20,
+                          headers={"Authorization": f"Bearer {secret}"},
+                          json={"model": "cut", "messages": HELLO, "stream": True})
+    events = [json.loads(line[6:]) for line in response.text.split("\n\n")
+              if line.startswith("data: {")]
+
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    partial = "echo: hello there echo: hello"
+    continued = openai_server.requests_for("echo")[0].body["messages"]
+    assert not any("error" in e for e in events)
+    assert text == partial + "echo: " + gateway.CONTINUE_PROMPT
+    assert continued[:-2] == HELLO
+    assert continued[-2] == {"role": "assistant", "content": partial}
+    assert continued[-1] == {"role": "user", "content": gateway.CONTINUE_PROMPT}
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["x_openclaw"]["models"] == ["cut", "rescue"]
+    assert events[-1]["x_openclaw"]["models_tried"] == ["cut", "rescue"]
