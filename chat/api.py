@@ -1,12 +1,15 @@
-"""The OpenAI-compatible HTTP API (``/v1/models``, ``/v1/chat/completions``): thin
-async views that check the API key, validate the body and call ``routing.gateway``.
+"""The OpenAI-compatible HTTP API (``/v1/models``, ``/v1/chat/completions``,
+``/v1/embeddings``): thin async views that check the API key, validate the body and
+call ``routing.gateway`` (embeddings: the model's instances directly).
 Every error is answered in OpenAI's shape ``{"error": {message, type, param, code}}``."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +23,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from inference.engines.base import ChatRequest, Delta, Usage
+from inference.engines.base import ChatRequest, Delta, EmbeddingResult, Usage
 from inference.errors import EngineError, RateLimited
+from inference.registry import build_engine
 from routing import gateway
 from routing.gateway import GatewayError, GatewayMeta
 from routing.key_models import ApiKey
@@ -35,6 +39,7 @@ from routing.key_services import (
 )
 from routing.models import ModelEndpoint
 from routing.rules import RequestFacts, estimate_tokens
+from routing.services import endpoint_config
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +97,34 @@ def _bearer(request: HttpRequest) -> str | None:
     return secret.strip() or None if scheme.lower() == "bearer" else None
 
 
+def _client_address(request: HttpRequest) -> str:
+    return client_ip(request.META.get("REMOTE_ADDR", ""), request.headers.get("X-Forwarded-For"),
+                     settings.OPENCLAW_TRUSTED_PROXIES)
+
+
 async def _authenticate(request: HttpRequest) -> ApiKey:
-    address = client_ip(request.META.get("REMOTE_ADDR", ""),
-                        request.headers.get("X-Forwarded-For"),
-                        settings.OPENCLAW_TRUSTED_PROXIES)
-    return await sync_to_async(authenticate)(_bearer(request), address)
+    return await sync_to_async(authenticate)(_bearer(request), _client_address(request))
+
+
+def _admit_sync(secret: str | None, address: str, model: str, tokens: int) -> ApiKey:
+    key = authenticate(secret, address)
+    check_scope(key, model)
+    check_limits(key, tokens)
+    return key
+
+
+async def _admit(request: HttpRequest, model: str, tokens: int) -> ApiKey:
+    """Authenticate, check the model scope and count the request against the key's
+    limits in one trip to a thread (one query, one Redis round trip), or ``KeyRefused``."""
+    return await sync_to_async(_admit_sync)(_bearer(request), _client_address(request), model,
+                                            tokens)
+
+
+async def _record_usage(key: ApiKey, tokens: int) -> None:
+    """Add the tokens to the key's counters: one Redis round trip (a pipeline), run
+    in the event loop, since a hop to a thread costs more than the call."""
+    if tokens > 0 and (key.tpm_limit or key.token_budget):
+        record_usage(key, tokens)
 
 
 def _refused(exc: KeyRefused) -> JsonResponse:
@@ -219,25 +247,28 @@ def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     """OpenAI's chat completions, streamed (SSE) or not, through the gateway."""
     try:
-        key = await _authenticate(request)
-        model, streaming, include_usage, chat = parse_chat_body(request.body)
-        await sync_to_async(check_scope)(key, model)
-        await sync_to_async(check_limits)(key, estimate_tokens(chat.messages))
+        try:
+            model, streaming, include_usage, chat = parse_chat_body(request.body)
+        except InvalidBody:
+            await _authenticate(request)  # a refused key is reported before a bad body
+            raise
+        key = await _admit(request, model, estimate_tokens(chat.messages))
     except KeyRefused as exc:
         return _with_meta(_refused(exc), None)
     except InvalidBody as exc:
         return _with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
     facts = RequestFacts(model=model, messages=chat.messages, api_key=key.prefix,
                          user=str(key.owner_id or ""))
+    deadline_s = gateway.deadline_from_headers(request.headers)
     if streaming:
-        return await _stream_response(key, facts, chat, include_usage)
+        return await _stream_response(key, facts, chat, include_usage, deadline_s)
     try:
-        completion, meta = await gateway.complete(facts, chat)
+        completion, meta = await gateway.complete(facts, chat, deadline_s)
     except GatewayError as exc:
         return _with_meta(error_response(exc.status, exc.message, exc.code), None)
     except EngineError as exc:
         return _with_meta(engine_error_response(exc), None)
-    await sync_to_async(record_usage)(key, completion.usage.total_tokens)
+    await _record_usage(key, completion.usage.total_tokens)
     return _with_meta(JsonResponse({
         "id": chat.request_id, "object": "chat.completion", "created": int(time.time()),
         "model": meta.model,
@@ -253,11 +284,11 @@ def _usage(usage: Usage) -> dict[str, int]:
 
 
 async def _stream_response(key: ApiKey, facts: RequestFacts, chat: ChatRequest,
-                           include_usage: bool) -> HttpResponse:
+                           include_usage: bool, deadline_s: float | None) -> HttpResponse:
     """Wait for the first delta (so failover and errors before it get a real status),
     then stream the rest as SSE."""
     meta = GatewayMeta()
-    deltas = gateway.stream(facts, chat, meta)
+    deltas = gateway.stream(facts, chat, meta, deadline_s)
     try:
         first = await anext(deltas, None)
     except GatewayError as exc:
@@ -301,10 +332,130 @@ async def _sse(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, first: Delta |
         return
     finally:
         usage = usage or Usage(estimate_tokens(chat.messages), counted)
-        await sync_to_async(record_usage)(key, usage.total_tokens)
+        await _record_usage(key, usage.total_tokens)
     yield chunk({}, finish or "stop", x_openclaw={
         "model": meta.model, "route": meta.route, "models_tried": meta.models_tried,
         "models": meta.models or [meta.model], "overhead_ms": round(meta.overhead_ms(), 1)})
     if include_usage:
         yield _event({**base, "choices": [], "usage": _usage(usage)})
     yield b"data: [DONE]\n\n"
+
+
+# --- /v1/embeddings -------------------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the items of one request
+
+
+def _embedding_texts(raw: Any) -> list[str]:
+    """The texts of ``input``: a string or a list of strings. Token-id arrays are
+    OpenAI-valid but refused: no backend here shares OpenAI's tokenizer."""
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts:
+        raise InvalidBody(_("“input” must be a non-empty string or list of strings."), "input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise InvalidBody(_("“input” may hold at most %(n)d items.")
+                          % {"n": MAX_EMBEDDING_INPUTS}, "input")
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in texts) or all(
+            isinstance(t, list) and all(isinstance(i, int) for i in t) for t in texts):
+        raise InvalidBody(_("Token-id input is not supported here: send the text."), "input")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise InvalidBody(_("Each input must be a non-empty string."), f"input[{index}]")
+    return texts
+
+
+def parse_embeddings_body(raw: bytes) -> tuple[str, list[str], str, int | None]:
+    """(model, texts, encoding format, dimensions) from a request body, or ``InvalidBody``."""
+    try:
+        body = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidBody(_("The request body is not valid JSON.")) from None
+    if not isinstance(body, dict):
+        raise InvalidBody(_("The request body must be a JSON object."))
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidBody(_("“model” must be a non-empty string."), "model")
+    if "input" not in body:
+        raise InvalidBody(_("“input” is required."), "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise InvalidBody(_("“encoding_format” must be “float” or “base64”."),
+                          "encoding_format")
+    return model, _embedding_texts(body["input"]), encoding, _integer(body, "dimensions", 1)
+
+
+async def _embed(model: str, texts: list[str]) -> tuple[EmbeddingResult, GatewayMeta]:
+    """Vectors from the model's enabled instances, by weight, healthy ones first; a
+    retryable failure moves on to the next instance. No routing rules apply here."""
+    meta = GatewayMeta(model=model, models_tried=[model], models=[model])
+    instances = [e async for e in ModelEndpoint.objects.filter(name=model, enabled=True)]
+    ordered = gateway.weighted_order(instances)
+    if not ordered:
+        raise GatewayError(404, "model_not_found",
+                           _("The model “%(model)s” does not exist or has no enabled "
+                             "instance.") % {"model": model})
+    last_error: EngineError | None = None
+    for instance in ordered:
+        meta.instance_id = instance.pk
+        engine = build_engine(endpoint_config(instance))
+        started = time.perf_counter()
+        try:
+            return await engine.embed(texts), meta
+        except EngineError as exc:
+            if not exc.retryable:
+                raise
+            last_error = exc
+        finally:
+            meta.engine_seconds += time.perf_counter() - started
+            await engine.aclose()
+    assert last_error is not None
+    raise last_error
+
+
+def _shaped(vector: list[float], dimensions: int | None) -> list[float]:
+    """``vector`` cut to ``dimensions`` and scaled back to unit length, as OpenAI does."""
+    if dimensions is None or dimensions >= len(vector):
+        return vector
+    cut = vector[:dimensions]
+    norm = math.sqrt(sum(v * v for v in cut)) or 1.0
+    return [v / norm for v in cut]
+
+
+def _encoded(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":  # little-endian float32, as OpenAI sends it
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+@csrf_exempt
+@require_POST
+async def embeddings(request: HttpRequest) -> HttpResponse:
+    """OpenAI's embeddings: one vector per input, in input order."""
+    try:
+        key = await _authenticate(request)
+        model, texts, encoding, dimensions = parse_embeddings_body(request.body)
+        await sync_to_async(check_scope)(key, model)
+        estimate = estimate_tokens([{"role": "user", "content": t} for t in texts])
+        await sync_to_async(check_limits)(key, estimate)
+    except KeyRefused as exc:
+        return _with_meta(_refused(exc), None)
+    except InvalidBody as exc:
+        return _with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
+    try:
+        result, meta = await _embed(model, texts)
+    except GatewayError as exc:
+        return _with_meta(error_response(exc.status, exc.message, exc.code), None)
+    except EngineError as exc:
+        return _with_meta(engine_error_response(exc), None)
+    if dimensions is not None and dimensions > len(result.vectors[0]):
+        return _with_meta(error_response(
+            400, _("“dimensions” may be at most %(n)d for this model.")
+            % {"n": len(result.vectors[0])}, "invalid_request", "dimensions"), meta)
+    tokens = result.prompt_tokens or estimate
+    await sync_to_async(record_usage)(key, tokens)
+    data = [{"object": "embedding", "index": index,
+             "embedding": _encoded(_shaped(vector, dimensions), encoding)}
+            for index, vector in enumerate(result.vectors)]
+    return _with_meta(JsonResponse({
+        "object": "list", "data": data, "model": meta.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}), meta)

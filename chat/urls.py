@@ -9,4 +9,5 @@ app_name = "openai_api"
 urlpatterns = [
     path("models", api.models, name="models"),
     path("chat/completions", api.chat_completions, name="chat-completions"),
+    path("embeddings", api.embeddings, name="embeddings"),
 ]

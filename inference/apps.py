@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 ENGINE_MODULES = [
     "inference.engines.openai",
     "inference.engines.echo",
+    "inference.engines.embedding",
     "inference.engines.transformers",
     "inference.engines.onnx",
     "inference.engines.tensorrt_llm",

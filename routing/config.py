@@ -80,6 +80,7 @@ MODEL_KEYS: dict[str, tuple[tuple[type, ...], str | None]] = {
     "max_output_tokens": ((int,), "max_output_tokens"),
     "max_batch": ((int,), "max_batch"),
     "weight": ((int,), "weight"),
+    "balancing": ((str,), "balancing"),  # weighted | least_busy | latency (full_clean checks)
     "warm": ((bool,), "warm"),
     "enabled": ((bool,), "enabled"),
     "params": ((dict,), "default_params"),

@@ -11,12 +11,14 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
@@ -171,23 +173,86 @@ def _counter(key: ApiKey, kind: str, window: str) -> str:
     return f"apikey:{key.family}:{kind}:{window}"
 
 
+_shared = None
+_shared_lock = threading.Lock()
+
+
+def counter_cache():
+    """A process-wide instance of the default cache for the counters.
+
+    ``django.core.cache.cache`` is per async context, so under ASGI every request
+    gets a new backend and, with Redis, a new connection pool and socket; this one
+    keeps its pool (redis-py's is thread-safe) for the life of the process."""
+    global _shared
+    if _shared is None:
+        with _shared_lock:
+            if _shared is None:
+                _shared = caches.create_connection(DEFAULT_CACHE_ALIAS)
+    return _shared
+
+
+def _redis(store, name: str):
+    """(redis client, full key) when the cache is Django's Redis backend, else None."""
+    if not isinstance(store, RedisCache):
+        return None
+    full = store.make_and_validate_key(name)
+    return store._cache.get_client(full, write=True), full
+
+
 def _incr(name: str, amount: int, ttl: int) -> int:
-    cache.add(name, 0, ttl + 5)
+    store = counter_cache()
+    store.add(name, 0, ttl + 5)
     try:
-        return cache.incr(name, amount)
+        return store.incr(name, amount)
     except ValueError:  # expired between add and incr
-        cache.add(name, 0, ttl + 5)
-        return cache.incr(name, amount)
+        store.add(name, 0, ttl + 5)
+        return store.incr(name, amount)
+
+
+def _count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int]:
+    """Add ``(name, amount, ttl)`` to counters (created with the ttl when missing) and
+    read others, in one Redis round trip (MULTI/EXEC); the new and read values in order.
+    Other cache backends fall back to one call each."""
+    store = counter_cache()
+    names = [name for name, _amount, _ttl in increments] + reads
+    if not names:
+        return []
+    first = _redis(store, names[0])
+    if first is None:
+        return ([_incr(name, amount, ttl) for name, amount, ttl in increments]
+                + [store.get(name, 0) for name in reads])
+    client = first[0]
+    with client.pipeline(transaction=True) as pipe:
+        for name, amount, ttl in increments:
+            full = store.make_and_validate_key(name)
+            pipe.set(full, 0, ex=ttl + 5, nx=True)
+            pipe.incrby(full, amount)
+        for name in reads:
+            pipe.get(store.make_and_validate_key(name))
+        replies = pipe.execute()
+    counted = replies[1:2 * len(increments):2]
+    read = replies[2 * len(increments):]
+    return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read]
 
 
 def check_limits(key: ApiKey, tokens: int = 0) -> None:
     """Count one request and refuse it (429) when the key's rpm, tpm or budget is
     spent. ``tokens`` is the request's estimate (its prompt); the real usage is
-    added by ``record_usage``."""
+    added by ``record_usage``. One Redis round trip."""
+    if not (key.rpm_limit or key.tpm_limit or key.token_budget):
+        return
     now = timezone.now()
     window, minute_left = _minute_window(now)
+    increments = [(_counter(key, "rpm", window), 1, 60)] if key.rpm_limit else []
+    reads = []
+    if key.tpm_limit:
+        reads.append(_counter(key, "tpm", window))
+    if key.token_budget:
+        label, left = period_window(key.budget_period, now)
+        reads.append(_counter(key, "budget", label))
+    values = iter(_count(increments, reads))
     if key.rpm_limit:
-        count = _incr(_counter(key, "rpm", window), 1, 60)
+        count = next(values)
         if count > key.rpm_limit:
             raise KeyRefused(429, "rate_limit_exceeded",
                              _("Rate limit of %(limit)d requests per minute reached; retry "
@@ -195,7 +260,7 @@ def check_limits(key: ApiKey, tokens: int = 0) -> None:
                                                        "seconds": minute_left},
                              retry_after=minute_left)
     if key.tpm_limit:
-        used = cache.get(_counter(key, "tpm", window), 0)
+        used = next(values)
         if used + tokens > key.tpm_limit:
             raise KeyRefused(429, "token_rate_limit_exceeded",
                              _("Token limit of %(limit)d tokens per minute reached; retry "
@@ -203,8 +268,7 @@ def check_limits(key: ApiKey, tokens: int = 0) -> None:
                                                        "seconds": minute_left},
                              retry_after=minute_left)
     if key.token_budget:
-        label, left = period_window(key.budget_period, now)
-        used = cache.get(_counter(key, "budget", label), 0)
+        used = next(values)
         if used + tokens > key.token_budget:
             raise KeyRefused(429, "budget_exhausted",
                              _("Token budget of %(budget)d per %(period)s is spent; it "
@@ -215,16 +279,19 @@ def check_limits(key: ApiKey, tokens: int = 0) -> None:
 
 
 def record_usage(key: ApiKey, tokens: int) -> None:
-    """Add a finished request's tokens to the key's per-minute and budget counters."""
+    """Add a finished request's tokens to the key's per-minute and budget counters
+    (one Redis round trip)."""
     if tokens <= 0:
         return
     now = timezone.now()
+    increments = []
     if key.tpm_limit:
         window, _left = _minute_window(now)
-        _incr(_counter(key, "tpm", window), tokens, 60)
+        increments.append((_counter(key, "tpm", window), tokens, 60))
     if key.token_budget:
         label, left = period_window(key.budget_period, now)
-        _incr(_counter(key, "budget", label), tokens, left)
+        increments.append((_counter(key, "budget", label), tokens, left))
+    _count(increments, [])
 
 
 # --- rotation and revocation --------------------------------------------------

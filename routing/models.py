@@ -27,6 +27,7 @@ class EngineKind(models.TextChoices):
     TRANSFORMERS = "transformers", _("Hugging Face transformers (CPU/GPU worker)")
     ONNX = "onnx", _("ONNX Runtime (CPU/GPU worker)")
     ECHO = "echo", _("Echo (wiring check: repeats the input)")
+    EMBEDDING = "embedding", _("Sentence embeddings (local, in process)")
 
 
 HTTP_ENGINES = {EngineKind.OPENAI, EngineKind.VLLM}
@@ -37,6 +38,14 @@ class HealthState(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown")
     HEALTHY = "healthy", _("Healthy")
     UNHEALTHY = "unhealthy", _("Unhealthy")
+
+
+class Balancing(models.TextChoices):
+    """How a request picks among the healthy instances of one model name."""
+
+    WEIGHTED = "weighted", _("Weighted random")
+    LEAST_BUSY = "least_busy", _("Least busy (fewest requests in flight)")
+    LATENCY = "latency", _("Lowest latency (recent time to first token)")
 
 
 # Default parameters an endpoint may carry — sampling values sent with each
@@ -146,6 +155,10 @@ class ModelEndpoint(models.Model):
     gpu_id = models.PositiveSmallIntegerField(_("GPU id"), null=True, blank=True)
     weight = models.PositiveIntegerField(
         _("weight"), default=1, help_text=_("Share of traffic among instances; 0 drains."))
+    balancing = models.CharField(
+        _("balancing"), max_length=16, choices=Balancing.choices, default=Balancing.WEIGHTED,
+        help_text=_("How requests pick among the instances of this model name; the first "
+                    "instance's (lowest id) choice applies to all of them."))
     max_batch = models.PositiveSmallIntegerField(_("max batch"), default=8,
                                                  validators=[MinValueValidator(1)])
     enabled = models.BooleanField(_("enabled"), default=True)

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..errors import EngineUnavailable
+
 
 @dataclass(frozen=True)
 class EndpointConfig:
@@ -85,6 +87,14 @@ class Completion:
     usage: Usage
 
 
+@dataclass
+class EmbeddingResult:
+    """One vector per input text, in input order, and the tokens the inputs took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int = 0
+
+
 class Engine(abc.ABC):
     """Base of every engine adapter."""
 
@@ -117,6 +127,11 @@ class Engine(abc.ABC):
             finish_reason = delta.finish_reason or finish_reason
             usage = delta.usage or usage
         return Completion("".join(parts), finish_reason, usage or Usage(0, counted))
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        """One vector per text; engines that make embeddings override it."""
+        raise EngineUnavailable(f"{self.config.name}: the {self.kind or 'this'} engine does "
+                                "not make embeddings")
 
     async def cancel(self, request_id: str) -> None:  # noqa: B027 - optional hook
         """Stop generating for ``request_id``; engines with server-side work override."""

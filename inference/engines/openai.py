@@ -54,7 +54,15 @@ from ..errors import (
     ServerError,
 )
 from ..registry import register_engine
-from .base import ChatRequest, Completion, Delta, EndpointConfig, Engine, Usage
+from .base import (
+    ChatRequest,
+    Completion,
+    Delta,
+    EmbeddingResult,
+    EndpointConfig,
+    Engine,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -437,6 +445,38 @@ class OpenAIEngine(Engine):
             return EndpointHealth(False, time.monotonic() - started, error=exc.message,
                                   code=exc.code)
         return EndpointHealth(True, time.monotonic() - started, models)
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        """Vectors from the server's ``…/v1/embeddings`` (next to its models URL)."""
+        url = self.models_url.removesuffix("/models") + "/embeddings"
+        headers = {**self._headers(), "Content-Type": "application/json"}
+        body = _encode_json({"model": self.config.model_id, "input": texts,
+                             "encoding_format": "float"})
+        session = await shared_client()
+        try:
+            async with asyncio.timeout(self.config.total_timeout):
+                response = await session.post(url, data=body, headers=headers, **self._options)
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+        except aiohttp.ClientError as exc:  # first: aiohttp's timeouts are TimeoutErrors too
+            raise self._transport_error(exc, None) from exc
+        except TimeoutError:
+            raise self._timeout("total") from None
+        if not _is_success(response.status):
+            raise self._http_error(response, raw)
+        payload = self._json(raw)
+        data = payload.get("data")
+        if not isinstance(data, list) or len(data) != len(texts):
+            raise ServerError(f"{self.config.name}: expected {len(texts)} embeddings")
+        try:
+            rows = sorted(data, key=lambda row: row.get("index", 0))
+            vectors = [[float(v) for v in row["embedding"]] for row in rows]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ServerError(f"{self.config.name}: malformed embeddings answer") from None
+        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        return EmbeddingResult(vectors, int(usage.get("prompt_tokens") or 0))
 
     # -- building the request
 

@@ -326,3 +326,43 @@ def test_stream_dropped_mid_answer_is_continued_by_the_fallback(live_server_url,
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
     assert events[-1]["x_openclaw"]["models"] == ["cut", "rescue"]
     assert events[-1]["x_openclaw"]["models_tried"] == ["cut", "rescue"]
+
+
+# --- balancing and retries --------------------------------------------------------------
+
+
+def test_half_failing_instances_answer_every_request_through_fallbacks(live_server_url,
+                                                                       openai_server, secret):
+    # given a model whose two instances fail half their calls, and a steady fallback
+    RoutingRule.objects.create(name="Halves with steady", priority=10,
+                               condition={"field": "model", "op": "eq", "value": "halves"},
+                               target_model="halves", fallbacks=["steady"])
+    endpoint(openai_server, "halves", "flaky-50+one", balancing="least_busy")
+    ModelEndpoint.objects.create(name="halves", engine="openai", upstream_model="flaky-50+two",
+                                 endpoint_url=f"{openai_server.url}/chat/completions")
+    endpoint(openai_server, "steady", "echo")
+    api = client(live_server_url, secret)
+
+    # when 200 requests are sent
+    answered_by = []
+    for _ in range(200):
+        raw = api.chat.completions.with_raw_response.create(model="halves", messages=HELLO)
+        assert raw.parse().choices[0].message.content == "echo: hello there"
+        answered_by.append(raw.headers["x-openclaw-model"])
+
+    # then all 200 succeeded, and the flaky instances really failed along the way
+    flaky_calls = sum(len(openai_server.requests_for(f"flaky-50+{tag}"))
+                      for tag in ("one", "two"))
+    assert len(answered_by) == 200
+    assert flaky_calls - answered_by.count("halves") > 0  # failed calls, then fallbacks
+    assert "steady" in answered_by
+
+
+def test_transient_backend_error_is_retried_once_on_the_same_instance(live_server_url,
+                                                                      openai_server, secret):
+    endpoint(openai_server, "shaky", "error-503")
+
+    with pytest.raises(openai.APIStatusError):
+        client(live_server_url, secret).chat.completions.create(model="shaky", messages=HELLO)
+
+    assert len(openai_server.requests_for("error-503")) == 2  # the call and one retry
