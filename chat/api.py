@@ -6,6 +6,7 @@ Every error is answered in OpenAI's shape ``{"error": {message, type, param, cod
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from routing.key_services import (
     authenticate,
     check_limits,
     check_scope,
+    claim_successor,
     client_ip,
     record_usage,
 )
@@ -80,6 +82,24 @@ def engine_error_response(exc: EngineError) -> JsonResponse:
     return error_response(exc.http_status, exc.message, exc.code, retry_after=retry_after)
 
 
+ROTATION_HEADER = "x-openclaw-key-rotated"
+
+
+def rotation_notice(view):
+    """Tell the holder of a rotated key, on every answer during its grace period,
+    that a successor waits for it (``POST /v1/key/successor``)."""
+
+    @functools.wraps(view)
+    async def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        response = await view(request, *args, **kwargs)
+        key = getattr(request, "openclaw_key", None)
+        if key is not None and key.grace_until is not None:
+            response[ROTATION_HEADER] = f"grace-until={key.grace_until.isoformat()}"
+        return response
+
+    return wrapped
+
+
 def _with_meta(response: HttpResponse, meta: GatewayMeta | None) -> HttpResponse:
     meta = meta or GatewayMeta()
     response["x-openclaw-overhead-ms"] = f"{meta.overhead_ms():.1f}"
@@ -103,7 +123,9 @@ def _client_address(request: HttpRequest) -> str:
 
 
 async def _authenticate(request: HttpRequest) -> ApiKey:
-    return await sync_to_async(authenticate)(_bearer(request), _client_address(request))
+    key = await sync_to_async(authenticate)(_bearer(request), _client_address(request))
+    request.openclaw_key = key
+    return key
 
 
 def _admit_sync(secret: str | None, address: str, model: str, tokens: int) -> ApiKey:
@@ -116,8 +138,10 @@ def _admit_sync(secret: str | None, address: str, model: str, tokens: int) -> Ap
 async def _admit(request: HttpRequest, model: str, tokens: int) -> ApiKey:
     """Authenticate, check the model scope and count the request against the key's
     limits in one trip to a thread (one query, one Redis round trip), or ``KeyRefused``."""
-    return await sync_to_async(_admit_sync)(_bearer(request), _client_address(request), model,
-                                            tokens)
+    key = await sync_to_async(_admit_sync)(_bearer(request), _client_address(request), model,
+                                           tokens)
+    request.openclaw_key = key
+    return key
 
 
 async def _record_usage(key: ApiKey, tokens: int) -> None:
@@ -145,6 +169,7 @@ def _model_list(key: ApiKey) -> list[dict[str, Any]]:
 
 @csrf_exempt
 @require_GET
+@rotation_notice
 async def models(request: HttpRequest) -> HttpResponse:
     """The enabled model names this key may use, in OpenAI's list shape."""
     try:
@@ -244,6 +269,7 @@ def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
 
 @csrf_exempt
 @require_POST
+@rotation_notice
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     """OpenAI's chat completions, streamed (SSE) or not, through the gateway."""
     try:
@@ -429,6 +455,7 @@ def _encoded(vector: list[float], encoding: str) -> list[float] | str:
 
 @csrf_exempt
 @require_POST
+@rotation_notice
 async def embeddings(request: HttpRequest) -> HttpResponse:
     """OpenAI's embeddings: one vector per input, in input order."""
     try:
@@ -459,3 +486,20 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     return _with_meta(JsonResponse({
         "object": "list", "data": data, "model": meta.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}), meta)
+
+
+# --- /v1/key/successor (OpenClaw's own) ----------------------------------------------------
+
+
+@csrf_exempt
+@require_POST
+async def key_successor(request: HttpRequest) -> HttpResponse:
+    """Hand the successor of a rotated key, once, to the holder of the old key
+    (still valid during its grace period)."""
+    try:
+        key = await _authenticate(request)
+        successor, secret = await sync_to_async(claim_successor)(key)
+    except KeyRefused as exc:
+        return _refused(exc)
+    return JsonResponse({"object": "api_key", "prefix": successor.prefix, "key": secret,
+                         "old_key_works_until": key.grace_until.isoformat()})

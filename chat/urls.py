@@ -10,4 +10,5 @@ urlpatterns = [
     path("models", api.models, name="models"),
     path("chat/completions", api.chat_completions, name="chat-completions"),
     path("embeddings", api.embeddings, name="embeddings"),
+    path("key/successor", api.key_successor, name="key-successor"),
 ]

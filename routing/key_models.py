@@ -13,6 +13,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from openclaw_site.fields import EncryptedTextField
+
 
 class BudgetPeriod(models.TextChoices):
     DAY = "day", _("Day")
@@ -83,6 +85,10 @@ class ApiKey(models.Model):
     grace_until = models.DateTimeField(
         _("works until"), null=True, blank=True, editable=False,
         help_text=_("Set when the key is rotated: it is refused after this moment."))
+    successor_secret = EncryptedTextField(
+        _("successor's secret"), blank=True, editable=False,
+        help_text=_("Kept encrypted after a rotation until the old key's holder fetches it "
+                    "once (POST /v1/key/successor) during the grace period."))
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True,

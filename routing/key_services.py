@@ -315,9 +315,28 @@ def rotate_key(key: ApiKey, grace_hours: float | None = None) -> tuple[ApiKey, s
         secret = assign_secret(new)
         new.save()
         old.grace_until = timezone.now() + timedelta(hours=grace_hours)
-        old.save(update_fields=["grace_until"])
+        old.successor_secret = secret  # for a rotation nobody watched: see claim_successor
+        old.save(update_fields=["grace_until", "successor_secret"])
     key.grace_until = old.grace_until
     return new, secret
+
+
+def claim_successor(key: ApiKey) -> tuple[ApiKey, str]:
+    """The successor of a rotated ``key`` and its secret, handed over once.
+
+    Automatic rotation happens with nobody watching; the holder of the old key,
+    still valid during its grace period, fetches the new secret with it.
+    """
+    with transaction.atomic():
+        old = ApiKey.objects.select_for_update().get(pk=key.pk)
+        successor = old.successors.order_by("-created_at").first()
+        if old.grace_until is None or successor is None or not old.successor_secret:
+            raise KeyRefused(404, "no_successor",
+                             _("This key has no successor to hand over (not rotated, or "
+                               "its successor's secret was already fetched)."))
+        secret, old.successor_secret = old.successor_secret, ""
+        old.save(update_fields=["successor_secret"])
+    return successor, secret
 
 
 def revoke_key(key: ApiKey) -> None:

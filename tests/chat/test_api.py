@@ -366,3 +366,32 @@ def test_transient_backend_error_is_retried_once_on_the_same_instance(live_serve
         client(live_server_url, secret).chat.completions.create(model="shaky", messages=HELLO)
 
     assert len(openai_server.requests_for("error-503")) == 2  # the call and one retry
+
+
+def test_rotated_key_is_told_and_fetches_its_successor_once(live_server_url, openai_server):
+    # given: a key rotated by the beat task, nobody watching
+    old_key, old_secret = create_key("rotating", rotation_hours=1)
+    ModelEndpoint.objects.create(name="echo", engine="echo")
+    old_key.created_at = old_key.created_at.replace(year=old_key.created_at.year - 1)
+    old_key.save(update_fields=["created_at"])
+    from routing.key_services import rotate_due_keys
+
+    assert len(rotate_due_keys()) == 1
+
+    # when: the old key, still in its grace period, is used
+    answer = client(live_server_url, old_secret).chat.completions.with_raw_response.create(
+        model="echo", messages=HELLO)
+
+    # then: the answer says so, and the old key fetches the new secret exactly once
+    assert answer.headers["x-openclaw-key-rotated"].startswith("grace-until=")
+    headers = {"Authorization": f"Bearer {old_secret}"}
+    handed = httpx.post(f"{live_server_url}/v1/key/successor", headers=headers)
+    assert handed.status_code == 200
+    new_secret = handed.json()["key"]
+    assert new_secret != old_secret
+    again = httpx.post(f"{live_server_url}/v1/key/successor", headers=headers)
+    assert again.status_code == 404
+    assert again.json()["error"]["code"] == "no_successor"
+    fresh = client(live_server_url, new_secret).chat.completions.with_raw_response.create(
+        model="echo", messages=HELLO)
+    assert "x-openclaw-key-rotated" not in fresh.headers
