@@ -237,8 +237,8 @@ def _stop(body: dict) -> list[str] | None:
     raise InvalidBody(_("“stop” must be a string or a list of strings."), "stop")
 
 
-def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
-    """(model, stream, include_usage, request) from a request body, or ``InvalidBody``."""
+def _body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
+    """The JSON object of a request body and its ``model``, or ``InvalidBody``."""
     try:
         body = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError):
@@ -248,6 +248,12 @@ def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidBody(_("“model” must be a non-empty string."), "model")
+    return body, model
+
+
+def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
+    """(model, stream, include_usage, request) from a request body, or ``InvalidBody``."""
+    body, model = _body_and_model(raw)
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise InvalidBody(_("“stream” must be true or false."), "stream")
@@ -392,15 +398,7 @@ def _embedding_texts(raw: Any) -> list[str]:
 
 def parse_embeddings_body(raw: bytes) -> tuple[str, list[str], str, int | None]:
     """(model, texts, encoding format, dimensions) from a request body, or ``InvalidBody``."""
-    try:
-        body = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidBody(_("The request body is not valid JSON.")) from None
-    if not isinstance(body, dict):
-        raise InvalidBody(_("The request body must be a JSON object."))
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidBody(_("“model” must be a non-empty string."), "model")
+    body, model = _body_and_model(raw)
     if "input" not in body:
         raise InvalidBody(_("“input” is required."), "input")
     encoding = body.get("encoding_format") or "float"

@@ -418,11 +418,22 @@ class OpenAIEngine(Engine):
 
     async def list_models(self) -> list[str]:
         """The model ids the server lists at ``…/v1/models``."""
+        payload = await self._call_json("GET", self.models_url, None,
+                                        self.config.first_byte_timeout, "first_byte")
+        data = payload.get("data") or []
+        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+
+    async def _call_json(self, method: str, url: str, body: bytes | None, timeout: float,
+                         phase: str) -> dict:
+        """One whole (not streamed) request; the decoded JSON answer or an EngineError."""
+        headers = self._headers()
+        if body is not None:
+            headers = {**headers, "Content-Type": "application/json"}
         session = await shared_client()
         try:
-            async with asyncio.timeout(self.config.first_byte_timeout):
-                response = await session.get(self.models_url, headers=self._headers(),
-                                             **self._options)
+            async with asyncio.timeout(timeout):
+                response = await session.request(method, url, data=body, headers=headers,
+                                                 **self._options)
                 try:
                     raw = await response.read()
                 finally:
@@ -430,11 +441,10 @@ class OpenAIEngine(Engine):
         except aiohttp.ClientError as exc:  # first: aiohttp's timeouts are TimeoutErrors too
             raise self._transport_error(exc, None) from exc
         except TimeoutError:
-            raise self._timeout("first_byte") from None
+            raise self._timeout(phase) from None
         if not _is_success(response.status):
             raise self._http_error(response, raw)
-        data = self._json(raw).get("data") or []
-        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+        return self._json(raw)
 
     async def check(self) -> EndpointHealth:
         """Whether the server answers ``…/v1/models``, how fast, and what it lists."""
@@ -449,24 +459,9 @@ class OpenAIEngine(Engine):
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         """Vectors from the server's ``…/v1/embeddings`` (next to its models URL)."""
         url = self.models_url.removesuffix("/models") + "/embeddings"
-        headers = {**self._headers(), "Content-Type": "application/json"}
         body = _encode_json({"model": self.config.model_id, "input": texts,
                              "encoding_format": "float"})
-        session = await shared_client()
-        try:
-            async with asyncio.timeout(self.config.total_timeout):
-                response = await session.post(url, data=body, headers=headers, **self._options)
-                try:
-                    raw = await response.read()
-                finally:
-                    response.release()
-        except aiohttp.ClientError as exc:  # first: aiohttp's timeouts are TimeoutErrors too
-            raise self._transport_error(exc, None) from exc
-        except TimeoutError:
-            raise self._timeout("total") from None
-        if not _is_success(response.status):
-            raise self._http_error(response, raw)
-        payload = self._json(raw)
+        payload = await self._call_json("POST", url, body, self.config.total_timeout, "total")
         data = payload.get("data")
         if not isinstance(data, list) or len(data) != len(texts):
             raise ServerError(f"{self.config.name}: expected {len(texts)} embeddings")
