@@ -1,0 +1,1 @@
+SUFFIX = " -- sent by OpenClaw"
