@@ -17,9 +17,12 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from openclaw_site import metrics
 
 from .engines.base import EndpointConfig, Engine
 from .registry import build_local_engine
@@ -75,7 +78,8 @@ class EnginePool:
         slot = await self._slot(config, on_loaded)
         slot.inflight += 1
         try:
-            yield slot.engine
+            with metrics.worker_generation(config.name):
+                yield slot.engine
         finally:
             slot.inflight -= 1
             if slot.retired and slot.inflight == 0:
@@ -99,8 +103,10 @@ class EnginePool:
         return slot
 
     async def _load(self, config: EndpointConfig, slot: _Slot) -> None:
+        started = time.perf_counter()
         try:
             await slot.engine.load()
+            metrics.observe_engine_load(config.name, config.engine, time.perf_counter() - started)
             logger.info("loaded %s engine for %s (%s)", config.engine, config.name,
                         config.path or config.url)
         except BaseException as exc:  # reported to every waiter, retried on next use

@@ -12,7 +12,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from . import services
+from . import batch_tasks, services  # noqa: F401 - batch_tasks: registers its tasks
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,16 @@ def start_reconciler(sender, **kwargs) -> None:
             _stop.wait(settings.ENGINE_POOL_RECONCILE_S)
 
     threading.Thread(target=loop, name="engine-pool-reconcile", daemon=True).start()
+
+
+@worker_ready.connect
+def serve_metrics(sender, **kwargs) -> None:
+    """This worker's own metrics on ``OPENCLAW_WORKER_METRICS_PORT`` (0: off)."""
+    if settings.OPENCLAW_WORKER_METRICS_PORT:
+        from openclaw_site.metrics import start_worker_server
+
+        start_worker_server(settings.OPENCLAW_WORKER_METRICS_PORT,
+                            settings.OPENCLAW_WORKER_METRICS_ADDR)
 
 
 @worker_shutting_down.connect
