@@ -2,6 +2,7 @@
 
 ``create`` and ``rotate`` print the secret alone on the last line of standard
 output (or JSON with ``--json``); it is not stored and cannot be shown again.
+``rotate-data`` re-encrypts data at rest sealed with an older encryption key.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from openclaw_site.crypto import active_key_id
 from routing.key_models import ApiKey, BudgetPeriod
 from routing.key_services import KeyRefused, create_key, revoke_key, rotate_key
 
@@ -97,10 +99,11 @@ class Command(BaseCommand):
         rotate.add_argument("--json", action="store_true")
         revoke = sub.add_parser("revoke", help="refuse a key from now on")
         revoke.add_argument("prefix")
-        # `rotate-data` (re-encrypting data at rest) will be added here by its own issue.
+        sub.add_parser("rotate-data", help="re-encrypt data at rest with the current "
+                       "encryption key (the first of OPENCLAW_ENCRYPTION_KEYS)")
 
     def handle(self, *args, action, **options):
-        getattr(self, f"_{action}")(**options)
+        getattr(self, f"_{action.replace('-', '_')}")(**options)
 
     def _create(self, name, models, cidr, rpm, tpm, budget, budget_period, expires,
                 rotation_hours, owner, json, **_options):
@@ -144,6 +147,19 @@ class Command(BaseCommand):
         key = self._key(prefix)
         revoke_key(key)
         self.stdout.write(f"revoked {key.prefix} ({key.name})")
+
+    def _rotate_data(self, **_options):
+        from chat.encryption import rotate_data
+
+        report = rotate_data()
+        for label, count in sorted(report.rotated.items()):
+            self.stdout.write(f"{label}: {count} re-encrypted")
+        for label, count in sorted(report.failed.items()):
+            self.stderr.write(f"{label}: {count} not decryptable with any configured key")
+        self.stdout.write(f"{report.total} value(s) re-encrypted with key {active_key_id()}")
+        if report.failed:
+            raise CommandError("some values could not be decrypted: add their key to "
+                               "OPENCLAW_ENCRYPTION_KEYS (after the current one) and run again")
 
     def _print_secret(self, key: ApiKey, secret: str, as_json: bool) -> None:
         if as_json:

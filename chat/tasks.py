@@ -1,0 +1,21 @@
+"""Celery tasks of the chat app: thin, they take ids and call services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from . import memory
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="chat.remember_messages", ignore_result=True, acks_late=True)
+def remember_messages(message_ids: list[int]) -> int:
+    """After a turn (or an import): embed what is worth keeping into long-term memory.
+    Acked late: a worker that dies mid-task leaves it to the next one (re-running it
+    adds nothing twice: near-duplicates are skipped)."""
+    kept = memory.remember_messages(message_ids)
+    logger.info("remembered %d of messages %s", len(kept), message_ids)
+    return len(kept)
