@@ -5,6 +5,7 @@ Every error is answered in OpenAI's shape ``{"error": {message, type, param, cod
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -13,7 +14,8 @@ import math
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -27,21 +29,24 @@ from django.views.decorators.http import require_GET, require_POST
 from inference.engines.base import ChatRequest, Delta, EmbeddingResult, Usage
 from inference.errors import EngineError, RateLimited
 from inference.registry import build_engine
-from routing import gateway
+from openclaw_site import metrics
+from plugins.base import PluginBlocked, PluginRequest, PluginResponse
+from plugins.chain import StreamFilter, aget_chain
+from routing import gateway, response_cache
 from routing.gateway import GatewayError, GatewayMeta
 from routing.key_models import ApiKey
 from routing.key_services import (
     KeyRefused,
+    admit,
+    arecord_usage,
     authenticate,
-    check_limits,
-    check_scope,
     claim_successor,
     client_ip,
-    record_usage,
 )
 from routing.models import ModelEndpoint
 from routing.rules import RequestFacts, estimate_tokens
 from routing.services import endpoint_config
+from routing.usage import log_usage
 
 logger = logging.getLogger(__name__)
 
@@ -123,32 +128,36 @@ def _client_address(request: HttpRequest) -> str:
 
 
 async def _authenticate(request: HttpRequest) -> ApiKey:
+    """The request's key, valid from this address (no limits counted), or ``KeyRefused``."""
     key = await sync_to_async(authenticate)(_bearer(request), _client_address(request))
     request.openclaw_key = key
     return key
 
 
-def _admit_sync(secret: str | None, address: str, model: str, tokens: int) -> ApiKey:
-    key = authenticate(secret, address)
-    check_scope(key, model)
-    check_limits(key, tokens)
-    return key
-
-
 async def _admit(request: HttpRequest, model: str, tokens: int) -> ApiKey:
     """Authenticate, check the model scope and count the request against the key's
-    limits in one trip to a thread (one query, one Redis round trip), or ``KeyRefused``."""
-    key = await sync_to_async(_admit_sync)(_bearer(request), _client_address(request), model,
-                                           tokens)
+    limits, from the event loop (``routing.key_services.admit``), or ``KeyRefused``."""
+    key = await admit(_bearer(request), _client_address(request), model, tokens)
     request.openclaw_key = key
     return key
 
 
-async def _record_usage(key: ApiKey, tokens: int) -> None:
-    """Add the tokens to the key's counters: one Redis round trip (a pipeline), run
-    in the event loop, since a hop to a thread costs more than the call."""
+_pending: set[asyncio.Task] = set()  # strong references until the tasks end
+
+
+def _record_usage(key: ApiKey, tokens: int) -> None:
+    """Add the tokens to the key's counters in the background (one Redis round trip,
+    no thread): the answer does not wait for it; the next request sees it."""
     if tokens > 0 and (key.tpm_limit or key.token_budget):
-        record_usage(key, tokens)
+        task = asyncio.ensure_future(arecord_usage(key, tokens))
+        _pending.add(task)
+        task.add_done_callback(_recorded)
+
+
+def _recorded(task: asyncio.Task) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("could not count a request's tokens", exc_info=task.exception())
 
 
 def _refused(exc: KeyRefused) -> JsonResponse:
@@ -277,7 +286,9 @@ def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
 @require_POST
 @rotation_notice
 async def chat_completions(request: HttpRequest) -> HttpResponse:
-    """OpenAI's chat completions, streamed (SSE) or not, through the gateway."""
+    """OpenAI's chat completions, streamed (SSE) or not, through the plugin chain and
+    the gateway; a temperature-0 answer may come from the response cache."""
+    started = time.perf_counter()
     try:
         try:
             model, streaming, include_usage, chat = parse_chat_body(request.body)
@@ -289,25 +300,88 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return _with_meta(_refused(exc), None)
     except InvalidBody as exc:
         return _with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
-    facts = RequestFacts(model=model, messages=chat.messages, api_key=key.prefix,
-                         user=str(key.owner_id or ""))
+    try:
+        plugged = (await aget_chain()).pre_process(PluginRequest(
+            messages=chat.messages, model=model, user=str(key.owner_id or ""),
+            api_key=key.prefix))
+    except PluginBlocked as exc:
+        return _with_meta(_blocked(exc), None)
+    chat = replace(chat, messages=plugged.messages)
+    facts = RequestFacts(model=plugged.model, messages=plugged.messages, api_key=key.prefix,
+                         user=plugged.user, flags=plugged.flags)
     deadline_s = gateway.deadline_from_headers(request.headers)
     if streaming:
-        return await _stream_response(key, facts, chat, include_usage, deadline_s)
+        return await _stream_response(key, facts, chat, plugged, include_usage, deadline_s,
+                                      started)
+    cache_key = None
+    if response_cache.enabled_for(key) and not response_cache.bypassed(request.headers):
+        cache_key = response_cache.cache_key(facts.model, chat.messages,
+                                             response_cache.chat_params(chat))
+    if cache_key is not None and (cached := await response_cache.aget(cache_key)):
+        return _cached(key, chat, cached, started)
+    meta = GatewayMeta()
     try:
         completion, meta = await gateway.complete(facts, chat, deadline_s)
-    except GatewayError as exc:
-        return _with_meta(error_response(exc.status, exc.message, exc.code), None)
-    except EngineError as exc:
-        return _with_meta(engine_error_response(exc), None)
-    await _record_usage(key, completion.usage.total_tokens)
-    return _with_meta(JsonResponse({
+        answer = (await aget_chain()).post_process(PluginResponse(
+            content=completion.text, model=meta.model, request=plugged))
+    except (GatewayError, EngineError, PluginBlocked) as exc:
+        response = _failure(exc)
+        _log_usage(key, chat, meta, None, response.status_code, started)
+        return _with_meta(response, None)
+    _record_usage(key, completion.usage.total_tokens)
+    body = {
         "id": chat.request_id, "object": "chat.completion", "created": int(time.time()),
         "model": meta.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content},
                      "logprobs": None, "finish_reason": completion.finish_reason or "stop"}],
         "usage": _usage(completion.usage),
-    }), meta)
+    }
+    response = _with_meta(JsonResponse(body), meta)
+    if cache_key is not None:
+        await response_cache.aput(cache_key, {**body, "x_openclaw_route": meta.route})
+        response[response_cache.HEADER] = response_cache.MISS
+    metrics.observe_overhead(CHAT_ROUTE, meta.overhead_ms() / 1000)
+    _log_usage(key, chat, meta, completion.usage, 200, started)
+    return response
+
+
+CHAT_ROUTE = "/v1/chat/completions"
+
+
+def _failure(exc: GatewayError | EngineError | PluginBlocked) -> JsonResponse:
+    if isinstance(exc, GatewayError):
+        return error_response(exc.status, exc.message, exc.code)
+    if isinstance(exc, EngineError):
+        return engine_error_response(exc)
+    return _blocked(exc)
+
+
+def _cached(key: ApiKey, chat: ChatRequest, cached: dict, started: float) -> HttpResponse:
+    """A cached answer under this request's id: no model ran, no tokens are counted."""
+    route = cached.pop("x_openclaw_route", "")
+    cached.update(id=chat.request_id, created=int(time.time()))
+    meta = GatewayMeta(model=cached.get("model", ""), route_override=f"cache; {route}")
+    response = _with_meta(JsonResponse(cached), meta)
+    response[response_cache.HEADER] = response_cache.HIT
+    _log_usage(key, chat, meta, None, 200, started, endpoint="chat-cache")
+    return response
+
+
+def _log_usage(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, usage: Usage | None,
+               status: int, started: float, ttft_s: float | None = None,
+               endpoint: str = "chat") -> None:
+    """One usage record, written by a Celery task later (costs microseconds here)."""
+    log_usage(key_prefix=key.prefix, user=str(key.owner_id or ""), model=meta.model,
+              instance=meta.instance_id, tokens_in=usage.prompt_tokens if usage else 0,
+              tokens_out=usage.completion_tokens if usage else 0,
+              latency_ms=(time.perf_counter() - started) * 1000,
+              ttft_ms=ttft_s * 1000 if ttft_s is not None else None, status=status,
+              endpoint=endpoint, request_id=chat.request_id)
+
+
+def _blocked(exc: PluginBlocked) -> JsonResponse:
+    """A plugin's refusal: 400 ``content_blocked``, its message for the user."""
+    return error_response(400, exc.message, "content_blocked")
 
 
 def _usage(usage: Usage) -> dict[str, int]:
@@ -316,18 +390,23 @@ def _usage(usage: Usage) -> dict[str, int]:
 
 
 async def _stream_response(key: ApiKey, facts: RequestFacts, chat: ChatRequest,
-                           include_usage: bool, deadline_s: float | None) -> HttpResponse:
+                           plugged: PluginRequest, include_usage: bool,
+                           deadline_s: float | None, started: float) -> HttpResponse:
     """Wait for the first delta (so failover and errors before it get a real status),
     then stream the rest as SSE."""
     meta = GatewayMeta()
     deltas = gateway.stream(facts, chat, meta, deadline_s)
     try:
         first = await anext(deltas, None)
-    except GatewayError as exc:
-        return _with_meta(error_response(exc.status, exc.message, exc.code), None)
-    except EngineError as exc:
-        return _with_meta(engine_error_response(exc), None)
-    events = _sse(key, chat, meta, first, deltas, include_usage)
+    except (GatewayError, EngineError) as exc:
+        response = _failure(exc)
+        _log_usage(key, chat, meta, None, response.status_code, started)
+        return _with_meta(response, None)
+    ttft_s = time.perf_counter() - started
+    screen = (await aget_chain()).stream_filter(plugged)
+    events = _sse(key, chat, meta, first, deltas, screen, include_usage,
+                  lambda usage, status: _log_usage(key, chat, meta, usage, status, started,
+                                                   ttft_s))
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -339,7 +418,12 @@ def _event(payload: Any) -> bytes:
 
 
 async def _sse(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, first: Delta | None,
-               deltas: AsyncIterator[Delta], include_usage: bool) -> AsyncIterator[bytes]:
+               deltas: AsyncIterator[Delta], screen: StreamFilter, include_usage: bool,
+               finished: Callable[[Usage, int], None]) -> AsyncIterator[bytes]:
+    """The SSE events of a stream: each delta as the plugins' stream hooks let it through
+    (a word to mask may be held back until it is whole), the failure of a stream that
+    could not be continued as an error event, then the finish with OpenClaw's
+    metadata (which models answered, what the plugins did) and the usage."""
     base = {"id": chat.request_id, "object": "chat.completion.chunk",
             "created": int(time.time()), "model": meta.model}
 
@@ -348,26 +432,43 @@ async def _sse(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, first: Delta |
                                             "finish_reason": finish}], **extra})
 
     yield chunk({"role": "assistant", "content": ""})
-    finish, usage, counted = None, None, 0
+    finish, usage, counted, status = None, None, 0, 200
     try:
         delta = first
         while delta is not None:
             if delta.text:
                 counted += delta.tokens or 1
-                yield chunk({"content": delta.text})
+                text = screen.feed(delta.text)
+                if text:
+                    yield chunk({"content": text})
             finish, usage = delta.finish_reason or finish, delta.usage or usage
             delta = await anext(deltas, None)
+        rest = screen.flush()
+        if rest:
+            yield chunk({"content": rest})
     except (EngineError, GatewayError) as exc:
         status = getattr(exc, "http_status", None) or getattr(exc, "status", 502)
         yield _event(error_body(status, exc.message, exc.code))
         yield b"data: [DONE]\n\n"
         return
+    except PluginBlocked as exc:
+        status = 400
+        yield _event(error_body(400, exc.message, "content_blocked"))
+        yield b"data: [DONE]\n\n"
+        return
+    except BaseException:
+        status = 499  # the client went away (nginx's code for it): the stream was cancelled
+        raise
     finally:
         usage = usage or Usage(estimate_tokens(chat.messages), counted)
-        await _record_usage(key, usage.total_tokens)
+        _record_usage(key, usage.total_tokens)
+        metrics.observe_overhead(CHAT_ROUTE, meta.overhead_ms() / 1000)
+        finished(usage, status)
     yield chunk({}, finish or "stop", x_openclaw={
         "model": meta.model, "route": meta.route, "models_tried": meta.models_tried,
-        "models": meta.models or [meta.model], "overhead_ms": round(meta.overhead_ms(), 1)})
+        "models": meta.models or [meta.model], "overhead_ms": round(meta.overhead_ms(), 1),
+        "plugin_actions": [*screen.request.metadata.get("plugin_actions", []),
+                           *screen.metadata.get("plugin_actions", [])]})
     if include_usage:
         yield _event({**base, "choices": [], "usage": _usage(usage)})
     yield b"data: [DONE]\n\n"
@@ -457,11 +558,13 @@ def _encoded(vector: list[float], encoding: str) -> list[float] | str:
 async def embeddings(request: HttpRequest) -> HttpResponse:
     """OpenAI's embeddings: one vector per input, in input order."""
     try:
-        key = await _authenticate(request)
-        model, texts, encoding, dimensions = parse_embeddings_body(request.body)
-        await sync_to_async(check_scope)(key, model)
+        try:
+            model, texts, encoding, dimensions = parse_embeddings_body(request.body)
+        except InvalidBody:
+            await _authenticate(request)  # a refused key is reported before a bad body
+            raise
         estimate = estimate_tokens([{"role": "user", "content": t} for t in texts])
-        await sync_to_async(check_limits)(key, estimate)
+        key = await _admit(request, model, estimate)
     except KeyRefused as exc:
         return _with_meta(_refused(exc), None)
     except InvalidBody as exc:
@@ -477,7 +580,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
             400, _("“dimensions” may be at most %(n)d for this model.")
             % {"n": len(result.vectors[0])}, "invalid_request", "dimensions"), meta)
     tokens = result.prompt_tokens or estimate
-    await sync_to_async(record_usage)(key, tokens)
+    _record_usage(key, tokens)
     data = [{"object": "embedding", "index": index,
              "embedding": _encoded(_shaped(vector, dimensions), encoding)}
             for index, vector in enumerate(result.vectors)]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api
+from . import api, batch_api, conversation_api
 
 app_name = "openai_api"
 
@@ -11,4 +11,14 @@ urlpatterns = [
     path("chat/completions", api.chat_completions, name="chat-completions"),
     path("embeddings", api.embeddings, name="embeddings"),
     path("key/successor", api.key_successor, name="key-successor"),
+    path("files", batch_api.files, name="files"),
+    path("files/<str:file_id>", batch_api.file_detail, name="file"),
+    path("files/<str:file_id>/content", batch_api.file_content, name="file-content"),
+    path("batches", batch_api.batches, name="batches"),
+    path("batches/<str:batch_id>", batch_api.batch_detail, name="batch"),
+    path("batches/<str:batch_id>/cancel", batch_api.batch_cancel, name="batch-cancel"),
+    path("conversations/import", conversation_api.import_conversation,
+         name="conversation-import"),
+    path("conversations/<uuid:conversation_id>/export", conversation_api.export_conversation,
+         name="conversation-export"),
 ]

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django; websockets go through the origin
+"""ASGI entry point: the hot ``/v1`` routes go straight to their views
+(``chat.v1_asgi``), the rest of HTTP to Django; websockets go through the origin
 check and session auth to the apps' websocket routes."""
 
 import os
@@ -14,11 +15,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chat.v1_asgi import V1Router  # noqa: E402
+
 from .routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": V1Router(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -48,6 +48,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
 
 
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -192,7 +202,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "openclaw_site.logging.RequestContextMiddleware",  # request id on every log line
     "django.middleware.security.SecurityMiddleware",
+    "openclaw_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin/studio assets, no CDN
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -276,7 +288,23 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# An unacknowledged task (acks_late: batch chunks, log writes) whose worker died is
+# handed out again after this many seconds, once a worker polls the broker.
+_VISIBILITY_TIMEOUT_S = env_int("OPENCLAW_BROKER_VISIBILITY_TIMEOUT_S", 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _VISIBILITY_TIMEOUT_S,
+    # How often a worker looks for such tasks (Redis): kombu's default, every 100 s,
+    # unless the timeout is short enough to make that the longer wait.
+    "unacked_restore_interval": max(1, min(10, _VISIBILITY_TIMEOUT_S // 2)),
+    "unacked_restore_throttle": 1 if _VISIBILITY_TIMEOUT_S < 600 else 10,
+}
+# Usage and audit rows are written by workers consuming this queue (`up`'s worker does).
+OPENCLAW_LOG_QUEUE = env_str("OPENCLAW_LOG_QUEUE", "logs")
+CELERY_TASK_ROUTES = {
+    "inference.batch_*": {"queue": "batch"},
+    "routing.write_usage": {"queue": OPENCLAW_LOG_QUEUE},
+    "routing.write_audit": {"queue": OPENCLAW_LOG_QUEUE},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # How often a worker's engine pool re-reads the registry (unload disabled, warm up).
@@ -331,19 +359,74 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 
-# --- security (production values come with DEBUG=false and the env below) ----
+# --- security --------------------------------------------------------------------
 
+# OPENCLAW_ENV=production turns on HTTPS-only defaults (TLS at daphne or at a reverse
+# proxy: README "Operations"); each value can still be set on its own.
+PRODUCTION = env_str("OPENCLAW_ENV", "development").lower() == "production"
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off when OPENCLAW_ENV=production")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("OPENCLAW_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = env_bool("OPENCLAW_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_SSL_REDIRECT = env_bool("OPENCLAW_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env_int("OPENCLAW_HSTS_SECONDS", 0)
+CSRF_COOKIE_HTTPONLY = PRODUCTION  # forms carry the token; no script needs the cookie
+SECURE_SSL_REDIRECT = env_bool("OPENCLAW_SSL_REDIRECT", PRODUCTION)
+# Probes and scrapes inside the cluster speak plain HTTP to the container.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# One year, with subdomains and preload: what the browsers' preload list requires.
+# Start with 300 while trying HTTPS out: browsers remember the value that long.
+SECURE_HSTS_SECONDS = env_int("OPENCLAW_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("OPENCLAW_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("OPENCLAW_HSTS_PRELOAD", PRODUCTION)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("OPENCLAW_BEHIND_TLS_PROXY", False) else None
 )
+# Sent on HTML pages (studio, admin) by openclaw_site.security; empty sends none.
+OPENCLAW_CSP = env_str(
+    "OPENCLAW_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
+# Sign-in throttling (admin, studio): this many failures from one address or for one
+# username within the window lock further attempts out until the window ends.
+AUTHENTICATION_BACKENDS = ["openclaw_site.security.ThrottledModelBackend"]
+OPENCLAW_LOGIN_MAX_FAILURES = env_int("OPENCLAW_LOGIN_MAX_FAILURES", 5)
+OPENCLAW_LOGIN_WINDOW_S = env_int("OPENCLAW_LOGIN_WINDOW_S", 900)
+
+
+# --- metrics ---------------------------------------------------------------------
+
+# /metrics answers a bearer token or a client in these networks; with neither set it is
+# open, except in production, where it defaults to loopback only.
+OPENCLAW_METRICS_TOKEN = env_str("OPENCLAW_METRICS_TOKEN")
+OPENCLAW_METRICS_ALLOW_CIDRS = env_list(
+    "OPENCLAW_METRICS_ALLOW_CIDRS",
+    ["127.0.0.0/8", "::1/128"] if PRODUCTION and not OPENCLAW_METRICS_TOKEN else [])
+# Celery queues whose depth /metrics reads from the broker.
+OPENCLAW_METRICS_QUEUES = env_list("OPENCLAW_METRICS_QUEUES",
+                                   ["default", "cpu", "gpu", "batch", "logs"])
+# A worker serves its own metrics on this port (0: off); one scrape target per worker.
+OPENCLAW_WORKER_METRICS_PORT = env_int("OPENCLAW_WORKER_METRICS_PORT", 0)
+OPENCLAW_WORKER_METRICS_ADDR = env_str("OPENCLAW_WORKER_METRICS_ADDR", "127.0.0.1")
+
+
+# --- response cache (temperature-0 /v1 answers) --------------------------------------
+
+# local: an LRU in each web process (embedded default); redis: the cache Redis, shared
+# by every replica (distributed default); off.
+OPENCLAW_RESPONSE_CACHE = env_str("OPENCLAW_RESPONSE_CACHE",
+                                  "local" if EMBEDDED_REDIS else "redis").lower()
+if OPENCLAW_RESPONSE_CACHE not in {"local", "redis", "off"}:
+    raise ImproperlyConfigured(
+        f"OPENCLAW_RESPONSE_CACHE={OPENCLAW_RESPONSE_CACHE!r}: use local, redis or off")
+OPENCLAW_RESPONSE_CACHE_TTL = env_int("OPENCLAW_RESPONSE_CACHE_TTL", 300)
+OPENCLAW_RESPONSE_CACHE_SIZE = env_int("OPENCLAW_RESPONSE_CACHE_SIZE", 1000)
+# API keys (prefix or family) whose requests are never answered from the cache.
+OPENCLAW_RESPONSE_CACHE_EXCLUDE_KEYS = env_list("OPENCLAW_RESPONSE_CACHE_EXCLUDE_KEYS", [])
 
 
 # --- API keys ------------------------------------------------------------------
@@ -352,6 +435,13 @@ SECURE_PROXY_SSL_HEADER = (
 OPENCLAW_TRUSTED_PROXIES = env_list("OPENCLAW_TRUSTED_PROXIES", [])
 # How long a rotated key keeps working beside its successor.
 OPENCLAW_KEY_ROTATION_GRACE_HOURS = env_int("OPENCLAW_KEY_ROTATION_GRACE_HOURS", 24)
+
+
+# --- plugins ---------------------------------------------------------------------
+
+# Folders whose *.py files and packages are loaded as plugins, besides the
+# ``openclaw.plugins`` entry points (a missing folder is skipped).
+OPENCLAW_PLUGIN_DIRS = env_list("OPENCLAW_PLUGIN_DIRS", [str(DATA_DIR / "plugins")])
 
 
 # --- circuit breaker (per model instance) ---------------------------------------
@@ -363,16 +453,64 @@ OPENCLAW_BREAKER_WINDOW_S = env_int("OPENCLAW_BREAKER_WINDOW_S", 60)
 OPENCLAW_BREAKER_COOLDOWN_S = env_int("OPENCLAW_BREAKER_COOLDOWN_S", 30)
 
 
+# --- conversations and memory (chat.conversations, chat.memory) -------------------
+
+# Short-term window: the last N turns (the current one included) sent to the model.
+OPENCLAW_MEMORY_WINDOW = env_int("OPENCLAW_MEMORY_WINDOW", 10)
+# Long-term recall: at most K memories whose cosine similarity reaches the threshold.
+OPENCLAW_MEMORY_TOP_K = env_int("OPENCLAW_MEMORY_TOP_K", 5)
+OPENCLAW_MEMORY_THRESHOLD = env_float("OPENCLAW_MEMORY_THRESHOLD", 0.35)
+# HNSW candidates per search (pgvector's hnsw.ef_search; bench/memory.py tunes it).
+OPENCLAW_MEMORY_EF_SEARCH = env_int("OPENCLAW_MEMORY_EF_SEARCH", 40)
+# User messages shorter than this are not worth remembering ("ok", "thanks").
+OPENCLAW_MEMORY_MIN_CHARS = env_int("OPENCLAW_MEMORY_MIN_CHARS", 20)
+# A sentence-transformers folder for memory embeddings; empty: the bundled MiniLM.
+OPENCLAW_MEMORY_EMBEDDING_PATH = env_str("OPENCLAW_MEMORY_EMBEDDING_PATH")
+# The Celery queue whose workers embed what a turn leaves behind.
+OPENCLAW_MEMORY_QUEUE = env_str("OPENCLAW_MEMORY_QUEUE", "default")
+
+
+# --- studio websocket (chat.consumers; docs/websocket.md) ---------------------------
+
+# The largest client frame accepted (bytes); a larger one gets an `error` frame.
+OPENCLAW_WS_MAX_FRAME = env_int("OPENCLAW_WS_MAX_FRAME", 64 * 1024)
+# Per-connection rate limit: frames per second sustained, and the burst allowed.
+OPENCLAW_WS_RATE = env_float("OPENCLAW_WS_RATE", 10.0)
+OPENCLAW_WS_BURST = env_int("OPENCLAW_WS_BURST", 30)
+# A disconnect mid-generation cancels the run (off: the run finishes and is stored).
+OPENCLAW_WS_CANCEL_ON_DISCONNECT = env_bool("OPENCLAW_WS_CANCEL_ON_DISCONNECT", True)
+LOGIN_URL = "/studio/login/"
+LOGIN_REDIRECT_URL = "/studio/"
+
+
+# --- batch jobs (/v1/batches, `openclaw batch`) --------------------------------------
+
+OPENCLAW_BATCH_CHUNK_SIZE = env_int("OPENCLAW_BATCH_CHUNK_SIZE", 100)
+# Lines of one model in flight at once over all workers; 0: the sum of the model's
+# instances' max_batch.
+OPENCLAW_BATCH_CONCURRENCY = env_int("OPENCLAW_BATCH_CONCURRENCY", 0)
+OPENCLAW_BATCH_MAX_FILE_BYTES = env_int("OPENCLAW_BATCH_MAX_FILE_BYTES", 100 * 1024 * 1024)
+
+
 # --- logging -----------------------------------------------------------------
 
 LOG_LEVEL = env_str("OPENCLAW_LOG_LEVEL", "INFO").upper()
+# json: one object per line with request_id / conversation_id / key_prefix (Filebeat,
+# deploy/filebeat.yml); plain: for a person at a terminal.
+LOG_FORMAT = env_str("OPENCLAW_LOG_FORMAT", "json").lower()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"OPENCLAW_LOG_FORMAT={LOG_FORMAT!r}: use json or plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"context": {"()": "openclaw_site.logging.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d "
+                            "[%(request_id)s] %(message)s"},
+        "json": {"()": "openclaw_site.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

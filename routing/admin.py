@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from modeltranslation.admin import TranslationAdmin
 
-from . import key_admin  # noqa: F401 - registers the ApiKey admin
+from . import key_admin, usage_admin  # noqa: F401 - register the key, usage, audit admins
 from .balancer import disagreeing_names
 from .breaker import Breaker, describe
 from .models import (

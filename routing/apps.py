@@ -17,3 +17,14 @@ class RoutingConfig(AppConfig):
             for signal in (post_save, post_delete):
                 signal.connect(rules_changed, sender=model,
                                dispatch_uid=f"routing.rules_changed.{model.__name__}.{id(signal)}")
+
+        from .key_models import ApiKey
+        from .key_services import keys_changed
+
+        for signal in (post_save, post_delete):
+            signal.connect(keys_changed, sender=ApiKey,
+                           dispatch_uid=f"routing.keys_changed.{id(signal)}")
+
+        from .usage import connect_signals
+
+        connect_signals()  # audit events: admin changes, failed logins

@@ -83,12 +83,36 @@ class Balancer:
     def stats(self, endpoint_ids: Iterable[int], strategy: str) -> Stats:
         """Circuits (always) and the statistics ``strategy`` needs, in one ``get_many``."""
         ids = list(endpoint_ids)
+        keys = self.stat_keys(ids, strategy)
+        return self.parse(ids, keys, self.cache.get_many(list(keys)))
+
+    def stats_for(self, ids_by_strategy: dict[str, list[int]]) -> Stats:
+        """``stats`` of several models' instances (ids by strategy), in one ``get_many``."""
+        keys = self.keys_for(ids_by_strategy)
+        return self.parse([i for ids in ids_by_strategy.values() for i in ids], keys,
+                          self.cache.get_many(list(keys)))
+
+    @classmethod
+    def keys_for(cls, ids_by_strategy: dict[str, list[int]]) -> dict[str, tuple[str, int]]:
+        keys: dict[str, tuple[str, int]] = {}
+        for strategy, ids in ids_by_strategy.items():
+            keys.update(cls.stat_keys(ids, strategy))
+        return keys
+
+    @classmethod
+    def stat_keys(cls, ids: list[int], strategy: str) -> dict[str, tuple[str, int]]:
+        """The cache keys ``stats`` reads: key → (what, endpoint id)."""
         keys = {Breaker._key(i, "open"): ("open", i) for i in ids}
         if strategy == Balancing.LEAST_BUSY:
-            keys.update({self._key(i, "inflight"): ("inflight", i) for i in ids})
+            keys.update({cls._key(i, "inflight"): ("inflight", i) for i in ids})
         elif strategy == Balancing.LATENCY:
-            keys.update({self._key(i, "ttft"): ("ttft", i) for i in ids})
-        found = self.cache.get_many(list(keys))
+            keys.update({cls._key(i, "ttft"): ("ttft", i) for i in ids})
+        return keys
+
+    @staticmethod
+    def parse(ids: Iterable[int], keys: dict[str, tuple[str, int]],
+              found: dict[str, object]) -> Stats:
+        """``Stats`` from the values found for ``stat_keys`` (missing keys absent)."""
         stats = Stats(circuit_closed={i: True for i in ids})
         for key, value in found.items():
             part, endpoint_id = keys[key]

@@ -31,20 +31,26 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from django.utils.translation import gettext as _
 
 from inference.engines.base import ChatRequest, Completion, Delta, Engine
 from inference.errors import ConnectionFailed, EngineError, EngineTimeout, RateLimited
 from inference.registry import build_engine
+from openclaw_site import metrics
 
-from . import rules
-from .balancer import Balancer, order, strategy_of, weighted_shuffle
+from . import hot, rules
+from .balancer import Balancer, Stats, order, strategy_of, weighted_shuffle
 from .breaker import Breaker, counts_as_failure
 from .models import Balancing, HealthState, ModelEndpoint
 from .rules import RequestFacts, RouteDecision, resolve_route
 from .services import endpoint_config, record_health
 
 logger = logging.getLogger(__name__)
+
+# Set on a request (by the PII plugin in hybrid mode) whose content must stay on local
+# models: the chain is cut to instances that run on the operator's machines.
+SENSITIVE_FLAG = "sensitive_data"
 
 # Sent (after the partial answer as the assistant's turn) to the model that takes over
 # a stream that died mid-answer. It asks for the rest only, so that the client, which
@@ -78,10 +84,13 @@ class GatewayMeta:
     models: list[str] = field(default_factory=list)  # those that answered (in order)
     engine_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    route_override: str | None = None  # e.g. "cache; …" for an answer from the cache
 
     @property
     def route(self) -> str:
         """``<rule name or "direct">; instance=<id>``, for the ``x-openclaw-route`` header."""
+        if self.route_override is not None:
+            return self.route_override
         return f"{self.rule or 'direct'}; instance={self.instance_id}"
 
     def overhead_ms(self) -> float:
@@ -205,15 +214,58 @@ def clear_endpoints() -> None:
 
 
 def _plan(facts: RequestFacts) -> tuple[RouteDecision, dict[str, list[ModelEndpoint]]]:
+    close_old_connections()  # a thread of the pool, outside Django's request cycle
     decision = resolve_route(facts)
     # The version the rules copy was just checked against: no second cache GET.
     version = rules._local.version or rules.current_version()
     return decision, enabled_endpoints(version)
 
 
-def _ordered(instances: list[ModelEndpoint], strategy: str) -> list[tuple[ModelEndpoint, bool]]:
+async def _aplan(facts: RequestFacts) -> tuple[RouteDecision, dict[str, list[ModelEndpoint]],
+                                              Stats]:
+    """The route, the endpoints and the balancing statistics (circuits, in-flight counts,
+    TTFT averages) of every instance on it — from the event loop, in one Redis round
+    trip that also reads the routing version token. The per-process copies of the rules
+    and endpoints are used when that token says they are current; otherwise they are
+    reloaded (a thread hop, once per change) and the statistics read again."""
+    if not hot.available():
+        decision, table = await sync_to_async(_plan)(facts)
+        return decision, table, await sync_to_async(Balancer().stats_for)(
+            _chain_ids(decision, table))
+    for _attempt in range(3):
+        copy, endpoints = rules._local, _endpoints
+        if copy.version is None or endpoints.version != copy.version:
+            await sync_to_async(_plan)(facts)  # (re)load both copies
+            continue
+        decision = resolve_route(facts, copy)
+        ids_by_strategy = _chain_ids(decision, endpoints.by_name)
+        keys = Balancer.keys_for(ids_by_strategy)
+        names = list(keys)
+        values = await hot.get_many([rules.VERSION_KEY, *names])
+        if values[0] != copy.version:
+            rules.clear_local_copy()  # changed since: reload, then read the stats again
+            continue
+        found = {n: v for n, v in zip(names, values[1:], strict=True) if v is not None}
+        return decision, endpoints.by_name, Balancer.parse(
+            [i for ids in ids_by_strategy.values() for i in ids], keys, found)
+    decision, table = await sync_to_async(_plan)(facts)  # changing under us: read it directly
+    return decision, table, Stats()
+
+
+def _chain_ids(decision: RouteDecision,
+               table: dict[str, list[ModelEndpoint]]) -> dict[str, list[int]]:
+    """The endpoint ids on the route, by their model's balancing strategy."""
+    ids: dict[str, list[int]] = {}
+    for name in dict.fromkeys(decision.chain):
+        instances = table.get(name, []) if name else []
+        if instances:
+            ids.setdefault(strategy_of(instances), []).extend(i.pk for i in instances)
+    return ids
+
+
+def _ordered(instances: list[ModelEndpoint], strategy: str,
+             stats: Stats) -> list[tuple[ModelEndpoint, bool]]:
     """(instance, circuit closed) in the order to try them."""
-    stats = Balancer().stats([i.pk for i in instances], strategy)
     return [(i, stats.circuit_closed.get(i.pk, True))
             for i in order(instances, strategy, stats)]
 
@@ -223,19 +275,24 @@ async def _candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMe
     """Yield the instances in the order to try them, skipping open circuits and the
     models in ``skip``; raises ``GatewayError`` when the chain has no instance at all,
     none with a large enough context window, or only drained or open ones."""
-    decision, table = await sync_to_async(_plan)(facts)
+    decision, table, stats = await _aplan(facts)
     meta.rule = decision.rule.name if decision.rule else None
     needed = facts.context_length + (request.max_tokens or 0)
-    found = too_small = yielded = circuit_open = 0
+    local_only = SENSITIVE_FLAG in facts.flags
+    found = too_small = yielded = circuit_open = not_local = 0
     for name in dict.fromkeys(decision.chain):
         instances = table.get(name, []) if name else []
+        if local_only:  # hybrid mode: sensitive data never leaves the operator's machines
+            kept = [i for i in instances if i.runs_here()]
+            not_local += len(instances) - len(kept)
+            instances = kept
         found += len(instances)
         fitting = [i for i in instances if i.context_window >= needed]
         too_small += len(instances) - len(fitting)
         if not fitting:
             continue
         strategy = strategy_of(instances)
-        for instance, closed in await sync_to_async(_ordered)(fitting, strategy):
+        for instance, closed in _ordered(fitting, strategy, stats):
             if skip and name in skip:
                 break
             allowed, probe = (True, False) if closed else await sync_to_async(
@@ -247,6 +304,11 @@ async def _candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMe
             yield Pick(name, instance, probe, strategy)
     if yielded:
         return
+    if not found and not_local:
+        raise GatewayError(403, "no_local_model",
+                           _("The request contains sensitive data, which is only sent to "
+                             "models running on this installation, and its route has "
+                             "none."))
     if not found:
         raise GatewayError(404, "model_not_found",
                            _("The model “%(model)s” does not exist or has no enabled "
@@ -282,6 +344,8 @@ async def _succeeded(instance: ModelEndpoint, probe: bool) -> None:
 
     def record() -> None:
         closed = Breaker().record_success(instance.pk, probe)
+        if closed:
+            metrics.circuit_changed(instance.name, instance.pk, "closed")
         detail = _("circuit closed: the probe request succeeded") if closed else ""
         record_health(instance.pk, HealthState.HEALTHY, detail, only_if_changed=True)
 
@@ -292,6 +356,7 @@ async def _succeeded(instance: ModelEndpoint, probe: bool) -> None:
 async def _failed(instance: ModelEndpoint, exc: EngineError, probe: bool) -> bool:
     """Count a backend failure; when that opens the circuit, mark the instance unhealthy
     and say so (True)."""
+    metrics.inference_failed(instance.name, exc.code)
     if not (probe or counts_as_failure(exc)):
         return False
 
@@ -299,6 +364,7 @@ async def _failed(instance: ModelEndpoint, exc: EngineError, probe: bool) -> boo
         if Breaker().record_failure(instance.pk, exc, probe):
             logger.warning("circuit of %s (instance %s) opened: %s: %s",
                            instance.name, instance.pk, exc.code, exc.message)
+            metrics.circuit_changed(instance.name, instance.pk, "open")
             record_health(instance.pk, HealthState.UNHEALTHY,
                           _("circuit open after %(code)s: %(message)s")
                           % {"code": exc.code, "message": exc.message})
@@ -345,6 +411,8 @@ async def complete(facts: RequestFacts, request: ChatRequest,
     async for pick in _candidates(facts, request, meta):
         if not budget.may_start():
             break
+        if last_error is not None:
+            metrics.fallback(meta.model, last_error.code)
         _tried(meta, pick.name, pick.instance)
         for attempt in range(1, MAX_ATTEMPTS_PER_INSTANCE + 1):
             try:
@@ -376,6 +444,9 @@ async def _generate(pick: Pick, request: ChatRequest, meta: GatewayMeta,
         completion = await engine.generate(request)
         elapsed = time.perf_counter() - started  # whole answers: their time to the end
         verdict = True
+        metrics.observe_generation(pick.name, pick.instance.pk, elapsed, None,
+                                   completion.usage.prompt_tokens,
+                                   completion.usage.completion_tokens)
         await _succeeded(pick.instance, pick.probe)
         return completion
     except EngineError:
@@ -405,6 +476,8 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
         if not budget.may_start():
             break
         name, instance, probe = pick.name, pick.instance, pick.probe
+        if last_error is not None:
+            metrics.fallback(meta.model, last_error.code)
         _tried(meta, name, instance)
         for attempt in range(1, MAX_ATTEMPTS_PER_INSTANCE + 1):
             partial = "".join(sent)
@@ -414,6 +487,7 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
             started = await _call_started(pick, budget)
             verdict = finished = False
             first_token_s: float | None = None
+            usage = None  # the backend's own count, on its last delta
             delay: float | None = None
             try:
                 while (delta := await _timed(meta, deltas)) is not None:
@@ -424,8 +498,10 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
                     sent.append(delta.text)
                     spent += delta.tokens or (1 if delta.text else 0)
                     finished = finished or bool(delta.finish_reason)
+                    usage = delta.usage or usage
                     yield delta
                 verdict = True
+                metrics.observe_stream(name, instance.pk, started, first_token_s, usage, spent)
                 await _succeeded(instance, probe)
                 return
             except EngineError as exc:

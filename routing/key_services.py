@@ -12,18 +12,23 @@ import hmac
 import ipaddress
 import secrets
 import threading
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from openclaw_site.audit import audit
+
+from . import hot
 from .key_models import ApiKey, BudgetPeriod
 
 PREFIX_MARK = "oc_"
@@ -65,6 +70,7 @@ def create_key(name: str, **fields) -> tuple[ApiKey, str]:
     key.full_clean()
     with transaction.atomic():
         key.save()
+    audit("key.create", target=key.prefix, detail={"name": name})
     return key, secret
 
 
@@ -100,16 +106,38 @@ def client_ip(remote_addr: str, x_forwarded_for: str | None = None,
     return current
 
 
+def _missing() -> KeyRefused:
+    return KeyRefused(401, "missing_api_key",
+                      _("No API key: send it as “Authorization: Bearer <key>”."))
+
+
+def _invalid() -> KeyRefused:
+    return KeyRefused(401, "invalid_api_key", _("The API key is not valid."))
+
+
+def _lookup(secret: str) -> ApiKey | None:
+    """The key whose secret this is, from the database (None when none)."""
+    prefix = secret.split(".", 1)[0]
+    key = ApiKey.objects.filter(prefix=prefix).first() if "." in secret else None
+    if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+        return None
+    return key
+
+
 def authenticate(secret: str | None, client_addr: str) -> ApiKey:
     """The key a request presents, or ``KeyRefused`` (401 unknown/expired/revoked/
     rotated out, 403 from a network the key does not allow)."""
     if not secret:
-        raise KeyRefused(401, "missing_api_key",
-                         _("No API key: send it as “Authorization: Bearer <key>”."))
-    prefix = secret.split(".", 1)[0]
-    key = ApiKey.objects.filter(prefix=prefix).first() if "." in secret else None
-    if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
-        raise KeyRefused(401, "invalid_api_key", _("The API key is not valid."))
+        raise _missing()
+    key = _lookup(secret)
+    if key is None:
+        raise _invalid()
+    _check_valid(key, client_addr)
+    _touch(key)
+    return key
+
+
+def _check_valid(key: ApiKey, client_addr: str) -> None:
     now = timezone.now()
     if key.revoked_at is not None:
         raise KeyRefused(401, "revoked_api_key", _("This API key has been revoked."))
@@ -120,9 +148,14 @@ def authenticate(secret: str | None, client_addr: str) -> ApiKey:
                          _("This API key was rotated and its grace period is over; "
                            "use its successor."))
     _check_network(key, client_addr)
+
+
+def _touch(key: ApiKey) -> None:
+    """Note the key's use, at most once a minute (spares the database a write per request)."""
+    now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_EVERY:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-    return key
+        key.last_used_at = now
 
 
 def _check_network(key: ApiKey, client_addr: str) -> None:
@@ -235,22 +268,35 @@ def _count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int
     return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read]
 
 
-def check_limits(key: ApiKey, tokens: int = 0) -> None:
-    """Count one request and refuse it (429) when the key's rpm, tpm or budget is
-    spent. ``tokens`` is the request's estimate (its prompt); the real usage is
-    added by ``record_usage``. One Redis round trip."""
+@dataclass
+class _LimitCheck:
+    """The counters one request touches (a +1 on the minute's request counter, reads of
+    the minute's tokens and the period's budget) and how long their windows have left."""
+
+    increments: list[tuple[str, int, int]]
+    reads: list[str]
+    minute_left: int
+    budget_left: int = 0
+
+
+def _limit_check(key: ApiKey) -> _LimitCheck | None:
     if not (key.rpm_limit or key.tpm_limit or key.token_budget):
-        return
+        return None
     now = timezone.now()
     window, minute_left = _minute_window(now)
-    increments = [(_counter(key, "rpm", window), 1, 60)] if key.rpm_limit else []
-    reads = []
+    check = _LimitCheck([(_counter(key, "rpm", window), 1, 60)] if key.rpm_limit else [], [],
+                        minute_left)
     if key.tpm_limit:
-        reads.append(_counter(key, "tpm", window))
+        check.reads.append(_counter(key, "tpm", window))
     if key.token_budget:
-        label, left = period_window(key.budget_period, now)
-        reads.append(_counter(key, "budget", label))
-    values = iter(_count(increments, reads))
+        label, check.budget_left = period_window(key.budget_period, now)
+        check.reads.append(_counter(key, "budget", label))
+    return check
+
+
+def _judge(key: ApiKey, check: _LimitCheck, counts: list[int], tokens: int) -> None:
+    """Refuse (429) when the counts show the key's rpm, tpm or budget spent."""
+    values, minute_left = iter(counts), check.minute_left
     if key.rpm_limit:
         count = next(values)
         if count > key.rpm_limit:
@@ -274,15 +320,22 @@ def check_limits(key: ApiKey, tokens: int = 0) -> None:
                              _("Token budget of %(budget)d per %(period)s is spent; it "
                                "renews in %(seconds)d s.")
                              % {"budget": key.token_budget, "period": key.budget_period,
-                                "seconds": left},
-                             retry_after=left)
+                                "seconds": check.budget_left},
+                             retry_after=check.budget_left)
 
 
-def record_usage(key: ApiKey, tokens: int) -> None:
-    """Add a finished request's tokens to the key's per-minute and budget counters
-    (one Redis round trip)."""
+def check_limits(key: ApiKey, tokens: int = 0) -> None:
+    """Count one request and refuse it (429) when the key's rpm, tpm or budget is
+    spent. ``tokens`` is the request's estimate (its prompt); the real usage is
+    added by ``record_usage``. One Redis round trip."""
+    check = _limit_check(key)
+    if check is not None:
+        _judge(key, check, _count(check.increments, check.reads), tokens)
+
+
+def _usage_increments(key: ApiKey, tokens: int) -> list[tuple[str, int, int]]:
     if tokens <= 0:
-        return
+        return []
     now = timezone.now()
     increments = []
     if key.tpm_limit:
@@ -291,7 +344,127 @@ def record_usage(key: ApiKey, tokens: int) -> None:
     if key.token_budget:
         label, left = period_window(key.budget_period, now)
         increments.append((_counter(key, "budget", label), tokens, left))
-    _count(increments, [])
+    return increments
+
+
+def record_usage(key: ApiKey, tokens: int) -> None:
+    """Add a finished request's tokens to the key's per-minute and budget counters
+    (one Redis round trip)."""
+    increments = _usage_increments(key, tokens)
+    if increments:
+        _count(increments, [])
+
+
+# --- the hot path: a per-process copy of the keys, checked from the event loop -------
+#
+# ``/v1`` authenticates every request. Reading the key from the database would cost a
+# query and a hop to a thread each time; instead each process keeps the keys it has
+# seen (by secret hash) and a version token in the cache says when any key changed
+# (saved, deleted, revoked, rotated — in any process), exactly as the routing rules do.
+# The token is read in the same Redis round trip that counts the request against the
+# key's limits, so checking it costs nothing.
+
+KEYS_VERSION_KEY = "routing:keys:version"
+
+
+@dataclass
+class _KeyCopies:
+    version: str | None = None
+    by_hash: dict[str, ApiKey] = field(default_factory=dict)
+
+
+_copies = _KeyCopies()
+
+
+def bump_keys_version() -> None:
+    cache.set(KEYS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+
+
+def keys_changed(sender: type | None = None, **kwargs) -> None:
+    """Invalidate every process's key copies once the current transaction commits
+    (post_save/post_delete receiver; call it after a bulk ``.update()`` of keys)."""
+    transaction.on_commit(bump_keys_version)
+
+
+def keys_version() -> str:
+    version = cache.get(KEYS_VERSION_KEY)
+    if version is None:  # first use, or evicted: any fresh token invalidates every copy
+        cache.add(KEYS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        version = cache.get(KEYS_VERSION_KEY)
+    return version
+
+
+def _load_copy(secret: str, digest: str) -> ApiKey | None:
+    """Read the key from the database into this process's copies (the version is read
+    first, so a change racing with the read leaves the copy stale-marked, not stale)."""
+    global _copies
+    close_old_connections()
+    version = keys_version()
+    if _copies.version != version:
+        _copies = _KeyCopies(version)
+    key = _lookup(secret)
+    if key is not None:
+        _copies.by_hash[digest] = key
+    return key
+
+
+async def admit(secret: str | None, client_addr: str, model: str | None,
+                tokens: int) -> ApiKey:
+    """``authenticate`` + ``check_scope`` + ``check_limits`` for the event loop: the key
+    from this process's copy, its validity checked in Python, its counters and the keys'
+    version token in one Redis round trip. A stale copy is reloaded (a thread hop, once
+    per change) and judged again against the counts already taken."""
+    if not secret:
+        raise _missing()
+    if not hot.available():
+        return await sync_to_async(_admit_sync)(secret, client_addr, model, tokens)
+    digest = hash_secret(secret)
+    copies = _copies
+    key = copies.by_hash.get(digest)
+    if key is None:
+        key = await sync_to_async(_load_copy)(secret, digest)
+        if key is None:
+            raise _invalid()
+        copies = _copies
+    check = _limit_check(key)
+    counts, version = await hot.count_with(
+        check.increments if check else [], check.reads if check else [], KEYS_VERSION_KEY)
+    if version != copies.version:  # a key changed somewhere since this copy was taken
+        key = await sync_to_async(_load_copy)(secret, digest)
+        if key is None:
+            raise _invalid()
+        fresh = _limit_check(key)
+        if fresh is None or check is None or (fresh.increments, fresh.reads) != (
+                check.increments, check.reads):  # its limits changed: count by the new ones
+            counts = await hot.count(fresh.increments, fresh.reads) if fresh else []
+        check = fresh
+    _check_valid(key, client_addr)
+    if model is not None:
+        check_scope(key, model)
+    if check is not None:
+        _judge(key, check, counts, tokens)
+    if key.last_used_at is None or timezone.now() - key.last_used_at > LAST_USED_EVERY:
+        await sync_to_async(_touch)(key)
+    return key
+
+
+def _admit_sync(secret: str, client_addr: str, model: str | None, tokens: int) -> ApiKey:
+    key = authenticate(secret, client_addr)
+    if model is not None:
+        check_scope(key, model)
+    check_limits(key, tokens)
+    return key
+
+
+async def arecord_usage(key: ApiKey, tokens: int) -> None:
+    """``record_usage`` from the event loop (one Redis round trip, no thread)."""
+    increments = _usage_increments(key, tokens)
+    if not increments:
+        return
+    if hot.available():
+        await hot.count(increments, [])
+    else:
+        await sync_to_async(_count)(increments, [])
 
 
 # --- rotation and revocation --------------------------------------------------
@@ -318,6 +491,8 @@ def rotate_key(key: ApiKey, grace_hours: float | None = None) -> tuple[ApiKey, s
         old.successor_secret = secret  # for a rotation nobody watched: see claim_successor
         old.save(update_fields=["grace_until", "successor_secret"])
     key.grace_until = old.grace_until
+    audit("key.rotate", target=old.prefix, detail={"successor": new.prefix,
+                                                   "grace_until": old.grace_until.isoformat()})
     return new, secret
 
 
@@ -343,7 +518,9 @@ def revoke_key(key: ApiKey) -> None:
     with transaction.atomic():
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now())
+        keys_changed()  # .update() sends no signal: invalidate the processes' key copies
     key.refresh_from_db(fields=["revoked_at"])
+    audit("key.revoke", target=key.prefix)
 
 
 def due_for_rotation(now: datetime | None = None):

@@ -3,6 +3,7 @@ the routing rules that choose among them (conditions are data, never code)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -16,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from openclaw_site.fields import EncryptedTextField
 
 from .key_models import ApiKey  # noqa: F401 - defined in its own module, an app model here
+from .usage_models import AuditEvent, UsageRecord  # noqa: F401 - likewise
 
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 
@@ -191,6 +193,24 @@ class ModelEndpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.location or self.engine})"
+
+    def runs_here(self) -> bool:
+        """Whether a prompt sent to this instance stays on infrastructure the operator
+        runs (what hybrid mode requires of requests with sensitive data): an in-house
+        engine (TensorRT-LLM, transformers, ONNX, echo, embeddings), or an
+        OpenAI-compatible server at a loopback, private or link-local address or at a
+        single-label host name (a container or cluster service, e.g. ``vllm``). A
+        public host name is a cloud API, never local."""
+        if self.engine not in HTTP_ENGINES:
+            return True
+        host = urlsplit(self.endpoint_url or "").hostname or ""
+        if not host:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host == "localhost" or "." not in host
+        return address.is_loopback or address.is_private or address.is_link_local
 
     @property
     def location(self) -> str:

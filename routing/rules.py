@@ -14,6 +14,7 @@ import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.core.cache import cache
@@ -38,7 +39,7 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     total = 0
     for message in messages:
         text = message_text(message)
-        wide = sum(1 for c in text if _is_wide(c))
+        wide = 0 if text.isascii() else sum(1 for c in text if _is_wide(c))
         total += wide + -(-(len(text) - wide) // 4) + 4
     return total
 
@@ -66,7 +67,7 @@ class RequestFacts:
     language: str = ""
     flags: frozenset[str] = frozenset()
 
-    @property
+    @cached_property
     def context_length(self) -> int:
         return estimate_tokens(self.messages)
 
@@ -245,9 +246,10 @@ class RouteDecision:
         return [self.target_model, *self.fallbacks]
 
 
-def resolve_route(facts: RequestFacts) -> RouteDecision:
-    """Evaluate the enabled rules in priority order; the first match decides."""
-    copy = _rules()
+def resolve_route(facts: RequestFacts, copy: _Copy | None = None) -> RouteDecision:
+    """Evaluate the enabled rules in priority order; the first match decides. ``copy``:
+    a copy of the rules the caller has checked against the version token itself."""
+    copy = copy or _rules()
     explanation = [f"model {facts.model!r}, context_length ≈ {facts.context_length} tokens "
                    "(estimate)"]
     trace: list[RuleTrace] = []

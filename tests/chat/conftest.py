@@ -1,18 +1,20 @@
-"""Fixtures for the chat tests: a live daphne serving OpenClaw on the test
-database (the loopback backend, ``openai_server``, is in tests/conftest.py)."""
+"""Fixtures for the chat tests: a live web server (``openclaw web``'s uvicorn)
+serving OpenClaw on the test database (the loopback backend, ``openai_server``,
+is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from openclaw_site.cli import web_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,17 +27,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:
-    """daphne in a subprocess, reading the test database; its base URL."""
+    """The web server in a subprocess, reading the test database; its base URL."""
     from django.db import connection
 
     port = _free_port()
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
                OPENCLAW_TEST_WORKER_DB=connection.settings_dict["NAME"])
-    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"daphne-{port}.log"
+    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"web-{port}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "openclaw_site.asgi:application"],
+            web_argv("127.0.0.1", port),
             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -47,7 +48,8 @@ def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"daphne did not start; see {log_path}:\n{log_path.read_text()[-3000:]}")
+            pytest.fail(f"the web server did not start; see {log_path}:\n"
+                        f"{log_path.read_text()[-3000:]}")
         time.sleep(0.1)
     yield url
     process.terminate()

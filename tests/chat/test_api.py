@@ -395,3 +395,58 @@ def test_rotated_key_is_told_and_fetches_its_successor_once(live_server_url, ope
     fresh = client(live_server_url, new_secret).chat.completions.with_raw_response.create(
         model="echo", messages=HELLO)
     assert "x-openclaw-key-rotated" not in fresh.headers
+
+
+def test_key_changes_reach_the_servers_copy_of_the_key_on_the_next_request(
+        live_server_url, openai_server):
+    """The web process keeps the keys it has seen; a save, a bulk update followed by
+    ``keys_changed`` or a revocation anywhere is seen by its very next request."""
+    from routing.key_services import keys_changed, revoke_key
+
+    endpoint(openai_server, "alpha", "echo")
+    endpoint(openai_server, "beta", "echo")
+    key, secret = create_key("edited")
+    api = client(live_server_url, secret)
+    assert api.chat.completions.create(model="beta", messages=HELLO).choices  # now cached
+
+    key.allowed_models = ["alpha"]
+    key.save()
+    with pytest.raises(openai.PermissionDeniedError):
+        api.chat.completions.create(model="beta", messages=HELLO)
+
+    type(key).objects.filter(pk=key.pk).update(allowed_models=[])
+    keys_changed()
+    assert api.chat.completions.create(model="beta", messages=HELLO).choices
+
+    revoke_key(key)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        api.chat.completions.create(model="beta", messages=HELLO)
+    assert refused.value.code == "revoked_api_key"
+
+
+def test_repeated_temperature_zero_request_is_answered_from_the_cache(live_server_url,
+                                                                     openai_server, secret):
+    """The second identical temperature-0 request is a hit: the header says so, the
+    metric counts it, the answer is the same, and it takes a tenth of the miss or less
+    (the backend waits 200 ms before answering)."""
+    endpoint(openai_server, "cached", "slowstart-200")
+    api = client(live_server_url, secret)
+    ask = {"model": "cached", "messages": HELLO, "temperature": 0}
+
+    def timed():
+        started = time.perf_counter()
+        raw = api.chat.completions.with_raw_response.create(**ask)
+        return raw, time.perf_counter() - started
+
+    miss, miss_s = timed()
+    hit, hit_s = timed()
+    other = api.chat.completions.with_raw_response.create(**{**ask, "temperature": 0.5})
+
+    assert miss.headers["x-openclaw-cache"] == "miss"
+    assert hit.headers["x-openclaw-cache"] == "hit"
+    assert "x-openclaw-cache" not in other.headers  # not cacheable: no look-up at all
+    assert hit.parse().choices[0].message.content == miss.parse().choices[0].message.content
+    assert hit.parse().id != miss.parse().id
+    assert hit_s * 10 <= miss_s, (hit_s, miss_s)
+    metrics = httpx.get(f"{live_server_url}/metrics").text
+    assert 'openclaw_response_cache_lookups_total{result="hit"} 1.0' in metrics

@@ -1,0 +1,110 @@
+"""The shared state the ``/v1`` hot path reads, from the event loop, without a thread.
+
+Every cross-process fact a request needs — the routing and key version tokens, a key's
+rate counters, the circuits and balancing statistics of the candidate instances — lives
+in the Django cache (Redis). The sync cache API would need a hop to a worker thread per
+call (about 0.3 ms each under load, and a thread pool to queue on); this module talks to
+the same Redis with ``redis.asyncio`` instead, one pipelined round trip per question,
+reading and writing the exact keys and values Django's ``RedisCache`` does (its
+``make_key`` and its serializer: ints raw, everything else pickled), so the admin, the
+workers and the sync services keep working on the same data.
+
+When the default cache is not Redis (a custom deployment's choice), ``available()`` is
+False and the callers fall back to the sync services through ``sync_to_async``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import weakref
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.redis import RedisCache
+
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_store: RedisCache | None = None
+
+
+def _cache() -> RedisCache | None:
+    global _store
+    if _store is None:
+        store = caches.create_connection(DEFAULT_CACHE_ALIAS)
+        _store = store if isinstance(store, RedisCache) else False
+    return _store or None
+
+
+def available() -> bool:
+    """Whether the default cache is Redis (the hot path can use it directly)."""
+    return _cache() is not None
+
+
+def full_key(name: str) -> str:
+    """The Redis key Django's cache uses for ``name``."""
+    return _cache().make_and_validate_key(name)
+
+
+def client():
+    """The ``redis.asyncio`` client of the running event loop (one pool per loop)."""
+    import redis.asyncio as aioredis
+
+    loop = asyncio.get_running_loop()
+    found = _clients.get(loop)
+    if found is None:
+        location = settings.CACHES[DEFAULT_CACHE_ALIAS]["LOCATION"]
+        if isinstance(location, list | tuple):
+            location = location[0]
+        found = aioredis.Redis.from_url(location, max_connections=64)
+        _clients[loop] = found
+    return found
+
+
+def loads(value: bytes | None) -> Any:
+    """A value as Django's ``RedisSerializer`` wrote it."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return pickle.loads(value)
+
+
+def dumps(value: Any) -> bytes | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+async def get_many(names: list[str]) -> list[Any]:
+    """The values of ``names`` (None where missing), in one round trip."""
+    if not names:
+        return []
+    return [loads(v) for v in await client().mget([full_key(n) for n in names])]
+
+
+async def count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int]:
+    """``routing.key_services._count`` in the event loop: add ``(name, amount, ttl)`` to
+    counters (created with the ttl when missing) and read others, in one MULTI/EXEC."""
+    counts, _version = await count_with(increments, reads, None)
+    return counts
+
+
+async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
+                     version_key: str | None) -> tuple[list[int], Any]:
+    """``count`` plus the value of ``version_key`` (a version token), in the same trip."""
+    pipe = client().pipeline(transaction=True)
+    if version_key is not None:
+        pipe.get(full_key(version_key))
+    for name, amount, ttl in increments:
+        full = full_key(name)
+        pipe.set(full, 0, ex=ttl + 5, nx=True)
+        pipe.incrby(full, amount)
+    for name in reads:
+        pipe.get(full_key(name))
+    replies = await pipe.execute()
+    version = loads(replies.pop(0)) if version_key is not None else None
+    counted = replies[1:2 * len(increments):2]
+    read = replies[2 * len(increments):]
+    return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read], version

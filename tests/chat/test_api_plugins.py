@@ -1,0 +1,91 @@
+"""The plugin chain on ``/v1/chat/completions`` against the live server: a blocked
+request, a masked answer (whole and streamed), and hybrid mode's promise that a
+request with personal data never reaches a model outside the installation."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from plugins import chain
+from plugins.models import Plugin
+from routing import gateway, rules
+from routing.key_services import create_key
+from routing.models import ModelEndpoint, RoutingRule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_copies():
+    # The flush between tests sends no signal: make every process (the server too) reload.
+    for module in (rules, chain):
+        module.bump_version()
+    rules.clear_local_copy()
+    gateway.clear_endpoints()
+    yield
+    for module in (rules, chain):
+        module.bump_version()
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=create_key("plugins")[1],
+                         max_retries=0, timeout=20)
+
+
+def test_sensitive_word_blocks_the_request_with_400(live_server_url, openai_server):
+    ModelEndpoint.objects.create(name="chat", engine="openai", endpoint_url=openai_server.url,
+                                 upstream_model="echo")
+    Plugin.objects.create(name="sensitive_words", order=1,
+                          config={"words": ["forbidden"], "mode": "block"})
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(live_server_url).chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "say FORBIDDEN things"}])
+
+    assert refused.value.code == "content_blocked"
+    assert "sensitive_words" in str(refused.value) or refused.value.message
+
+
+def test_sensitive_word_is_masked_in_whole_and_streamed_answers(live_server_url,
+                                                                openai_server):
+    ModelEndpoint.objects.create(name="chat", engine="openai", endpoint_url=openai_server.url,
+                                 upstream_model="echo")
+    Plugin.objects.create(name="sensitive_words", order=1,
+                          config={"words": ["secret"], "mode": "mask", "apply_to": "output"})
+    api = client(live_server_url)
+    messages = [{"role": "user", "content": "the secret word"}]
+
+    whole = api.chat.completions.create(model="chat", messages=messages)
+    streamed = "".join(c.choices[0].delta.content or ""
+                       for c in api.chat.completions.create(model="chat", messages=messages,
+                                                            stream=True) if c.choices)
+
+    assert whole.choices[0].message.content == "echo: the ****** word"
+    assert streamed == "echo: the ****** word"
+
+
+def test_hybrid_mode_sends_personal_data_to_local_models_only(live_server_url,
+                                                              openai_server):
+    # "cloud" is a public host name: it must never be tried, even as the fallback.
+    ModelEndpoint.objects.create(name="cloud", engine="openai",
+                                 endpoint_url="https://api.example.com/v1", upstream_model="x")
+    ModelEndpoint.objects.create(name="local", engine="openai", endpoint_url=openai_server.url,
+                                 upstream_model="echo")
+    RoutingRule.objects.create(name="default", priority=100, condition={}, target_model="cloud",
+                               fallbacks=["local"])
+    Plugin.objects.create(name="pii_redaction", order=1,
+                          config={"redact": False, "hybrid_mode": True})
+    api = client(live_server_url)
+
+    raw = api.chat.completions.with_raw_response.create(
+        model="cloud", messages=[{"role": "user", "content": "mail me at ann@example.org"}])
+
+    assert raw.headers["x-openclaw-model"] == "local"
+    assert raw.parse().choices[0].message.content == "echo: mail me at ann@example.org"
+
+    ModelEndpoint.objects.filter(name="local").delete()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        api.chat.completions.create(
+            model="cloud", messages=[{"role": "user", "content": "ann@example.org"}])
+    assert refused.value.code == "no_local_model"
