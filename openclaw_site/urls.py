@@ -1,11 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
+from django.views.i18n import JavaScriptCatalog
 
 from . import views
+from .metrics import metrics_view
+from .security import ThrottledAdminAuthenticationForm
 
 admin.site.site_header = "OpenClaw"
 admin.site.site_title = "OpenClaw"
+admin.site.login_form = ThrottledAdminAuthenticationForm  # says so when locked out
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -13,5 +17,8 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("v1/", include("chat.urls")),
-    path("", include("django_prometheus.urls")),  # /metrics
+    path("metrics", metrics_view, name="metrics"),  # token / CIDR restricted (settings)
+    path("studio/", include("chat.studio_urls")),
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
+    path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -1,0 +1,394 @@
+"""The studio's websocket: ``/ws/chat/<conversation>/`` (``new`` for a new one).
+
+A thin adapter between the JSON protocol (docs/websocket.md) and the conversation
+graph's ``astream_turn``: it authenticates (session, or an API key in the handshake's
+``Authorization`` header), checks each frame (size, rate, shape), runs one turn at a
+time as a task it can cancel, and relays the turn's events, each stamped with the
+request's ``id``. Every socket on a conversation — on any web replica — sees its
+frames through the channel layer group ``chat.<conversation>``; a ``stop`` reaches
+the replica running the turn the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from . import studio
+from .conversations import ConversationError, check_content, key_identity
+from .graph.service import astream_turn
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = "chat"
+MAX_ID_CHARS = 64
+PARAMS = {"temperature", "top_p", "max_tokens", "seed", "stop"}
+# Runs left to finish after their socket closed (OPENCLAW_WS_CANCEL_ON_DISCONNECT off).
+_detached: set[asyncio.Task] = set()
+
+
+class FrameError(Exception):
+    """A client frame the protocol refuses: answered with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class TokenBucket:
+    """``rate`` frames a second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, float(max(1, burst))
+        self.tokens, self.stamp = self.burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def group_name(conversation_id: str) -> str:
+    return f"chat.{conversation_id}"
+
+
+def _request_id(frame: dict[str, Any]) -> str:
+    """The client's ``id`` for this request (a short string or number), else a new one."""
+    value = frame.get("id")
+    if value is None:
+        return uuid.uuid4().hex[:12]
+    if isinstance(value, bool) or not isinstance(value, str | int) or \
+            len(str(value)) > MAX_ID_CHARS:
+        raise FrameError("invalid_id", _("“id” must be a string of at most %(n)d "
+                                         "characters or a number.") % {"n": MAX_ID_CHARS})
+    return str(value)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One studio connection to one conversation (see the module's docstring)."""
+
+    conversation_id: str | None = None
+    identity: str | None = None
+    run: asyncio.Task | None = None
+    run_id: str | None = None
+    open = False
+
+    # --- connection ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.accept()
+        self.open = True
+        self.bucket = TokenBucket(settings.OPENCLAW_WS_RATE, settings.OPENCLAW_WS_BURST)
+        self.identity = await self._identity()
+        if self.identity is None:
+            await self._refuse(4401, "unauthorized", _("Sign in, or send an API key as "
+                                                       "“Authorization: Bearer <key>”."))
+            return
+        wanted = self.scope["url_route"]["kwargs"]["conversation"]
+        if wanted != "new":
+            try:
+                past = await database_sync_to_async(studio.history)(wanted, self.identity)
+            except ConversationError as exc:
+                await self._refuse(4404, exc.code, exc.message)
+                return
+            await self._join(past["id"])
+            await self.send_json({"type": "history", **past, "id": None,
+                                  "conversation": past["id"], "running": None})
+        from openclaw_site.metrics import websocket_opened
+
+        websocket_opened(CONSUMER)
+        self.counted = True
+
+    async def _identity(self) -> str | None:
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            return user.get_username()
+        headers = dict(self.scope.get("headers", []))
+        scheme, _sep, secret = headers.get(b"authorization", b"").decode(
+            "latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return None
+        return await database_sync_to_async(_key_identity)(
+            secret.strip(), (self.scope.get("client") or ("", 0))[0])
+
+    async def _refuse(self, code: int, error: str, message: str) -> None:
+        await self.send_json({"type": "error", "id": None, "code": error, "message": message})
+        await self.close(code=code)
+        self.open = False
+
+    async def _join(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        if self.channel_layer is not None:
+            await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        self.open = False
+        if getattr(self, "counted", False):
+            from openclaw_site.metrics import websocket_closed
+
+            websocket_closed(CONSUMER)
+            self.counted = False
+        if self.run is not None and not self.run.done():
+            if settings.OPENCLAW_WS_CANCEL_ON_DISCONNECT:
+                self.run.cancel()
+            else:
+                _detached.add(self.run)
+                self.run.add_done_callback(_detached.discard)
+        if self.conversation_id and self.channel_layer is not None:
+            await self.channel_layer.group_discard(group_name(self.conversation_id),
+                                                   self.channel_name)
+
+    # --- frames in ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        """Check one frame and dispatch it; whatever goes wrong becomes an ``error``
+        frame and the connection stays usable."""
+        request_id = None
+        try:
+            frame = self._parse(text_data, bytes_data)
+            request_id = _request_id(frame)
+            handler = self._handlers().get(frame.get("type"))
+            if handler is None:
+                raise FrameError("unknown_type", _(
+                    "Unknown frame type; expected one of: %(types)s.")
+                    % {"types": ", ".join(sorted(self._handlers()))})
+            await handler(frame, request_id)
+        except FrameError as exc:
+            await self._error(request_id, exc.code, exc.message)
+        except ConversationError as exc:
+            await self._error(request_id, exc.code, exc.message)
+        except Exception:
+            logger.exception("studio frame failed")
+            await self._error(request_id, "internal_error",
+                              _("The frame could not be handled; try again."))
+
+    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        if not self.bucket.take():
+            raise FrameError("rate_limited", _("Too many frames; slow down."))
+        if self.identity is None:
+            raise FrameError("unauthorized", _("This connection is not signed in."))
+        if text_data is None:
+            raise FrameError("binary_frame", _("Frames must be JSON text, not binary."))
+        limit = settings.OPENCLAW_WS_MAX_FRAME
+        if len(text_data) > limit or len(text_data.encode("utf-8", "replace")) > limit:
+            raise FrameError("frame_too_large", _("A frame may be at most %(n)d bytes.")
+                             % {"n": limit})
+        try:
+            frame = json.loads(text_data)
+        except (ValueError, RecursionError):
+            raise FrameError("invalid_json", _("The frame is not valid JSON.")) from None
+        if not isinstance(frame, dict):
+            raise FrameError("invalid_frame", _("A frame must be a JSON object with a "
+                                                "“type”."))
+        return frame
+
+    def _handlers(self) -> dict[str, Callable[[dict, str], Awaitable[None]]]:
+        return {"message": self.on_message, "stop": self.on_stop,
+                "regenerate": self.on_regenerate, "fork": self.on_fork,
+                "approve": self.on_decision, "reject": self.on_decision,
+                "history": self.on_history, "ping": self.on_ping}
+
+    async def on_ping(self, frame: dict, request_id: str) -> None:
+        await self.send_json({"type": "pong", "id": request_id, "time": time.time()})
+
+    async def on_history(self, frame: dict, request_id: str) -> None:
+        conversation = self._require_conversation()
+        past = await database_sync_to_async(studio.history)(conversation, self.identity)
+        await self.send_json({"type": "history", **past, "id": request_id,
+                              "conversation": past["id"],
+                              "running": self.run_id if self._running() else None})
+
+    async def on_message(self, frame: dict, request_id: str) -> None:
+        self._require_idle()
+        content = check_content(frame.get("content"))
+        await self._start(request_id, content, _model(frame), _params(frame))
+
+    async def on_regenerate(self, frame: dict, request_id: str) -> None:
+        self._require_idle()
+        conversation = self._require_conversation()
+        model = _model(frame, required=False)
+        source = await database_sync_to_async(studio.regenerate_source)(
+            conversation, self.identity)
+        if model is None:
+            past = await database_sync_to_async(studio.conversation_of)(
+                conversation, self.identity)
+            model = past.model
+        await self._emit({"type": "regenerate", "id": request_id,
+                          "conversation": conversation, "turn": source["turn"]})
+        await self._start(request_id, source["content"], model, _params(frame))
+
+    async def on_fork(self, frame: dict, request_id: str) -> None:
+        conversation = self._require_conversation()
+        fork = await database_sync_to_async(studio.fork_conversation)(
+            conversation, self.identity, frame.get("message_id"))
+        await self.send_json({"type": "forked", "id": request_id,
+                              "conversation": conversation, "fork": fork})
+
+    async def on_stop(self, frame: dict, request_id: str) -> None:
+        if self._running():
+            self.run.cancel()
+        elif self.conversation_id and self.channel_layer is not None:
+            # The turn may run on another replica: whoever runs it stops it.
+            await self.channel_layer.group_send(group_name(self.conversation_id), {
+                "type": "studio.stop", "origin": self.channel_name})
+        else:
+            raise FrameError("not_running", _("Nothing is being generated."))
+
+    async def on_decision(self, frame: dict, request_id: str) -> None:
+        raise FrameError("no_interrupt", _("Nothing in this conversation is waiting for "
+                                           "approval."))
+
+    def _running(self) -> bool:
+        return self.run is not None and not self.run.done()
+
+    def _require_idle(self) -> None:
+        if self._running():
+            raise FrameError("busy", _("A reply is still being generated; stop it or wait."))
+
+    def _require_conversation(self) -> str:
+        if not self.conversation_id:
+            raise FrameError("no_conversation", _("This conversation has no messages yet."))
+        return self.conversation_id
+
+    # --- a turn -------------------------------------------------------------------
+
+    async def _start(self, request_id: str, content: Any, model: str, params: dict) -> None:
+        self.run_id = request_id
+        self.run = asyncio.create_task(self._turn(request_id, content, model, params))
+
+    async def _turn(self, request_id: str, content: Any, model: str, params: dict) -> None:
+        """Relay one turn's events; a cancel (stop, disconnect) ends it with ``done``
+        marked ``stopped`` and the text streamed so far."""
+        relay = TurnRelay(request_id, self.conversation_id)
+        try:
+            async with contextlib.aclosing(astream_turn(
+                    conversation_id=self.conversation_id, user=self.identity, content=content,
+                    model=model, params=params)) as events:
+                async for event in events:
+                    if event["type"] == "conversation" and self.conversation_id is None:
+                        await self._join(event["id"])
+                    await self._emit(relay.frame(event))
+        except asyncio.CancelledError:
+            await self._emit(relay.stopped())
+        except Exception:
+            logger.exception("studio turn %s failed", request_id)
+            await self._emit(relay.frame({"type": "error", "code": "internal_error",
+                                          "message": _("The turn failed; try again.")}))
+
+    async def _emit(self, frame: dict[str, Any]) -> None:
+        """To this socket, then to the conversation's other sockets (any replica)."""
+        if self.open:
+            with contextlib.suppress(Exception):  # the socket closed under us
+                await self.send_json(frame)
+        if self.conversation_id and self.channel_layer is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_send(group_name(self.conversation_id), {
+                    "type": "studio.frame", "frame": frame, "origin": self.channel_name})
+
+    async def _error(self, request_id: str | None, code: str, message: str) -> None:
+        if self.open:
+            await self.send_json({"type": "error", "id": request_id, "code": code,
+                                  "message": message, "conversation": self.conversation_id})
+
+    # --- channel layer events -----------------------------------------------------
+
+    async def studio_frame(self, event: dict[str, Any]) -> None:
+        if event.get("origin") != self.channel_name and self.open:
+            await self.send_json(event["frame"])
+
+    async def studio_stop(self, event: dict[str, Any]) -> None:
+        if self._running():
+            self.run.cancel()
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, ensure_ascii=False, default=str)
+
+
+class TurnRelay:
+    """Stamps a turn's events as protocol frames: the request ``id``, the
+    conversation, node timings, time to first token and total latency."""
+
+    def __init__(self, request_id: str, conversation_id: str | None):
+        self.request_id, self.conversation_id = request_id, conversation_id
+        self.started = time.perf_counter()
+        self.node_started: dict[str, float] = {}
+        self.first_token_ms: float | None = None
+        self.text: list[str] = []
+
+    def _ms(self, since: float) -> float:
+        return round((time.perf_counter() - since) * 1000, 2)
+
+    def frame(self, event: dict[str, Any]) -> dict[str, Any]:
+        kind = event.get("type")
+        frame = {**event, "id": self.request_id}
+        if kind == "conversation":
+            self.conversation_id = event["id"]
+            frame["id"], frame["conversation"] = self.request_id, event["id"]
+        frame["conversation"] = self.conversation_id
+        if kind == "node":
+            if event.get("phase") == "start":
+                self.node_started[event["node"]] = time.perf_counter()
+                frame["at_ms"] = self._ms(self.started)
+            elif event["node"] in self.node_started:
+                frame["ms"] = self._ms(self.node_started[event["node"]])
+        elif kind == "token":
+            if self.first_token_ms is None:
+                self.first_token_ms = self._ms(self.started)
+            self.text.append(event.get("text", ""))
+        elif kind == "done":
+            frame["latency_ms"] = self._ms(self.started)
+            frame["ttft_ms"] = self.first_token_ms
+        return frame
+
+    def stopped(self) -> dict[str, Any]:
+        return {"type": "done", "id": self.request_id, "conversation": self.conversation_id,
+                "stopped": True, "message_id": None, "content": "".join(self.text),
+                "latency_ms": self._ms(self.started), "ttft_ms": self.first_token_ms}
+
+
+def _model(frame: dict, required: bool = True) -> str | None:
+    model = frame.get("model")
+    if model is None and not required:
+        return None
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise FrameError("invalid_model", _("“model” must be a model name from the "
+                                            "registry."))
+    workflow = frame.get("workflow", "conversation")
+    if workflow not in {w["name"] for w in studio.workflows()}:
+        raise FrameError("unknown_workflow", _("Unknown workflow."))
+    return model
+
+
+def _params(frame: dict) -> dict[str, Any]:
+    params = frame.get("params")
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or set(params) - PARAMS:
+        raise FrameError("invalid_params", _("“params” may set only: %(names)s.")
+                         % {"names": ", ".join(sorted(PARAMS))})
+    return params
+
+
+def _key_identity(secret: str, client_addr: str) -> str | None:
+    from routing.key_services import KeyRefused, authenticate
+
+    try:
+        return key_identity(authenticate(secret, client_addr))
+    except KeyRefused:
+        return None

@@ -1,0 +1,493 @@
+// OpenClaw Studio: the conversation list, one or two chat panes (side by side), and
+// the run panel (graph, timeline, route, memory, plugins, tokens). It speaks the
+// websocket protocol of docs/websocket.md; every string goes through gettext.
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("studio-config").textContent);
+  var t = window.gettext || function (s) { return s; };
+  var interpolate = window.interpolate || function (fmt, args) {
+    return fmt.replace(/%s/g, function () { return String(args.shift()); });
+  };
+  var md = window.OpenClawMarkdown;
+
+  function $(id) { return document.getElementById(id); }
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (key === "text") { node.textContent = attrs[key]; }
+      else if (key === "html") { node.innerHTML = attrs[key]; }  // only md.render output
+      else if (key.slice(0, 2) === "on") { node.addEventListener(key.slice(2), attrs[key]); }
+      else { node.setAttribute(key, attrs[key]); }
+    });
+    (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
+    return node;
+  }
+  function svg(tag, attrs) {
+    var node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
+    return node;
+  }
+  function status(text) { $("status").textContent = text || ""; }
+  function api(path, options) {
+    options = options || {};
+    options.headers = Object.assign({ "X-CSRFToken": config.csrf, "Content-Type": "application/json" },
+      options.headers || {});
+    options.credentials = "same-origin";
+    return fetch(path, options).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) { throw new Error((body.error && body.error.message) || response.statusText); }
+        return body;
+      });
+    });
+  }
+
+  // --- the run panel --------------------------------------------------------------
+
+  var Panel = {
+    positions: {},
+    draw: function () {
+      var graph = config.graph, box = $("graph"), order = [], seen = {}, queue = ["__start__"];
+      while (queue.length) {
+        var id = queue.shift();
+        if (seen[id] || graph.nodes.indexOf(id) < 0) { continue; }
+        seen[id] = true;
+        if (id !== "__end__") { order.push(id); }
+        graph.edges.forEach(function (e) { if (e.source === id && !e.conditional) { queue.push(e.target); } });
+        graph.edges.forEach(function (e) { if (e.source === id && e.conditional) { queue.push(e.target); } });
+      }
+      graph.nodes.forEach(function (n) { if (!seen[n] && n !== "__end__") { order.push(n); } });
+      order.push("__end__");
+      var width = 280, nodeW = 150, nodeH = 30, gap = 16, x = 40;
+      box.setAttribute("viewBox", "0 0 " + width + " " + (order.length * (nodeH + gap) + 4));
+      box.innerHTML = "";
+      var defs = svg("defs"), marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5",
+        markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" });
+      marker.appendChild(svg("path", { d: "M 0 0 L 10 5 L 0 10 z" }));
+      defs.appendChild(marker);
+      box.appendChild(defs);
+      var pos = this.positions = {};
+      order.forEach(function (id, i) { pos[id] = { x: x, y: 2 + i * (nodeH + gap), w: nodeW, h: nodeH }; });
+      graph.edges.forEach(function (e) {
+        var a = pos[e.source], b = pos[e.target];
+        if (!a || !b) { return; }
+        var d;
+        if (b.y === a.y + nodeH + gap) {
+          d = "M " + (a.x + nodeW / 2) + " " + (a.y + nodeH) + " L " + (b.x + nodeW / 2) + " " + b.y;
+        } else {  // a skip (a condition ending the run early): a curve on the right
+          var right = a.x + nodeW, bend = right + 30 + (b.y - a.y) / 12;
+          d = "M " + right + " " + (a.y + nodeH / 2) + " C " + bend + " " + (a.y + nodeH / 2) + ", " +
+            bend + " " + (b.y + nodeH / 2) + ", " + right + " " + (b.y + nodeH / 2);
+        }
+        box.appendChild(svg("path", { d: d, "class": "edge" + (e.conditional ? " conditional" : ""),
+          "marker-end": "url(#arrow)" }));
+      });
+      order.forEach(function (id) {
+        var p = pos[id], terminal = id === "__start__" || id === "__end__";
+        var group = svg("g", { "class": "node" + (terminal ? " terminal" : ""), "data-node": id });
+        group.appendChild(svg("rect", { x: p.x, y: p.y, width: p.w, height: p.h, rx: 8 }));
+        var label = svg("text", { x: p.x + p.w / 2, y: p.y + p.h / 2 });
+        label.textContent = terminal ? (id === "__start__" ? t("start") : t("end")) : id;
+        group.appendChild(label);
+        var time = svg("text", { "class": "time", x: p.x + p.w + 8, y: p.y + p.h / 2, "text-anchor": "start" });
+        time.style.textAnchor = "start";
+        group.appendChild(time);
+        box.appendChild(group);
+      });
+    },
+    node: function (id) { return document.querySelector('#graph .node[data-node="' + id + '"]'); },
+    reset: function () {
+      document.querySelectorAll("#graph .node").forEach(function (n) {
+        n.classList.remove("running", "done");
+        n.querySelector(".time").textContent = "";
+      });
+      $("timeline").innerHTML = "";
+      $("route").textContent = "—";
+      $("plugins").innerHTML = "";
+      $("plugins").appendChild(el("li", { "class": "muted", text: "—" }));
+      $("usage").textContent = "—";
+      this.timings = [];
+    },
+    handle: function (frame) {
+      if (frame.type === "node") { this.onNode(frame); }
+      else if (frame.type === "route") {
+        var route = $("route");
+        route.innerHTML = "";
+        route.appendChild(el("div", {}, [el("strong", { text: t("Model") + ": " }), el("code", { text: frame.target || "—" })]));
+        route.appendChild(el("div", { text: t("Rule") + ": " + (frame.rule || t("none (the model asked for)")) }));
+        if (frame.fallbacks && frame.fallbacks.length) {
+          route.appendChild(el("div", { text: t("Fallbacks") + ": " + frame.fallbacks.join(" → ") }));
+        }
+        if (frame.explanation) { route.appendChild(el("div", { "class": "muted", text: String(frame.explanation) })); }
+      } else if (frame.type === "memory") { this.onMemory(frame.hits || []); }
+      else if (frame.type === "plugin") {
+        var list = $("plugins");
+        if (list.querySelector(".muted")) { list.innerHTML = ""; }
+        list.appendChild(el("li", { text: (frame.plugin || "?") + " · " + (frame.action || "") +
+          (frame.detail ? " — " + (typeof frame.detail === "string" ? frame.detail : JSON.stringify(frame.detail)) : "") }));
+      } else if (frame.type === "usage") {
+        $("usage").textContent = interpolate(t("%s prompt + %s completion = %s tokens"),
+          [frame.prompt_tokens, frame.completion_tokens, frame.total_tokens]);
+      } else if (frame.type === "done" && frame.latency_ms != null) {
+        $("usage").appendChild(el("div", { "class": "muted", text: interpolate(
+          t("first token %s ms · total %s ms"), [frame.ttft_ms == null ? "—" : Math.round(frame.ttft_ms),
+            Math.round(frame.latency_ms)]) }));
+      }
+    },
+    onNode: function (frame) {
+      var node = this.node(frame.node);
+      if (!node) { return; }
+      if (frame.phase === "start") { node.classList.add("running"); return; }
+      node.classList.remove("running");
+      node.classList.add("done");
+      var ms = frame.ms == null ? "" : (frame.ms < 10 ? frame.ms.toFixed(1) : Math.round(frame.ms)) + " ms";
+      node.querySelector(".time").textContent = ms;
+      this.timings.push([frame.node, frame.ms || 0]);
+      var most = Math.max.apply(null, this.timings.map(function (x) { return x[1]; }).concat([1]));
+      var list = $("timeline");
+      list.innerHTML = "";
+      this.timings.forEach(function (x) {
+        var bar = el("span", {});
+        bar.style.width = Math.max(2, 100 * x[1] / most) + "%";
+        list.appendChild(el("li", {}, [el("span", { text: x[0] }), el("span", { "class": "bar" }, [bar]),
+          el("span", { "class": "muted", text: (x[1] < 10 ? x[1].toFixed(1) : Math.round(x[1])) + " ms" })]));
+      });
+    },
+    onMemory: function (hits) {
+      var list = $("memories");
+      list.innerHTML = "";
+      if (!hits.length) { list.appendChild(el("li", { "class": "muted", text: t("No memories recalled.") })); return; }
+      hits.forEach(function (hit) {
+        var item = el("li", {}, [el("span", { text: hit.text + " (" + Number(hit.score).toFixed(2) + ")" })]);
+        item.appendChild(el("button", { type: "button", title: t("Forget this memory"), text: t("Delete"),
+          onclick: function () {
+            api("/studio/api/memories/" + hit.id + "/delete/", { method: "POST" })
+              .then(function () { item.remove(); status(t("Memory deleted.")); })
+              .catch(function (err) { status(err.message); });
+          } }));
+        list.appendChild(item);
+      });
+    },
+  };
+
+  // --- a chat pane: one websocket, one conversation -------------------------------
+
+  function Pane(root, modelSelect, primary) {
+    this.root = root;
+    this.messages = root.querySelector('[data-role="messages"]');
+    this.title = root.querySelector('[data-role="title"]');
+    this.modelSelect = modelSelect;
+    this.primary = primary;
+    this.ws = null;
+    this.conversation = null;
+    this.running = null;
+    this.current = null;
+    this.queue = [];
+  }
+
+  Pane.prototype.connect = function (conversation) {
+    var self = this;
+    if (this.ws) { this.ws.onclose = null; this.ws.close(); }
+    this.conversation = conversation || null;
+    this.running = null;
+    this.current = null;
+    this.messages.innerHTML = "";
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = this.ws = new WebSocket(scheme + window.location.host + "/ws/chat/" + (conversation || "new") + "/");
+    ws.onopen = function () {
+      self.queue.splice(0).forEach(function (frame) { ws.send(JSON.stringify(frame)); });
+      if (self.primary) { status(""); }
+    };
+    ws.onmessage = function (event) { self.handle(JSON.parse(event.data)); };
+    ws.onclose = function () {
+      if (self.ws !== ws) { return; }
+      self.finishRun();
+      if (self.primary) { status(t("Disconnected; reconnecting…")); }
+      window.setTimeout(function () { if (self.ws === ws) { self.connect(self.conversation); } }, 1500);
+    };
+    this.showEmpty();
+  };
+
+  Pane.prototype.send = function (frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) { this.ws.send(JSON.stringify(frame)); }
+    else { this.queue.push(frame); }
+  };
+
+  Pane.prototype.showEmpty = function () {
+    if (!this.primary || this.messages.children.length) { return; }
+    this.messages.appendChild(el("div", { "class": "empty", "data-role": "empty",
+      text: t("Ask anything. Enter sends, Shift+Enter starts a new line.") }));
+  };
+
+  Pane.prototype.bubble = function (role, text, extra) {
+    var empty = this.messages.querySelector('[data-role="empty"]');
+    if (empty) { empty.remove(); }
+    extra = extra || {};
+    var body = el("div", { "class": "body" });
+    var who = el("div", { "class": "who" }, [el("span", { text: role === "user" ? t("You") : (extra.model || t("Assistant")) })]);
+    var node = el("div", { "class": "msg " + role + (extra.superseded ? " superseded" : "") }, [who, body]);
+    node.dataset.raw = text || "";
+    body.innerHTML = role === "user" ? md.escapeHtml(text || "").replace(/\n/g, "<br>") : md.render(text || "");
+    this.messages.appendChild(node);
+    this.scroll();
+    return node;
+  };
+
+  Pane.prototype.scroll = function () { this.messages.scrollTop = this.messages.scrollHeight; };
+
+  Pane.prototype.finish = function (node, frame) {
+    var self = this;
+    node.classList.remove("streaming");
+    if (frame.message_id) { node.dataset.messageId = frame.message_id; }
+    var meta = [];
+    if (frame.stopped) { meta.push(t("stopped")); }
+    if (frame.latency_ms != null) { meta.push(Math.round(frame.latency_ms) + " ms"); }
+    if (frame.usage && frame.usage.completion_tokens != null) {
+      meta.push(interpolate(t("%s tokens"), [frame.usage.completion_tokens]));
+    }
+    var actions = el("div", { "class": "actions" });
+    if (this.primary) {
+      actions.appendChild(el("button", { type: "button", "class": "regenerate", text: "↻ " + t("Regenerate"),
+        title: t("Answer the last question again"), onclick: function () { Studio.regenerate(self); } }));
+      if (frame.message_id) {
+        actions.appendChild(el("button", { type: "button", "class": "branch", text: "⑂ " + t("Branch"),
+          title: t("Continue in a new conversation from here"),
+          onclick: function () { self.send({ type: "fork", message_id: frame.message_id }); } }));
+      }
+    }
+    actions.appendChild(el("span", { "class": "meta", text: meta.join(" · ") }));
+    node.appendChild(actions);
+  };
+
+  Pane.prototype.render = function () {
+    var node = this.current;
+    if (!node) { return; }
+    node.querySelector(".body").innerHTML = md.render(node.dataset.raw);
+    this.scroll();
+  };
+
+  Pane.prototype.finishRun = function () {
+    this.running = null;
+    Studio.updateButtons();
+  };
+
+  Pane.prototype.handle = function (frame) {
+    var self = this;
+    if (this.primary) { Panel.handle(frame); }
+    switch (frame.type) {
+      case "history":
+        this.conversation = frame.conversation;
+        this.messages.innerHTML = "";
+        (frame.messages || []).forEach(function (m) {
+          var text = typeof m.content === "string" ? m.content : JSON.stringify(m.content);
+          var node = self.bubble(m.role, text, { model: m.model, superseded: !m.in_context });
+          if (m.role === "assistant") { self.finish(node, { message_id: m.id, latency_ms: m.latency_ms, usage: m.usage }); }
+        });
+        this.showEmpty();
+        if (this.primary) { Studio.markActive(frame.conversation); }
+        break;
+      case "conversation":
+        if (!this.conversation) {
+          this.conversation = frame.conversation;
+          if (this.primary) { Studio.remember(frame.conversation); Studio.loadList(); }
+        }
+        if (this.primary) { Panel.reset(); }
+        break;
+      case "regenerate":
+        var last = this.messages.querySelectorAll(".msg");
+        last.forEach(function (node) { if (!node.classList.contains("superseded")) { node.classList.add("superseded"); } });
+        this.running = frame.id;
+        Studio.updateButtons();
+        break;
+      case "token":
+        if (!this.current || this.current.dataset.run !== frame.id) {
+          this.current = this.bubble("assistant", "", { model: this.modelSelect.value });
+          this.current.classList.add("streaming");
+          this.current.dataset.run = frame.id;
+          this.current.dataset.tokens = "0";
+        }
+        this.current.dataset.raw += frame.text;
+        this.current.dataset.tokens = String(Number(this.current.dataset.tokens) + 1);
+        if (!this.pending) {
+          this.pending = true;
+          window.requestAnimationFrame(function () { self.pending = false; self.render(); });
+        }
+        break;
+      case "done":
+        var node = this.current && this.current.dataset.run === frame.id ? this.current
+          : this.bubble("assistant", "", { model: frame.model });
+        node.dataset.raw = frame.content || node.dataset.raw;
+        this.current = node;
+        this.render();
+        if (frame.model) { node.querySelector(".who span").textContent = frame.model; }
+        this.finish(node, frame);
+        this.current = null;
+        if (frame.id === this.running || !this.running) { this.finishRun(); }
+        break;
+      case "error":
+        if (frame.id && frame.id === this.running) { this.finishRun(); }
+        var bubble = this.bubble("assistant", frame.message || frame.code, {});
+        bubble.classList.add("error");
+        bubble.dataset.code = frame.code;
+        break;
+      case "forked":
+        if (frame.fork && frame.fork.id) { Studio.open(frame.fork.id); Studio.loadList(); status(t("Branched into a new conversation.")); }
+        break;
+      default:
+        break;
+    }
+  };
+
+  Pane.prototype.ask = function (text, id) {
+    this.bubble("user", text);
+    this.running = id;
+    this.send({ type: "message", id: id, content: text, model: this.modelSelect.value,
+      workflow: $("workflow").value });
+  };
+
+  // --- the page --------------------------------------------------------------------
+
+  var Studio = {
+    panes: [],
+    comparing: false,
+    init: function () {
+      [$("model"), $("model-b")].forEach(function (select, i) {
+        config.models.forEach(function (m) { select.appendChild(el("option", { value: m.name, text: m.label })); });
+        if (i === 1 && config.models.length > 1) { select.selectedIndex = 1; }
+      });
+      if (!config.models.length) { status(t("No models in the registry yet: add one in the admin.")); }
+      config.workflows.forEach(function (w) { $("workflow").appendChild(el("option", { value: w.name, text: w.label })); });
+      this.panes = [new Pane($("pane-a"), $("model"), true), new Pane($("pane-b"), $("model-b"), false)];
+      Panel.draw();
+      Panel.reset();
+      this.bind();
+      var start = window.location.hash.slice(1) || null;
+      this.panes[0].connect(start);
+      this.loadList();
+    },
+    bind: function () {
+      var self = this, prompt = $("prompt");
+      $("composer").addEventListener("submit", function (event) { event.preventDefault(); self.submit(); });
+      prompt.addEventListener("keydown", function (event) {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); self.submit(); }
+      });
+      prompt.addEventListener("input", function () {
+        prompt.style.height = "auto";
+        prompt.style.height = Math.min(prompt.scrollHeight, 192) + "px";
+      });
+      $("stop").addEventListener("click", function () {
+        self.panes.forEach(function (pane) { if (pane.running) { pane.send({ type: "stop", id: "stop-" + Date.now() }); } });
+      });
+      $("new-chat").addEventListener("click", function () { self.open(null); });
+      var timer = null;
+      $("search").addEventListener("input", function () { window.clearTimeout(timer); timer = window.setTimeout(function () { self.loadList(); }, 200); });
+      $("toggle-panel").addEventListener("click", function () { self.togglePanel(); });
+      $("close-panel").addEventListener("click", function () { self.togglePanel(false); });
+      $("compare").addEventListener("click", function () { self.toggleCompare(); });
+      $("theme").addEventListener("click", function () {
+        var next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+        document.documentElement.dataset.theme = next;
+        try { window.localStorage.setItem("openclaw-theme", next); } catch (e) { /* private mode */ }
+      });
+      $("open-sidebar").addEventListener("click", function () { $("sidebar").classList.add("open"); });
+      $("close-sidebar").addEventListener("click", function () { $("sidebar").classList.remove("open"); });
+      $("model").addEventListener("change", function () { self.updateTitles(); });
+      $("model-b").addEventListener("change", function () { self.updateTitles(); });
+    },
+    submit: function () {
+      var prompt = $("prompt"), text = prompt.value;
+      if (!text.trim() || this.busy()) { return; }
+      if (!$("model").value) { status(t("Pick a model first.")); return; }
+      var id = "m" + Date.now().toString(36);
+      var active = this.comparing ? this.panes : [this.panes[0]];
+      active.forEach(function (pane, i) { pane.ask(text, id + (i ? "b" : "")); });
+      prompt.value = "";
+      prompt.style.height = "auto";
+      this.updateButtons();
+    },
+    regenerate: function (pane) {
+      if (this.busy()) { return; }
+      pane.send({ type: "regenerate", id: "r" + Date.now().toString(36), model: pane.modelSelect.value });
+    },
+    busy: function () { return this.panes.some(function (p) { return p.running; }); },
+    updateButtons: function () {
+      var busy = this.busy();
+      $("send").hidden = busy;
+      $("stop").hidden = !busy;
+    },
+    open: function (conversation) {
+      this.panes[0].connect(conversation);
+      if (this.comparing) { this.panes[1].connect(null); }
+      Panel.reset();
+      this.remember(conversation);
+      this.markActive(conversation);
+      $("sidebar").classList.remove("open");
+      this.updateButtons();
+    },
+    remember: function (conversation) {
+      window.history.replaceState(null, "", conversation ? "#" + conversation : window.location.pathname);
+    },
+    markActive: function (conversation) {
+      document.querySelectorAll("#conversations li").forEach(function (li) {
+        li.classList.toggle("active", li.dataset.id === conversation);
+      });
+    },
+    loadList: function () {
+      var self = this, query = $("search").value;
+      api("/studio/api/conversations/?q=" + encodeURIComponent(query)).then(function (body) {
+        var list = $("conversations");
+        list.innerHTML = "";
+        if (!body.conversations.length) {
+          list.appendChild(el("li", { "class": "muted", text: query ? t("No matches.") : t("No conversations yet.") }));
+        }
+        body.conversations.forEach(function (c) { list.appendChild(self.listItem(c)); });
+        self.markActive(self.panes[0].conversation);
+      }).catch(function (err) { status(err.message); });
+    },
+    listItem: function (c) {
+      var self = this;
+      var item = el("li", { "data-id": c.id }, [
+        el("a", { href: "#" + c.id, text: c.title, title: c.title,
+          onclick: function (event) { event.preventDefault(); self.open(c.id); } }),
+        el("button", { type: "button", "class": "rename", title: t("Rename"), text: "✎",
+          onclick: function () {
+            var title = window.prompt(t("New title"), c.title);
+            if (!title) { return; }
+            api("/studio/api/conversations/" + c.id + "/", { method: "POST", body: JSON.stringify({ title: title }) })
+              .then(function () { self.loadList(); }).catch(function (err) { status(err.message); });
+          } }),
+        el("button", { type: "button", "class": "delete", title: t("Delete"), text: "🗑",
+          onclick: function () {
+            if (!window.confirm(t("Delete this conversation?"))) { return; }
+            api("/studio/api/conversations/" + c.id + "/", { method: "DELETE" }).then(function () {
+              if (self.panes[0].conversation === c.id) { self.open(null); }
+              self.loadList();
+            }).catch(function (err) { status(err.message); });
+          } }),
+      ]);
+      return item;
+    },
+    togglePanel: function (force) {
+      var panel = $("panel"), show = force === undefined ? panel.hidden : force;
+      panel.hidden = !show;
+      $("toggle-panel").setAttribute("aria-pressed", String(show));
+    },
+    toggleCompare: function () {
+      this.comparing = !this.comparing;
+      document.body.classList.toggle("comparing", this.comparing);
+      $("compare").setAttribute("aria-pressed", String(this.comparing));
+      if (this.comparing) { this.panes[1].connect(null); } else if (this.panes[1].ws) {
+        var ws = this.panes[1].ws;
+        this.panes[1].ws = null;
+        ws.close();
+      }
+      this.updateTitles();
+    },
+    updateTitles: function () {
+      this.panes.forEach(function (pane) { if (pane.title) { pane.title.textContent = pane.modelSelect.value; } });
+    },
+  };
+
+  Studio.init();
+  window.OpenClawStudio = Studio;
+})();

@@ -1,0 +1,233 @@
+"""The studio: its services (the conversations a user sees, history, rename, delete,
+fork, regenerate, the registry's models, the graph's shape, memories) and its page
+views (``/studio/``, a small JSON API the page calls). The websocket side is
+``chat.consumers``; the protocol is docs/websocket.md."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect, render
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+
+from .conversations import ConversationError, message_dict, text_of
+from .models import Conversation, MemoryItem, Message, Role
+
+LIST_LIMIT = 200
+TITLE_MAX = 200
+
+
+# --- services --------------------------------------------------------------------------
+
+
+def conversation_of(conversation_id: Any, user: str) -> Conversation:
+    """``user``'s conversation ``conversation_id``, or ``ConversationError``."""
+    try:
+        return Conversation.objects.get(pk=uuid.UUID(str(conversation_id)), user=user)
+    except (Conversation.DoesNotExist, ValueError, TypeError, AttributeError):
+        raise ConversationError("conversation_not_found", _(
+            "No conversation “%(id)s” for this user.") % {"id": conversation_id}) from None
+
+
+def list_conversations(user: str, query: str = "") -> list[dict[str, Any]]:
+    """The user's conversations, latest first; ``query`` filters by title (content is
+    encrypted, so it cannot be searched in the database)."""
+    rows = Conversation.objects.filter(user=user)
+    if query.strip():
+        rows = rows.filter(Q(title__icontains=query.strip()) | Q(model__icontains=query.strip()))
+    return [{"id": str(c.pk), "title": c.title or _("New chat"), "model": c.model,
+             "turns": c.turns, "updated": c.updated_at.isoformat()}
+            for c in rows.order_by("-updated_at")[:LIST_LIMIT]]
+
+
+def history(conversation_id: Any, user: str) -> dict[str, Any]:
+    """The conversation and its messages (what a reconnect shows)."""
+    conversation = conversation_of(conversation_id, user)
+    messages = [{**message_dict(m), "model": m.model, "in_context": m.in_context,
+                 "latency_ms": m.latency_ms,
+                 "usage": {"prompt_tokens": m.prompt_tokens,
+                           "completion_tokens": m.completion_tokens}}
+                for m in conversation.messages.order_by("turn", "id")]
+    return {"id": str(conversation.pk), "title": conversation.title,
+            "model": conversation.model, "messages": messages}
+
+
+def rename_conversation(conversation_id: Any, user: str, title: Any) -> dict[str, Any]:
+    if not isinstance(title, str) or not title.strip():
+        raise ConversationError("invalid_title", _("A title must be a non-empty string."))
+    conversation = conversation_of(conversation_id, user)
+    conversation.title = " ".join(title.split())[:TITLE_MAX]
+    conversation.save(update_fields=["title", "updated_at"])
+    return {"id": str(conversation.pk), "title": conversation.title}
+
+
+def delete_conversation(conversation_id: Any, user: str) -> None:
+    conversation_of(conversation_id, user).delete()
+
+
+def fork_conversation(conversation_id: Any, user: str, message_id: Any) -> dict[str, Any]:
+    """A new conversation holding this one's messages up to ``message_id`` (its whole
+    turn when it is the user's message, so the branch starts from the answer or can be
+    continued with a new question)."""
+    source = conversation_of(conversation_id, user)
+    try:
+        until = source.messages.get(pk=int(message_id))
+    except (Message.DoesNotExist, ValueError, TypeError):
+        raise ConversationError("message_not_found", _(
+            "No message “%(id)s” in this conversation.") % {"id": message_id}) from None
+    kept = [m for m in source.messages.order_by("turn", "id")
+            if m.turn < until.turn or m.turn == 0 or (m.turn == until.turn and m.pk <= until.pk)]
+    with transaction.atomic():
+        fork = Conversation.objects.create(
+            user=user, owner_id=source.owner_id, model=source.model,
+            title=(_("%(title)s (branch)") % {"title": source.title})[:TITLE_MAX],
+            turns=max((m.turn for m in kept), default=0))
+        Message.objects.bulk_create([Message(
+            conversation=fork, turn=m.turn, role=m.role, content=m.content,
+            content_format=m.content_format, model=m.model, prompt_tokens=m.prompt_tokens,
+            completion_tokens=m.completion_tokens, latency_ms=m.latency_ms,
+            in_context=m.in_context, created_at=m.created_at) for m in kept])
+    return {"id": str(fork.pk), "title": fork.title}
+
+
+def regenerate_source(conversation_id: Any, user: str) -> dict[str, Any]:
+    """The last user message, to be asked again: it and its answer leave the context
+    (later turns see only the new answer); its content is returned for a new turn."""
+    conversation = conversation_of(conversation_id, user)
+    last = conversation.messages.filter(role=Role.USER, in_context=True).order_by(
+        "-turn", "-id").first()
+    if last is None:
+        raise ConversationError("nothing_to_regenerate", _(
+            "This conversation has no message to answer again."))
+    conversation.messages.filter(turn=last.turn).update(in_context=False)
+    from .conversations import forget_window
+
+    forget_window(str(conversation.pk))
+    return {"content": last.value, "turn": last.turn, "text": text_of(last.value)}
+
+
+def available_models() -> list[dict[str, str]]:
+    """The registry's enabled models, one entry per name."""
+    from routing.models import ModelEndpoint
+
+    seen: dict[str, dict[str, str]] = {}
+    for endpoint in ModelEndpoint.objects.filter(enabled=True).order_by("name", "pk"):
+        seen.setdefault(endpoint.name, {"name": endpoint.name,
+                                        "label": endpoint.display_name or endpoint.name,
+                                        "engine": endpoint.engine})
+    return list(seen.values())
+
+
+@cache
+def graph_shape() -> dict[str, Any]:
+    """The conversation graph's nodes and edges, for drawing."""
+    from .graph.graph import compile_graph
+
+    drawable = compile_graph().get_graph()
+    return {"nodes": [node_id for node_id in drawable.nodes],
+            "edges": [{"source": e.source, "target": e.target, "conditional": e.conditional}
+                      for e in drawable.edges]}
+
+
+def workflows() -> list[dict[str, str]]:
+    """The workflows a turn can run (the conversation graph until admin-defined
+    workflows land)."""
+    return [{"name": "conversation", "label": _("Conversation (default)")}]
+
+
+def delete_memory(memory_id: Any, user: str) -> None:
+    deleted, _rows = MemoryItem.objects.filter(pk=_int(memory_id), user=user).delete()
+    if not deleted:
+        raise ConversationError("memory_not_found", _("No such memory."))
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+# --- page views ------------------------------------------------------------------------
+
+
+def _identity(request: HttpRequest) -> str:
+    return request.user.get_username()
+
+
+def _refusal(exc: ConversationError) -> JsonResponse:
+    status = 404 if exc.code.endswith("not_found") else 400
+    return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=status)
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@login_required
+@require_GET
+def page(request: HttpRequest) -> HttpResponse:
+    """The studio page; everything else comes from the websocket and the API below.
+    ``?lang=en|zh-hans`` switches the language (remembered in Django's cookie)."""
+    language = request.GET.get("lang")
+    if language in dict(settings.LANGUAGES):
+        response = redirect(request.path)
+        response.set_cookie(settings.LANGUAGE_COOKIE_NAME, language,
+                            max_age=settings.LANGUAGE_COOKIE_AGE or 365 * 24 * 3600,
+                            samesite="Lax", secure=settings.SESSION_COOKIE_SECURE)
+        return response
+    config = {"models": available_models(), "workflows": workflows(),
+              "graph": graph_shape(), "user": _identity(request),
+              "language": translation.get_language(), "csrf": get_token(request)}
+    return render(request, "studio/index.html", {"config": config})
+
+
+@login_required
+@require_GET
+def conversations(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"conversations": list_conversations(
+        _identity(request), request.GET.get("q", ""))})
+
+
+@login_required
+def conversation(request: HttpRequest, conversation_id: str) -> JsonResponse:
+    """GET: its history; POST ``{"title"}``: rename; DELETE: delete."""
+    user = _identity(request)
+    try:
+        if request.method == "GET":
+            return JsonResponse(history(conversation_id, user))
+        if request.method == "POST":
+            return JsonResponse(rename_conversation(conversation_id, user,
+                                                    _body(request).get("title")))
+        if request.method == "DELETE":
+            delete_conversation(conversation_id, user)
+            return JsonResponse({"deleted": conversation_id})
+    except ConversationError as exc:
+        return _refusal(exc)
+    return JsonResponse({"error": {"code": "method_not_allowed",
+                                   "message": _("Method not allowed.")}}, status=405)
+
+
+@login_required
+@require_POST
+def memory_delete(request: HttpRequest, memory_id: int) -> JsonResponse:
+    try:
+        delete_memory(memory_id, _identity(request))
+    except ConversationError as exc:
+        return _refusal(exc)
+    return JsonResponse({"deleted": memory_id})

@@ -1,0 +1,51 @@
+"""Fixtures for the studio's browser tests: the live web server (tests/chat's) and
+Debian's Chromium driven by Playwright (installed by tests/run.sh from
+tests/debian-packages.txt; never `playwright install`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chat.conftest import live_server_url  # noqa: F401  (the fixture, shared)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def quiet_server_env() -> Iterator[None]:
+    """Settings for the live server this module starts: no long-term recall (the
+    embedding model's load would dominate every turn)."""
+    saved = os.environ.get("OPENCLAW_MEMORY_TOP_K")
+    os.environ["OPENCLAW_MEMORY_TOP_K"] = "0"
+    yield
+    if saved is None:
+        os.environ.pop("OPENCLAW_MEMORY_TOP_K", None)
+    else:
+        os.environ["OPENCLAW_MEMORY_TOP_K"] = saved
+
+
+@pytest.fixture(scope="module")
+def browser(live_server_url) -> Iterator:  # noqa: F811  (the server starts first)
+    """Chromium for the module. Playwright's sync API runs an event loop in this
+    thread, so Django's sync-only guard (the test's database set-up and flush) is
+    lifted in this process for the browser's lifetime; the server, already started,
+    keeps it."""
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Chromium is missing: tests/run.sh installs Debian's `chromium`")
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

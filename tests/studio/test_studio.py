@@ -1,0 +1,197 @@
+"""The studio in a real browser (Debian's Chromium through Playwright) against the
+live web server and the loopback OpenAI server: sign in, chat with tokens arriving
+one by one, stop a generation, Enter / Shift+Enter, the graph panel lighting up,
+中文, dark, 360 px. Screenshots go to docs/ (the README shows one)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from routing.models import ModelEndpoint
+
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("quiet_server_env")]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PASSWORD = "studio-pass-1"
+
+
+@pytest.fixture
+def studio_data(openai_server):
+    get_user_model().objects.create_user("ada", password=PASSWORD)
+    ModelEndpoint.objects.create(name="loopback", display_name="Loopback (slow)",
+                                 engine="openai", upstream_model="slow-120",
+                                 endpoint_url=openai_server.url)
+    ModelEndpoint.objects.create(name="echo", engine="echo")
+
+
+@pytest.fixture
+def page(browser, live_server_url, studio_data):
+    context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                  locale="en-US", color_scheme="light")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(f"{live_server_url}/studio/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#prompt")
+    page.errors = errors
+    yield page
+    context.close()
+
+
+def token_counts_while_streaming(page, timeout: float = 15) -> list[int]:
+    """The streaming bubble's token count, sampled until the answer is done."""
+    page.wait_for_selector(".msg.assistant.streaming", timeout=timeout * 1000)
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = page.evaluate("() => { const b = document.querySelector('.msg.assistant"
+                              ".streaming'); return b ? Number(b.dataset.tokens) : -1; }")
+        if count < 0:
+            break
+        if not seen or seen[-1] != count:
+            seen.append(count)
+        page.wait_for_timeout(25)
+    return seen
+
+
+def test_chat_streams_stops_switches_language_and_shows_the_graph(page, live_server_url):
+    # given: the graph panel open, the loopback model picked
+    page.click("#toggle-panel")
+    assert page.locator("#graph .node").count() == 8  # six nodes, start and end
+    page.select_option("#model", "loopback")
+
+    # when: a question, sent with Enter (Shift+Enter only adds a line)
+    page.click("#prompt")
+    page.keyboard.type("hello")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("studio from chromium today")
+    assert page.input_value("#prompt") == "hello\nstudio from chromium today"
+    page.keyboard.press("Enter")
+
+    # then: tokens arrive one by one, the answer is rendered, the graph lit with timings
+    counts = token_counts_while_streaming(page)
+    assert len(counts) >= 4 and counts == sorted(counts), counts
+    answer = page.locator(".msg.assistant").last
+    answer.locator(".actions").wait_for()
+    assert answer.locator(".body").inner_text() == "echo: hello studio from chromium today"
+    assert page.locator("#graph .node.done").count() == 6
+    assert "ms" in page.locator('#graph .node[data-node="generate"] .time').inner_text()
+    assert "loopback" in page.locator("#route").inner_text()
+    assert "tokens" in page.locator("#usage").inner_text()
+    assert page.locator("#conversations li").count() == 1
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "studio.png"))
+
+    # when: a long answer, stopped after a few tokens
+    page.fill("#prompt", " ".join(f"word{n}" for n in range(60)))
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => Number(document.querySelector('.msg.assistant.streaming')"
+                           "?.dataset.tokens || 0) >= 3")
+    assert page.is_visible("#stop") and not page.is_visible("#send")
+    page.click("#stop")
+
+    # then: the answer ends where it was, marked stopped; sending works again
+    stopped = page.locator(".msg.assistant").last
+    stopped.locator(".actions").wait_for(timeout=5000)
+    assert "stopped" in stopped.locator(".meta").inner_text()
+    assert len(stopped.locator(".body").inner_text().split()) < 40
+    assert page.is_visible("#send")
+
+    # when: 中文
+    page.click("#lang-zh")
+    page.wait_for_selector("#prompt")
+
+    # then: the page is in Chinese (Django's i18n), the conversation is back from history
+    assert page.get_attribute("html", "lang") == "zh-hans"
+    assert page.get_attribute("#lang-zh", "aria-current") == "true"
+    page.locator(".msg.assistant").first.wait_for()
+    assert page.locator(".msg.user").count() == 2
+    page.click("#toggle-panel")
+    page.wait_for_selector("#panel:not([hidden])")
+    page.screenshot(path=str(DOCS / "studio-zh.png"))
+    assert page.errors == []
+
+
+def test_side_by_side_sends_one_prompt_to_two_models(page):
+    # given
+    page.click("#compare")
+    page.select_option("#model", "echo")
+    page.select_option("#model-b", "loopback")
+
+    # when
+    page.fill("#prompt", "compare these two")
+    page.keyboard.press("Enter")
+
+    # then
+    for pane, answer in (("#pane-a", "compare these two"),  # the echo engine repeats
+                         ("#pane-b", "echo: compare these two")):  # the loopback server
+        page.locator(f"{pane} .msg.assistant .actions").wait_for(timeout=15000)
+        assert page.locator(f"{pane} .msg.assistant .body").inner_text() == answer
+    assert page.locator("#pane-b .pane-title").inner_text() == "loopback"
+    page.screenshot(path=str(DOCS / "studio-side-by-side.png"))
+    assert page.errors == []
+
+
+def test_branch_and_regenerate_from_a_message(page):
+    # given
+    page.select_option("#model", "echo")
+    page.fill("#prompt", "first question")
+    page.keyboard.press("Enter")
+    page.locator(".msg.assistant .actions").wait_for()
+
+    # when: regenerate
+    page.click(".msg.assistant .regenerate")
+
+    # then: the old turn is kept, dimmed, and a new answer follows
+    page.wait_for_function("() => document.querySelectorAll('.msg.assistant .actions')"
+                           ".length === 2")
+    assert page.locator(".msg.superseded").count() == 2
+
+    # when: branch from the new answer
+    page.locator(".msg.assistant .branch").last.click()
+
+    # then: a new conversation holding the turn, listed in the sidebar
+    page.wait_for_function("() => document.querySelectorAll('#conversations li').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#pane-a .msg').length === 4")
+    assert "(branch)" in page.locator("#conversations li.active").inner_text()
+    assert page.errors == []
+
+
+def test_dark_theme_and_360px_width_stay_usable(page):
+    # given
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.select_option("#model", "echo")
+
+    # when
+    page.click("#theme")
+    page.fill("#prompt", "small screens **work** too")
+    page.keyboard.press("Enter")
+    page.locator(".msg.assistant .actions").wait_for()
+
+    # then: nothing overflows sideways; the sidebar opens over the chat
+    assert page.get_attribute("html", "data-theme") == "dark"
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    assert page.locator(".msg.assistant strong").inner_text() == "work"
+    assert page.is_visible("#send") and page.is_visible("#prompt")
+    page.screenshot(path=str(DOCS / "studio-mobile-dark.png"))
+    page.click("#open-sidebar")
+    page.wait_for_timeout(300)
+    assert page.locator("#conversations li").count() == 1
+    assert page.errors == []
+
+
+def test_no_script_or_style_comes_from_another_origin(page, live_server_url):
+    # when
+    urls = page.evaluate("() => [...document.querySelectorAll('script[src], link[href]')]"
+                         ".map(e => e.src || e.href)")
+
+    # then
+    assert urls and all(url.startswith(live_server_url) for url in urls), urls
