@@ -300,8 +300,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return _with_meta(_refused(exc), None)
     except InvalidBody as exc:
         return _with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
+    chain = await aget_chain()
     try:
-        plugged = (await aget_chain()).pre_process(PluginRequest(
+        plugged = chain.pre_process(PluginRequest(
             messages=chat.messages, model=model, user=str(key.owner_id or ""),
             api_key=key.prefix))
     except PluginBlocked as exc:
@@ -311,8 +312,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
                          user=plugged.user, flags=plugged.flags)
     deadline_s = gateway.deadline_from_headers(request.headers)
     if streaming:
-        return await _stream_response(key, facts, chat, plugged, include_usage, deadline_s,
-                                      started)
+        return await _stream_response(key, facts, chat, chain.stream_filter(plugged),
+                                      include_usage, deadline_s, started)
     cache_key = None
     if response_cache.enabled_for(key) and not response_cache.bypassed(request.headers):
         cache_key = response_cache.cache_key(facts.model, chat.messages,
@@ -322,7 +323,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     meta = GatewayMeta()
     try:
         completion, meta = await gateway.complete(facts, chat, deadline_s)
-        answer = (await aget_chain()).post_process(PluginResponse(
+        answer = chain.post_process(PluginResponse(
             content=completion.text, model=meta.model, request=plugged))
     except (GatewayError, EngineError, PluginBlocked) as exc:
         response = _failure(exc)
@@ -390,7 +391,7 @@ def _usage(usage: Usage) -> dict[str, int]:
 
 
 async def _stream_response(key: ApiKey, facts: RequestFacts, chat: ChatRequest,
-                           plugged: PluginRequest, include_usage: bool,
+                           screen: StreamFilter, include_usage: bool,
                            deadline_s: float | None, started: float) -> HttpResponse:
     """Wait for the first delta (so failover and errors before it get a real status),
     then stream the rest as SSE."""
@@ -403,7 +404,6 @@ async def _stream_response(key: ApiKey, facts: RequestFacts, chat: ChatRequest,
         _log_usage(key, chat, meta, None, response.status_code, started)
         return _with_meta(response, None)
     ttft_s = time.perf_counter() - started
-    screen = (await aget_chain()).stream_filter(plugged)
     events = _sse(key, chat, meta, first, deltas, screen, include_usage,
                   lambda usage, status: _log_usage(key, chat, meta, usage, status, started,
                                                    ttft_s))

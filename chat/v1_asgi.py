@@ -31,6 +31,7 @@ from django.utils.translation.trans_real import parse_accept_lang_header
 
 from openclaw_site import metrics
 from openclaw_site.logging import REQUEST_ID_HEADER, SANE_ID, bind, request_id, unbind
+from routing import hot
 
 from . import api
 
@@ -149,6 +150,7 @@ class V1Router:
         if body is None:
             return
         request = ApiRequest(scope, body)
+        hot.forget()
         accept = request.headers.get("accept-language")
         lang = language(accept) if accept else None
         given = request.headers.get(REQUEST_ID_HEADER, "")

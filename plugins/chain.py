@@ -31,12 +31,15 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils.translation import gettext
 
+from routing import hot
+
 from .base import PluginBase, PluginBlocked, PluginRequest, PluginResponse, audit_event
 from .discovery import Problem, config_problems, discover, resolve
 
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "plugins:chain:version"
+hot.prefetch(VERSION_KEY)
 
 
 @dataclass
@@ -259,12 +262,13 @@ def get_chain() -> PluginChain:
 async def aget_chain() -> PluginChain:
     """``get_chain`` for async code: the database is read (in a thread) only when the
     version changed."""
-    from routing import hot
-
     chain = _local
     if chain is not None and hot.available():
-        # One GET on the event loop's Redis client: no thread hop, no new connection.
-        (version,) = await hot.get_many([VERSION_KEY])
+        # The version as this request's first Redis trip read it (``/v1``), else one GET
+        # on the event loop's Redis client: no thread hop, no new connection.
+        version = hot.seen(VERSION_KEY)
+        if version is None:
+            (version,) = await hot.get_many([VERSION_KEY])
         if version is not None and chain.version == version:
             return chain
     return await sync_to_async(get_chain)()

@@ -16,6 +16,7 @@ False and the callers fall back to the sync services through ``sync_to_async``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import pickle
 import weakref
 from typing import Any
@@ -26,6 +27,12 @@ from django.core.cache.backends.redis import RedisCache
 
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _store: RedisCache | None = None
+
+# Version tokens read once per request, in the request's first round trip (the key's
+# counters), for the per-process copies consulted later in the same request.
+_prefetch: list[str] = []
+_seen: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "hot_versions", default=None)
 
 
 def _cache() -> RedisCache | None:
@@ -77,6 +84,33 @@ def dumps(value: Any) -> bytes | int:
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
+def prefetch(name: str) -> None:
+    """Read the version token ``name`` in every request's first round trip (module level:
+    a copy keeper registers its token when imported)."""
+    if name not in _prefetch:
+        _prefetch.append(name)
+
+
+def prefetched() -> list[str]:
+    return list(_prefetch)
+
+
+def forget() -> None:
+    """Start a request with no version tokens read yet."""
+    _seen.set(None)
+
+
+def remember(values: dict[str, Any]) -> None:
+    """Keep the version tokens this request read (its context only)."""
+    _seen.set(values)
+
+
+def seen(name: str) -> Any:
+    """The value of version token ``name`` as this request read it, or None."""
+    values = _seen.get()
+    return values.get(name) if values else None
+
+
 async def get_many(names: list[str]) -> list[Any]:
     """The values of ``names`` (None where missing), in one round trip."""
     if not names:
@@ -93,8 +127,12 @@ async def count(increments: list[tuple[str, int, int]], reads: list[str]) -> lis
 
 async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
                      version_key: str | None) -> tuple[list[int], Any]:
-    """``count`` plus the value of ``version_key`` (a version token), in the same trip."""
+    """``count`` plus the value of ``version_key`` (a version token), in the same trip;
+    the ``prefetch`` tokens too, kept for the rest of the request (``seen``)."""
     pipe = client().pipeline(transaction=True)
+    extra = _prefetch if version_key is not None else []
+    for name in extra:
+        pipe.get(full_key(name))
     if version_key is not None:
         pipe.get(full_key(version_key))
     for name, amount, ttl in increments:
@@ -104,6 +142,8 @@ async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
     for name in reads:
         pipe.get(full_key(name))
     replies = await pipe.execute()
+    if extra:
+        remember({name: loads(replies.pop(0)) for name in extra})
     version = loads(replies.pop(0)) if version_key is not None else None
     counted = replies[1:2 * len(increments):2]
     read = replies[2 * len(increments):]
