@@ -450,3 +450,29 @@ def test_repeated_temperature_zero_request_is_answered_from_the_cache(live_serve
     assert hit_s * 10 <= miss_s, (hit_s, miss_s)
     metrics = httpx.get(f"{live_server_url}/metrics").text
     assert 'openclaw_response_cache_lookups_total{result="hit"} 1.0' in metrics
+
+
+def test_rule_edit_in_this_process_reroutes_the_servers_next_request(live_server_url,
+                                                                     openai_server, secret):
+    """The web server keeps its own copy of the rules; a save here (what the admin
+    does) reaches its very next request, with no restart."""
+    endpoint(openai_server, "first", "echo")
+    endpoint(openai_server, "second", "echo")
+    rule = RoutingRule.objects.create(name="pick", priority=1, condition={},
+                                      target_model="first")
+    api = client(live_server_url, secret)
+
+    def answered() -> str:
+        raw = api.chat.completions.with_raw_response.create(model="anything", messages=HELLO)
+        return raw.headers["x-openclaw-model"]
+
+    before = [answered() for _ in range(3)]
+    rule.target_model = "second"
+    rule.save()
+    after = answered()
+    rule.enabled = False
+    rule.save()
+    with pytest.raises(openai.NotFoundError):  # no rule: "anything" is served as asked
+        answered()
+
+    assert (before, after) == (["first"] * 3, "second")
