@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.cache import cache
-from django.db import transaction
 from django.utils.translation import gettext
 
 from routing import hot
+from routing.versions import VersionToken
 
 from .base import PluginBase, PluginBlocked, PluginRequest, PluginResponse, audit_event
 from .discovery import Problem, config_problems, discover, resolve
@@ -218,22 +216,10 @@ _local: PluginChain | None = None
 _lock = threading.Lock()
 
 
-def current_version() -> str:
-    version = cache.get(VERSION_KEY)
-    if version is None:  # first use, or evicted: any fresh token invalidates every copy
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(VERSION_KEY)
-    return version
-
-
-def bump_version() -> None:
-    """Invalidate every process's chain (after a commit that changed plugins)."""
-    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-
-
-def plugins_changed(sender: type, **kwargs: Any) -> None:
-    """post_save/post_delete receiver: bump once the change is committed."""
-    transaction.on_commit(bump_version)
+TOKEN = VersionToken(VERSION_KEY)
+current_version = TOKEN.current
+bump_version = TOKEN.bump  # invalidate every process's chain (after a change is committed)
+plugins_changed = TOKEN.changed  # post_save/post_delete receiver
 
 
 def clear_local_copy() -> None:

@@ -12,14 +12,13 @@ import hmac
 import ipaddress
 import secrets
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import close_old_connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
@@ -30,6 +29,7 @@ from openclaw_site.audit import audit
 
 from . import hot
 from .key_models import ApiKey, BudgetPeriod
+from .versions import VersionToken
 
 PREFIX_MARK = "oc_"
 LAST_USED_EVERY = timedelta(seconds=60)  # spare the database a write per request
@@ -376,22 +376,11 @@ class _KeyCopies:
 _copies = _KeyCopies()
 
 
-def bump_keys_version() -> None:
-    cache.set(KEYS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
-
-
-def keys_changed(sender: type | None = None, **kwargs) -> None:
-    """Invalidate every process's key copies once the current transaction commits
-    (post_save/post_delete receiver; call it after a bulk ``.update()`` of keys)."""
-    transaction.on_commit(bump_keys_version)
-
-
-def keys_version() -> str:
-    version = cache.get(KEYS_VERSION_KEY)
-    if version is None:  # first use, or evicted: any fresh token invalidates every copy
-        cache.add(KEYS_VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(KEYS_VERSION_KEY)
-    return version
+KEYS_TOKEN = VersionToken(KEYS_VERSION_KEY)
+keys_version = KEYS_TOKEN.current
+# Invalidate every process's key copies once the current transaction commits
+# (post_save/post_delete receiver; call it after a bulk ``.update()`` of keys).
+keys_changed = KEYS_TOKEN.changed
 
 
 def _load_copy(secret: str, digest: str) -> ApiKey | None:

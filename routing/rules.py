@@ -12,15 +12,12 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from django.core.cache import cache
-from django.db import transaction
-
 from .models import CONDITION_FIELDS, ModelEndpoint, RoutingRule, describe_condition
+from .versions import VersionToken
 
 VERSION_KEY = "routing:rules:version"
 
@@ -175,22 +172,10 @@ _local = _Copy()
 _lock = threading.Lock()
 
 
-def current_version() -> str:
-    version = cache.get(VERSION_KEY)
-    if version is None:  # first use, or evicted: any fresh token invalidates every copy
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(VERSION_KEY)
-    return version
-
-
-def bump_version() -> None:
-    """Invalidate every process's copy (called after a commit that changed rules)."""
-    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-
-
-def rules_changed(sender: type, **kwargs: Any) -> None:
-    """post_save/post_delete receiver: bump once the change is committed."""
-    transaction.on_commit(bump_version)
+TOKEN = VersionToken(VERSION_KEY)
+current_version = TOKEN.current
+bump_version = TOKEN.bump  # invalidate every process's copy (after a change is committed)
+rules_changed = TOKEN.changed  # post_save/post_delete receiver
 
 
 def clear_local_copy() -> None:
