@@ -81,14 +81,16 @@ async def files(request: HttpRequest) -> HttpResponse:
     return JsonResponse(batch.file_object(created))
 
 
-async def _own_file(request: HttpRequest, file_id: str) -> tuple[BatchFile | None,
-                                                                  HttpResponse | None]:
+async def _owned(request: HttpRequest, model: type, kind: str,
+                 object_id: str) -> tuple[Any, HttpResponse | None]:
+    """The key's own file or batch ``object_id``, or the answer refusing the request
+    (401/403 for the key, 404 for an id that is not the key family's)."""
     try:
         key = await _authenticate(request)
     except KeyRefused as exc:
         return None, _refused(exc)
-    found = await BatchFile.objects.filter(pk=file_id, owner=key.family).afirst()
-    return found, None if found else _missing("file", file_id)
+    found = await model.objects.filter(pk=object_id, owner=key.family).afirst()
+    return found, None if found else _missing(kind, object_id)
 
 
 @csrf_exempt
@@ -97,7 +99,7 @@ async def file_detail(request: HttpRequest, file_id: str) -> HttpResponse:
     """GET: the file object; DELETE: remove it (not while a batch reads it)."""
     if request.method not in ("GET", "DELETE"):
         return _not_allowed("GET, DELETE")
-    found, refusal = await _own_file(request, file_id)
+    found, refusal = await _owned(request, BatchFile, "file", file_id)
     if refusal:
         return refusal
     if request.method == "DELETE":
@@ -114,7 +116,7 @@ async def file_content(request: HttpRequest, file_id: str) -> HttpResponse:
     """The file's bytes (JSONL)."""
     if request.method != "GET":
         return _not_allowed("GET")
-    found, refusal = await _own_file(request, file_id)
+    found, refusal = await _owned(request, BatchFile, "file", file_id)
     if refusal:
         return refusal
     response = HttpResponse(batch.file_content(found), content_type="application/jsonl")
@@ -183,22 +185,12 @@ def _batch_list(owner: str, query) -> dict[str, Any]:
             "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
 
 
-async def _own_batch(request: HttpRequest, batch_id: str) -> tuple[BatchJob | None,
-                                                                   HttpResponse | None]:
-    try:
-        key = await _authenticate(request)
-    except KeyRefused as exc:
-        return None, _refused(exc)
-    job = await BatchJob.objects.filter(pk=batch_id, owner=key.family).afirst()
-    return job, None if job else _missing("batch", batch_id)
-
-
 @csrf_exempt
 @rotation_notice
 async def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
     if request.method != "GET":
         return _not_allowed("GET")
-    job, refusal = await _own_batch(request, batch_id)
+    job, refusal = await _owned(request, BatchJob, "batch", batch_id)
     if refusal:
         return refusal
     return JsonResponse(batch.batch_object(job))
@@ -209,7 +201,7 @@ async def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
 async def batch_cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
     if request.method != "POST":
         return _not_allowed("POST")
-    job, refusal = await _own_batch(request, batch_id)
+    job, refusal = await _owned(request, BatchJob, "batch", batch_id)
     if refusal:
         return refusal
     try:
