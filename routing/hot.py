@@ -25,6 +25,9 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 
+MAX_CONNECTIONS = 32  # per process and event loop
+POOL_WAIT_S = 5.0  # longest wait for a free connection before an error
+
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _store: RedisCache | None = None
 
@@ -63,7 +66,11 @@ def client():
         location = settings.CACHES[DEFAULT_CACHE_ALIAS]["LOCATION"]
         if isinstance(location, list | tuple):
             location = location[0]
-        found = aioredis.Redis.from_url(location, max_connections=64)
+        # Blocking: past MAX_CONNECTIONS a request waits for a free connection (a burst
+        # of concurrent requests), where the plain pool would raise "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            location, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S)
+        found = aioredis.Redis(connection_pool=pool)
         _clients[loop] = found
     return found
 
