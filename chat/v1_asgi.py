@@ -32,6 +32,7 @@ from django.utils.translation.trans_real import parse_accept_lang_header
 from openclaw_site import metrics
 from openclaw_site.logging import REQUEST_ID_HEADER, SANE_ID, bind, request_id, unbind
 from routing import hot
+from routing.resp import RedisUnavailable
 
 from . import api
 
@@ -169,6 +170,11 @@ class V1Router:
         started = time.perf_counter()
         try:
             response = await view(request)
+        except RedisUnavailable as exc:  # keys, limits and circuits live there
+            logger.error("%s %s: %s", request.method, request.path, exc)
+            response = api.error_response(503, "The gateway's shared state (Redis) is "
+                                          "unavailable; try again shortly.",
+                                          "service_unavailable", retry_after=1)
         except Exception:  # a bug, not a client's fault: OpenAI's shape, details in the log
             logger.exception("%s %s failed", request.method, request.path)
             response = api.error_response(500, "Internal error; see the server log.",

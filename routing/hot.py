@@ -4,10 +4,11 @@ Every cross-process fact a request needs — the routing and key version tokens,
 rate counters, the circuits and balancing statistics of the candidate instances — lives
 in the Django cache (Redis). The sync cache API would need a hop to a worker thread per
 call (about 0.3 ms each under load, and a thread pool to queue on); this module talks to
-the same Redis with ``redis.asyncio`` instead, one pipelined round trip per question,
+the same Redis from the event loop instead, one pipelined round trip per question,
 reading and writing the exact keys and values Django's ``RedisCache`` does (its
 ``make_key`` and its serializer: ints raw, everything else pickled), so the admin, the
-workers and the sync services keep working on the same data.
+workers and the sync services keep working on the same data. The round trips go
+through ``routing.resp``, a pipeline-only client far lighter than redis-py's.
 
 When the default cache is not Redis (a custom deployment's choice), ``available()`` is
 False and the callers fall back to the sync services through ``sync_to_async``.
@@ -25,10 +26,9 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 
-MAX_CONNECTIONS = 32  # per process and event loop
-POOL_WAIT_S = 5.0  # longest wait for a free connection before an error
+from . import resp
 
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _store: RedisCache | None = None
 
 # Version tokens read once per request, in the request's first round trip (the key's
@@ -56,23 +56,21 @@ def full_key(name: str) -> str:
     return _cache().make_and_validate_key(name)
 
 
-def client():
-    """The ``redis.asyncio`` client of the running event loop (one pool per loop)."""
-    import redis.asyncio as aioredis
-
+def pool() -> resp.Pool:
+    """The Redis connections of the running event loop (one pool per loop)."""
     loop = asyncio.get_running_loop()
-    found = _clients.get(loop)
+    found = _pools.get(loop)
     if found is None:
         location = settings.CACHES[DEFAULT_CACHE_ALIAS]["LOCATION"]
         if isinstance(location, list | tuple):
             location = location[0]
-        # Blocking: past MAX_CONNECTIONS a request waits for a free connection (a burst
-        # of concurrent requests), where the plain pool would raise "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            location, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S)
-        found = aioredis.Redis(connection_pool=pool)
-        _clients[loop] = found
+        found = _pools[loop] = resp.Pool(location)
     return found
+
+
+async def execute(commands: list[tuple]) -> list[Any]:
+    """Raw replies to ``commands``, sent as one pipeline."""
+    return await pool().execute(commands)
 
 
 def loads(value: bytes | None) -> Any:
@@ -122,7 +120,8 @@ async def get_many(names: list[str]) -> list[Any]:
     """The values of ``names`` (None where missing), in one round trip."""
     if not names:
         return []
-    return [loads(v) for v in await client().mget([full_key(n) for n in names])]
+    (values,) = await execute([("MGET", *(full_key(n) for n in names))])
+    return [loads(v) for v in values]
 
 
 async def count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int]:
@@ -136,19 +135,22 @@ async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
                      version_key: str | None) -> tuple[list[int], Any]:
     """``count`` plus the value of ``version_key`` (a version token), in the same trip;
     the ``prefetch`` tokens too, kept for the rest of the request (``seen``)."""
-    pipe = client().pipeline(transaction=True)
     extra = _prefetch if version_key is not None else []
-    for name in extra:
-        pipe.get(full_key(name))
+    commands: list[tuple] = [("MULTI",)]
+    commands += [("GET", full_key(name)) for name in extra]
     if version_key is not None:
-        pipe.get(full_key(version_key))
+        commands.append(("GET", full_key(version_key)))
     for name, amount, ttl in increments:
         full = full_key(name)
-        pipe.set(full, 0, ex=ttl + 5, nx=True)
-        pipe.incrby(full, amount)
-    for name in reads:
-        pipe.get(full_key(name))
-    replies = await pipe.execute()
+        commands += [("SET", full, 0, "EX", ttl + 5, "NX"), ("INCRBY", full, amount)]
+    commands += [("GET", full_key(name)) for name in reads]
+    commands.append(("EXEC",))
+    replies = (await execute(commands))[-1]  # EXEC: the list of the queued commands' replies
+    if not isinstance(replies, list):
+        raise resp.RedisUnavailable("the counters' transaction was aborted")
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise resp.RedisReplyError(str(reply))
     if extra:
         remember({name: loads(replies.pop(0)) for name in extra})
     version = loads(replies.pop(0)) if version_key is not None else None

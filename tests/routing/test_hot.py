@@ -5,10 +5,12 @@ larger than the connection pool waits for connections instead of failing."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import pytest
 from django.core.cache import cache
 
-from routing import hot
+from routing import hot, resp
 
 
 async def test_reads_what_djangos_cache_wrote():
@@ -28,13 +30,32 @@ async def test_counters_are_created_with_a_ttl_and_counted_across_calls():
 
     assert first == [2]
     assert second == [5, 5]
-    assert 0 < await hot.client().ttl(hot.full_key("hot:test:counter")) <= 65
+    (ttl,) = await hot.execute([("TTL", hot.full_key("hot:test:counter"))])
+    assert 0 < ttl <= 65
 
 
 async def test_a_burst_larger_than_the_pool_waits_instead_of_failing():
     cache.set("hot:test:int", 7)
-    burst = hot.MAX_CONNECTIONS * 6
+    burst = resp.MAX_CONNECTIONS * 6
 
     values = await asyncio.gather(*(hot.get_many(["hot:test:int"]) for _ in range(burst)))
 
     assert values == [[7]] * burst
+
+
+async def test_an_error_reply_is_raised_and_the_connection_stays_usable():
+    cache.set("hot:test:text", "not a number")
+
+    with pytest.raises(resp.RedisReplyError):
+        await hot.execute([("INCR", hot.full_key("hot:test:text"))])
+
+    assert await hot.get_many(["hot:test:text"]) == ["not a number"]
+
+
+async def test_an_unreachable_redis_is_a_clear_error():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    with pytest.raises(resp.RedisUnavailable, match="cannot connect"):
+        await resp.Pool(f"redis://127.0.0.1:{port}/0").execute([("PING",)])
