@@ -5,7 +5,6 @@ Every error is answered in OpenAI's shape ``{"error": {message, type, param, cod
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -38,10 +37,10 @@ from routing.key_models import ApiKey
 from routing.key_services import (
     KeyRefused,
     admit,
-    arecord_usage,
     authenticate,
     claim_successor,
     client_ip,
+    record_usage_soon,
 )
 from routing.models import ModelEndpoint
 from routing.rules import RequestFacts, estimate_tokens
@@ -142,22 +141,11 @@ async def _admit(request: HttpRequest, model: str, tokens: int) -> ApiKey:
     return key
 
 
-_pending: set[asyncio.Task] = set()  # strong references until the tasks end
-
-
 def _record_usage(key: ApiKey, tokens: int) -> None:
-    """Add the tokens to the key's counters in the background (one Redis round trip,
-    no thread): the answer does not wait for it; the next request sees it."""
+    """Add the tokens to the key's counters in the background: the answer does not wait
+    for it; the next request sees it."""
     if tokens > 0 and (key.tpm_limit or key.token_budget):
-        task = asyncio.ensure_future(arecord_usage(key, tokens))
-        _pending.add(task)
-        task.add_done_callback(_recorded)
-
-
-def _recorded(task: asyncio.Task) -> None:
-    _pending.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("could not count a request's tokens", exc_info=task.exception())
+        record_usage_soon(key, tokens)
 
 
 def _refused(exc: KeyRefused) -> JsonResponse:
@@ -300,6 +288,13 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return _with_meta(_refused(exc), None)
     except InvalidBody as exc:
         return _with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
+    if model.startswith("workflow/") or "metadata" in chat.extra \
+            or "X-OpenClaw-Conversation" in request.headers:
+        from . import workflow_api  # the graph runs the plugins itself
+
+        if workflow_api.applies(request, model, chat.extra):
+            return await workflow_api.complete(request, key, model, streaming, include_usage,
+                                               chat, started)
     chain = await aget_chain()
     try:
         plugged = chain.pre_process(PluginRequest(

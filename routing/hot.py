@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import pickle
 import weakref
 from typing import Any
@@ -27,6 +28,8 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 
 from . import resp
+
+logger = logging.getLogger(__name__)
 
 _pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _store: RedisCache | None = None
@@ -157,3 +160,54 @@ async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
     counted = replies[1:2 * len(increments):2]
     read = replies[2 * len(increments):]
     return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read], version
+
+
+class _Coalescer:
+    """Counter increments of one event loop waiting to be sent: the requests that end in
+    the same loop iteration (many, under load) share one round trip."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[int]] = {}  # name -> [amount, ttl]
+        self.scheduled = False
+
+    def add(self, increments: list[tuple[str, int, int]]) -> None:
+        for name, amount, ttl in increments:
+            entry = self.pending.setdefault(name, [0, ttl])
+            entry[0] += amount
+            entry[1] = max(entry[1], ttl)
+        if not self.scheduled:
+            self.scheduled = True
+            keep(asyncio.ensure_future(self.flush()))
+
+    async def flush(self) -> None:
+        await asyncio.sleep(0)  # let the other requests of this iteration add theirs
+        batch, self.pending, self.scheduled = self.pending, {}, False
+        await count([(name, amount, ttl) for name, (amount, ttl) in batch.items()], [])
+
+
+_coalescers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_tasks: set[asyncio.Task] = set()  # strong references until they end
+
+
+def keep(task: asyncio.Task) -> None:
+    """Hold a background task until it ends; log its failure."""
+    _tasks.add(task)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task) -> None:
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background Redis update failed", exc_info=task.exception())
+
+
+def add_soon(increments: list[tuple[str, int, int]]) -> None:
+    """Add to counters in the background, coalesced with the other requests' additions
+    of this loop iteration (for usage that only later requests read)."""
+    if not increments:
+        return
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = _Coalescer()
+    coalescer.add(increments)

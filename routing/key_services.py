@@ -6,6 +6,7 @@ counts together; ``cache.add`` + ``cache.incr`` are atomic there.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import hashlib
 import hmac
@@ -445,15 +446,16 @@ def _admit_sync(secret: str, client_addr: str, model: str | None, tokens: int) -
     return key
 
 
-async def arecord_usage(key: ApiKey, tokens: int) -> None:
-    """``record_usage`` from the event loop (one Redis round trip, no thread)."""
+def record_usage_soon(key: ApiKey, tokens: int) -> None:
+    """``record_usage`` from the event loop, in the background: the answer does not wait,
+    and the additions of requests ending together share one Redis round trip."""
     increments = _usage_increments(key, tokens)
     if not increments:
         return
     if hot.available():
-        await hot.count(increments, [])
+        hot.add_soon(increments)
     else:
-        await sync_to_async(_count)(increments, [])
+        hot.keep(asyncio.ensure_future(sync_to_async(_count)(increments, [])))
 
 
 # --- rotation and revocation --------------------------------------------------

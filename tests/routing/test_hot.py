@@ -59,3 +59,16 @@ async def test_an_unreachable_redis_is_a_clear_error():
 
     with pytest.raises(resp.RedisUnavailable, match="cannot connect"):
         await resp.Pool(f"redis://127.0.0.1:{port}/0").execute([("PING",)])
+
+
+async def test_background_additions_of_one_iteration_all_arrive():
+    cache.delete("hot:test:usage")
+
+    for _ in range(50):  # 50 requests ending together: one coalesced round trip
+        hot.add_soon([("hot:test:usage", 3, 60)])
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if cache.get("hot:test:usage") == 150:
+            break
+
+    assert cache.get("hot:test:usage") == 150
