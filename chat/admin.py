@@ -175,3 +175,4 @@ class MemoryItemAdmin(admin.ModelAdmin):
         if not (user.is_active and user.is_staff):
             return False
         return user.is_superuser or obj is None or obj.owner_id == user.pk
+from . import workflow_admin  # noqa: E402,F401  (workflows, their runs and schedules)

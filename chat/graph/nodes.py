@@ -138,11 +138,21 @@ def chat_request(params: dict[str, Any]) -> ChatRequest:
 async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stream the answer through the gateway (tokens reach the ``messages`` stream,
     filtered by the plugins' stream hooks)."""
+    return await call_model(state, runtime)
+
+
+REPLY_TAG = "openclaw:reply"  # model calls whose tokens are the answer the caller sees
+
+
+async def call_model(state: State, runtime: Runtime[Context], *,
+                     tags: tuple[str, ...] = (REPLY_TAG,)) -> dict[str, Any]:
+    """One gateway call on ``state.prompt`` for ``state.model``: ``{"reply", …}`` or
+    ``{"error"}``. Workflow nodes call it with their own prompt, model and tags."""
     chain = await aget_chain()
     stream_filter = chain.stream_filter(plugin_request(state))
     llm = GatewayChatModel(facts=routing_facts(state), request=chat_request(state.params),
                            meta=GatewayMeta(), stream_filter=stream_filter,
-                           deadline_s=runtime.context.deadline_s)
+                           deadline_s=runtime.context.deadline_s, tags=list(tags))
     started = time.perf_counter()
     try:
         message = await llm.ainvoke(state.prompt)

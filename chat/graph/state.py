@@ -54,3 +54,6 @@ class State(InputState):
     finish_reason}``, and ``message_id`` once stored."""
     error: dict[str, Any] = field(default_factory=dict)
     """Why the turn stopped early: ``{code, message}`` (empty when it did not)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """What workflow nodes produced this turn, by name: a router's branch, an HTTP
+    tool's answer, a model call kept apart from the reply."""

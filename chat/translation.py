@@ -1,0 +1,10 @@
+"""Translated display texts of the chat app (django-modeltranslation)."""
+
+from modeltranslation.translator import TranslationOptions, register
+
+from .models import Workflow
+
+
+@register(Workflow)
+class WorkflowTranslation(TranslationOptions):
+    fields = ("name", "description")

@@ -1,0 +1,183 @@
+"""Active runs of a conversation, shared by every process through the Django cache
+(Redis), and the double-texting policies that decide what a send does while a run of
+the same conversation is still active:
+
+* ``enqueue`` (default) — wait until the active run ends, then run;
+* ``reject`` — refuse the new message (409 ``run_active``), store nothing;
+* ``interrupt`` — cancel the active run (its message stays, without an answer) and
+  run the new one;
+* ``rollback`` — cancel the active run, delete its message (and answer, if any) and
+  run the new one from the checkpoint the cancelled run started from.
+
+A run holds a lease (``cache.add``: atomic in Redis) that it renews while it runs, so
+a process that dies frees the conversation within ``LEASE_S``. Cancelling is a flag
+the running turn's watcher polls; it ends within ``POLL_S``. Waiting sends are not
+served in arrival order when several wait at once (each polls the lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
+from django.utils.translation import gettext as _
+
+from .. import conversations
+from ..models import Conversation, DoubleTexting, Message
+
+LEASE_S = 30
+RENEW_S = 5.0
+POLL_S = 0.05
+
+
+class RunRefused(Exception):
+    """A send that the policy refuses, or that waited too long."""
+
+    def __init__(self, code: str, message: str, status: int = 409):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class RunCancelled(Exception):
+    """The run was cancelled by a later send (``interrupt`` or ``rollback``)."""
+
+    def __init__(self, policy: str):
+        super().__init__(policy)
+        self.policy = policy
+
+
+def _cached(operation):
+    """A cache call off the event loop, on any thread: Redis needs none of the one
+    thread that ``thread_sensitive`` calls (the ORM's) share, and a running turn polls."""
+    return sync_to_async(operation, thread_sensitive=False)
+
+
+def _key(conversation_id: str) -> str:
+    return f"chat:run:{conversation_id}"
+
+
+def _cancel_key(conversation_id: str) -> str:
+    return f"chat:run:{conversation_id}:cancel"
+
+
+def _from_key(conversation_id: str) -> str:
+    return f"chat:run:{conversation_id}:rolled-back-to"
+
+
+@dataclass
+class Lease:
+    """One run's hold on its conversation."""
+
+    conversation_id: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    fork_from: str | None = None
+    """Rollback: the checkpoint the new run starts from (the cancelled run's start)."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def value(self) -> dict[str, Any]:
+        return {"run": self.run_id, **self.info}
+
+    async def note(self, **info: Any) -> None:
+        """Record what a later rollback must undo (the message, the checkpoint)."""
+        self.info.update(info)
+        await _cached(cache.set)(_key(self.conversation_id), self.value(), LEASE_S)
+
+    async def hand_over(self, turn: int | None, checkpoint_id: str | None) -> None:
+        """A run cancelled by ``rollback``: forget its turn and leave the checkpoint it
+        started from to the run that cancelled it ("": the thread had none)."""
+        if turn:
+            await sync_to_async(roll_back)(self.conversation_id, turn)
+        await _cached(cache.set)(_from_key(self.conversation_id), checkpoint_id or "",
+                                       LEASE_S)
+
+    async def release(self) -> None:
+        await _cached(_release)(self.conversation_id, self.run_id)
+
+    async def watch(self, task: asyncio.Task, cancelled: asyncio.Event) -> None:
+        """Renew the lease; cancel ``task`` when a later send asks (sets ``cancelled``)."""
+        renewed = time.monotonic()
+        while not task.done():
+            await asyncio.sleep(POLL_S * 2)
+            flag = await _cached(cache.get)(_cancel_key(self.conversation_id))
+            if isinstance(flag, dict) and flag.get("run") == self.run_id:
+                self.info["cancelled_by"] = flag.get("policy", DoubleTexting.INTERRUPT)
+                cancelled.set()
+                task.cancel()
+                return
+            if time.monotonic() - renewed > RENEW_S:
+                await _cached(cache.touch)(_key(self.conversation_id), LEASE_S)
+                renewed = time.monotonic()
+
+
+def _release(conversation_id: str, run_id: str) -> None:
+    held = cache.get(_key(conversation_id))
+    if isinstance(held, dict) and held.get("run") == run_id:
+        cache.delete(_key(conversation_id))
+
+
+def active_run(conversation_id: str) -> dict[str, Any] | None:
+    """The active run of a conversation (``{"run", "message_id", …}``), if any."""
+    held = cache.get(_key(conversation_id))
+    return held if isinstance(held, dict) else None
+
+
+async def claim(conversation_id: str, policy: str) -> Lease:
+    """The conversation's lease for a new run, after applying ``policy`` to the run
+    that holds it, if any; ``RunRefused`` when the policy refuses."""
+    lease = Lease(str(conversation_id))
+    key = _key(lease.conversation_id)
+    if await _cached(cache.add)(key, lease.value(), LEASE_S):
+        return lease
+    if policy == DoubleTexting.REJECT:
+        raise RunRefused("run_active", _(
+            "A run of this conversation is still active; send again when it has ended."))
+    cancelled: dict[str, Any] | None = None
+    if policy in (DoubleTexting.INTERRUPT, DoubleTexting.ROLLBACK):
+        cancelled = await _cached(_ask_to_cancel)(lease.conversation_id, policy)
+    await _wait_for(key, lease, policy)
+    if policy == DoubleTexting.ROLLBACK and cancelled:
+        lease.fork_from = await _cached(_pop)(_from_key(lease.conversation_id))
+    return lease
+
+
+def _pop(key: str) -> str | None:
+    value = cache.get(key)
+    cache.delete(key)
+    return value
+
+
+def _ask_to_cancel(conversation_id: str, policy: str) -> dict[str, Any] | None:
+    held = active_run(conversation_id)
+    if held is not None:
+        cache.set(_cancel_key(conversation_id), {"run": held["run"], "policy": policy}, LEASE_S)
+    return held
+
+
+async def _wait_for(key: str, lease: Lease, policy: str) -> None:
+    limit = (settings.OPENCLAW_WORKFLOW_ENQUEUE_WAIT_S if policy == DoubleTexting.ENQUEUE
+             else LEASE_S)
+    deadline = time.monotonic() + limit
+    while not await _cached(cache.add)(key, lease.value(), LEASE_S):
+        if time.monotonic() > deadline:
+            raise RunRefused("run_busy", _(
+                "The conversation's active run did not end in time; try again later."), 503)
+        await asyncio.sleep(POLL_S)
+
+
+def roll_back(conversation_id: str, turn: int) -> None:
+    """Forget a cancelled run's turn: its messages, its count, the cached window."""
+    with transaction.atomic():
+        deleted, _rows = Message.objects.filter(conversation_id=conversation_id,
+                                                turn=turn).delete()
+        if deleted:
+            Conversation.objects.filter(pk=conversation_id, turns=turn).update(
+                turns=F("turns") - 1)
+    conversations.forget_window(conversation_id)
