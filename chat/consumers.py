@@ -17,17 +17,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
 from django.utils.translation import gettext as _
+
+from openclaw_site.i18n import language_for_scope
 
 from . import studio
 from .conversations import ConversationError, check_content, key_identity
-from .graph.service import astream_turn
+from .graph.service import astream_resume, astream_turn
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +70,11 @@ def group_name(conversation_id: str) -> str:
     return f"chat.{conversation_id}"
 
 
-def _request_id(frame: dict[str, Any]) -> str:
-    """The client's ``id`` for this request (a short string or number), else a new one."""
+def _request_id(frame: dict[str, Any]) -> str | None:
+    """The client's ``id`` for this request (a short string or number), if it gave one."""
     value = frame.get("id")
     if value is None:
-        return uuid.uuid4().hex[:12]
+        return None
     if isinstance(value, bool) or not isinstance(value, str | int) or \
             len(str(value)) > MAX_ID_CHARS:
         raise FrameError("invalid_id", _("“id” must be a string of at most %(n)d "
@@ -86,13 +89,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     identity: str | None = None
     run: asyncio.Task | None = None
     run_id: str | None = None
+    turn_open = False  # until the turn's last frame is sent (its task may still close)
     open = False
+    watched = False  # another socket shares the conversation: frames are fanned out
 
     # --- connection ---------------------------------------------------------------
 
     async def connect(self) -> None:
         await self.accept()
         self.open = True
+        # Frames' messages in the page's language (?lang= remembered, saved, Accept-Language).
+        translation.activate(await database_sync_to_async(language_for_scope)(self.scope))
         self.bucket = TokenBucket(settings.OPENCLAW_WS_RATE, settings.OPENCLAW_WS_BURST)
         self.identity = await self._identity()
         if self.identity is None:
@@ -132,9 +139,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.open = False
 
     async def _join(self, conversation_id: str) -> None:
+        """Join the conversation's group and say so: sockets already there fan their
+        frames out from now on and answer ``present``, so this one does too. A socket
+        alone on its conversation (the usual case) sends through no channel layer."""
         self.conversation_id = conversation_id
         if self.channel_layer is not None:
-            await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
+            group = group_name(conversation_id)
+            await self.channel_layer.group_add(group, self.channel_name)
+            await self.channel_layer.group_send(group, {"type": "studio.hello",
+                                                        "origin": self.channel_name})
 
     async def disconnect(self, code: int) -> None:
         self.open = False
@@ -162,7 +175,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             frame = self._parse(text_data, bytes_data)
             request_id = _request_id(frame)
-            handler = self._handlers().get(frame.get("type"))
+            kind = frame.get("type")
+            handler = self._handlers().get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise FrameError("unknown_type", _(
                     "Unknown frame type; expected one of: %(types)s.")
@@ -197,28 +211,31 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                                                 "“type”."))
         return frame
 
-    def _handlers(self) -> dict[str, Callable[[dict, str], Awaitable[None]]]:
+    def _handlers(self) -> dict[str, Callable[[dict, str | None], Awaitable[None]]]:
         return {"message": self.on_message, "stop": self.on_stop,
                 "regenerate": self.on_regenerate, "fork": self.on_fork,
                 "approve": self.on_decision, "reject": self.on_decision,
                 "history": self.on_history, "ping": self.on_ping}
 
-    async def on_ping(self, frame: dict, request_id: str) -> None:
+    async def on_ping(self, frame: dict, request_id: str | None) -> None:
         await self.send_json({"type": "pong", "id": request_id, "time": time.time()})
 
-    async def on_history(self, frame: dict, request_id: str) -> None:
+    async def on_history(self, frame: dict, request_id: str | None) -> None:
         conversation = self._require_conversation()
         past = await database_sync_to_async(studio.history)(conversation, self.identity)
         await self.send_json({"type": "history", **past, "id": request_id,
                               "conversation": past["id"],
                               "running": self.run_id if self._running() else None})
 
-    async def on_message(self, frame: dict, request_id: str) -> None:
+    async def on_message(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
         content = check_content(frame.get("content"))
-        await self._start(request_id, content, _model(frame), _params(frame))
+        model, workflow, params = _model(frame), _workflow(frame), _params(frame)
+        await self._start(request_id, lambda: astream_turn(
+            conversation_id=self.conversation_id, user=self.identity, content=content,
+            model=model, params=params, workflow=workflow))
 
-    async def on_regenerate(self, frame: dict, request_id: str) -> None:
+    async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
         conversation = self._require_conversation()
         model = _model(frame, required=False)
@@ -228,33 +245,45 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             past = await database_sync_to_async(studio.conversation_of)(
                 conversation, self.identity)
             model = past.model
+        params = _params(frame)
         await self._emit({"type": "regenerate", "id": request_id,
                           "conversation": conversation, "turn": source["turn"]})
-        await self._start(request_id, source["content"], model, _params(frame))
+        await self._start(request_id, lambda: astream_turn(
+            conversation_id=conversation, user=self.identity, content=source["content"],
+            model=model, params=params))
 
-    async def on_fork(self, frame: dict, request_id: str) -> None:
+    async def on_fork(self, frame: dict, request_id: str | None) -> None:
         conversation = self._require_conversation()
         fork = await database_sync_to_async(studio.fork_conversation)(
             conversation, self.identity, frame.get("message_id"))
         await self.send_json({"type": "forked", "id": request_id,
                               "conversation": conversation, "fork": fork})
 
-    async def on_stop(self, frame: dict, request_id: str) -> None:
+    async def on_stop(self, frame: dict, request_id: str | None) -> None:
+        """Stop the conversation's turn: this socket's, or (through the group) one that
+        another socket started, on any replica. ``stopping`` acknowledges; the turn's
+        own ``done`` (``stopped``) follows if one was running."""
         if self._running():
             self.run.cancel()
         elif self.conversation_id and self.channel_layer is not None:
-            # The turn may run on another replica: whoever runs it stops it.
             await self.channel_layer.group_send(group_name(self.conversation_id), {
                 "type": "studio.stop", "origin": self.channel_name})
         else:
             raise FrameError("not_running", _("Nothing is being generated."))
+        await self.send_json({"type": "stopping", "id": request_id,
+                              "conversation": self.conversation_id})
 
-    async def on_decision(self, frame: dict, request_id: str) -> None:
-        raise FrameError("no_interrupt", _("Nothing in this conversation is waiting for "
-                                           "approval."))
+    async def on_decision(self, frame: dict, request_id: str | None) -> None:
+        """Resume a run waiting at a human-approval node: ``approve`` (with ``content``:
+        approve an edited value) or ``reject`` (optional ``reason``)."""
+        self._require_idle()
+        conversation = self._require_conversation()
+        resume = _decision(frame)
+        await self._start(request_id, lambda: astream_resume(
+            conversation_id=conversation, user=self.identity, resume=resume))
 
     def _running(self) -> bool:
-        return self.run is not None and not self.run.done()
+        return self.turn_open and self.run is not None and not self.run.done()
 
     def _require_idle(self) -> None:
         if self._running():
@@ -267,35 +296,48 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- a turn -------------------------------------------------------------------
 
-    async def _start(self, request_id: str, content: Any, model: str, params: dict) -> None:
-        self.run_id = request_id
-        self.run = asyncio.create_task(self._turn(request_id, content, model, params))
+    async def _start(self, request_id: str | None,
+                     events: Callable[[], AsyncIterator[dict]]) -> None:
+        request_id = request_id or uuid.uuid4().hex[:12]  # a turn's frames always carry one
+        self.run_id, self.turn_open = request_id, True
+        self.run = asyncio.create_task(self._turn(request_id, events))
 
-    async def _turn(self, request_id: str, content: Any, model: str, params: dict) -> None:
+    async def _turn(self, request_id: str, events: Callable[[], AsyncIterator[dict]]) -> None:
         """Relay one turn's events; a cancel (stop, disconnect) ends it with ``done``
-        marked ``stopped`` and the text streamed so far."""
+        marked ``stopped`` and the text streamed so far, which is kept as the answer."""
         relay = TurnRelay(request_id, self.conversation_id)
         try:
-            async with contextlib.aclosing(astream_turn(
-                    conversation_id=self.conversation_id, user=self.identity, content=content,
-                    model=model, params=params)) as events:
-                async for event in events:
+            async with contextlib.aclosing(events()) as stream:
+                async for event in stream:
                     if event["type"] == "conversation" and self.conversation_id is None:
                         await self._join(event["id"])
-                    await self._emit(relay.frame(event))
+                    if event["type"] in ("done", "error", "waiting"):
+                        self.turn_open, relay.finished = False, True  # the next may come now
+                    # A refusal before the turn began concerns only its sender.
+                    await self._emit(relay.frame(event), broadcast=relay.begun)
         except asyncio.CancelledError:
-            await self._emit(relay.stopped())
+            if relay.finished:  # cancelled while the finished turn's stream was closing
+                return
+            self.turn_open = False
+            stopped = relay.stopped()
+            if relay.text and not relay.storing and self.conversation_id:
+                stopped["message_id"] = await database_sync_to_async(
+                    studio.keep_stopped_answer)(self.conversation_id, stopped["content"],
+                                                relay.model or "")
+            await self._emit(stopped, broadcast=relay.begun)
         except Exception:
             logger.exception("studio turn %s failed", request_id)
+            self.turn_open = False
             await self._emit(relay.frame({"type": "error", "code": "internal_error",
                                           "message": _("The turn failed; try again.")}))
 
-    async def _emit(self, frame: dict[str, Any]) -> None:
-        """To this socket, then to the conversation's other sockets (any replica)."""
+    async def _emit(self, frame: dict[str, Any], broadcast: bool = True) -> None:
+        """To this socket, then (``broadcast``) to the conversation's other sockets on
+        any replica."""
         if self.open:
             with contextlib.suppress(Exception):  # the socket closed under us
                 await self.send_json(frame)
-        if self.conversation_id and self.channel_layer is not None:
+        if broadcast and self.watched and self.channel_layer is not None:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_send(group_name(self.conversation_id), {
                     "type": "studio.frame", "frame": frame, "origin": self.channel_name})
@@ -310,6 +352,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def studio_frame(self, event: dict[str, Any]) -> None:
         if event.get("origin") != self.channel_name and self.open:
             await self.send_json(event["frame"])
+
+    async def studio_hello(self, event: dict[str, Any]) -> None:
+        if event.get("origin") != self.channel_name:
+            self.watched = True
+            await self.channel_layer.send(event["origin"], {"type": "studio.present"})
+
+    async def studio_present(self, event: dict[str, Any]) -> None:
+        self.watched = True
 
     async def studio_stop(self, event: dict[str, Any]) -> None:
         if self._running():
@@ -330,6 +380,10 @@ class TurnRelay:
         self.node_started: dict[str, float] = {}
         self.first_token_ms: float | None = None
         self.text: list[str] = []
+        self.model: str | None = None
+        self.storing = False  # the graph's remember node stores the answer itself
+        self.finished = False  # its last frame (done or error) was relayed
+        self.begun = False  # the graph service began the turn (``conversation``)
 
     def _ms(self, since: float) -> float:
         return round((time.perf_counter() - since) * 1000, 2)
@@ -338,11 +392,12 @@ class TurnRelay:
         kind = event.get("type")
         frame = {**event, "id": self.request_id}
         if kind == "conversation":
-            self.conversation_id = event["id"]
+            self.conversation_id, self.begun = event["id"], True
             frame["id"], frame["conversation"] = self.request_id, event["id"]
         frame["conversation"] = self.conversation_id
         if kind == "node":
             if event.get("phase") == "start":
+                self.storing = self.storing or event["node"] == "remember"
                 self.node_started[event["node"]] = time.perf_counter()
                 frame["at_ms"] = self._ms(self.started)
             elif event["node"] in self.node_started:
@@ -351,6 +406,8 @@ class TurnRelay:
             if self.first_token_ms is None:
                 self.first_token_ms = self._ms(self.started)
             self.text.append(event.get("text", ""))
+        elif kind == "route":
+            self.model = event.get("target")
         elif kind == "done":
             frame["latency_ms"] = self._ms(self.started)
             frame["ttft_ms"] = self.first_token_ms
@@ -369,10 +426,29 @@ def _model(frame: dict, required: bool = True) -> str | None:
     if not isinstance(model, str) or not model.strip() or len(model) > 200:
         raise FrameError("invalid_model", _("“model” must be a model name from the "
                                             "registry."))
-    workflow = frame.get("workflow", "conversation")
-    if workflow not in {w["name"] for w in studio.workflows()}:
-        raise FrameError("unknown_workflow", _("Unknown workflow."))
     return model
+
+
+def _workflow(frame: dict) -> str | None:
+    """The workflow's slug, or None: the conversation's, else the default one."""
+    workflow = frame.get("workflow")
+    if workflow in (None, "", studio.BUILT_IN):
+        return None
+    if not isinstance(workflow, str) or len(workflow) > 100:
+        raise FrameError("unknown_workflow", _("“workflow” must be a workflow's slug."))
+    return workflow
+
+
+def _decision(frame: dict) -> dict[str, Any]:
+    """The resume value of an ``approve`` / ``reject`` frame."""
+    if frame["type"] == "reject":
+        reason = frame.get("reason", "")
+        if not isinstance(reason, str):
+            raise FrameError("invalid_reason", _("“reason” must be a string."))
+        return {"action": "reject", "reason": reason}
+    if frame.get("content") is None:
+        return {"action": "approve"}
+    return {"action": "edit", "content": check_content(frame.get("content"))}
 
 
 def _params(frame: dict) -> dict[str, Any]:

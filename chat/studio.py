@@ -6,6 +6,7 @@ views (``/studio/``, a small JSON API the page calls). The websocket side is
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from functools import cache
 from typing import Any
@@ -22,8 +23,11 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from .conversations import ConversationError, message_dict, text_of
-from .models import Conversation, MemoryItem, Message, Role
+from .models import Conversation, MemoryItem, Message, Role, Workflow
 
+logger = logging.getLogger(__name__)
+
+BUILT_IN = "conversation"  # the built-in graph's name in the protocol (same as no workflow)
 LIST_LIMIT = 200
 TITLE_MAX = 200
 
@@ -59,8 +63,12 @@ def history(conversation_id: Any, user: str) -> dict[str, Any]:
                  "usage": {"prompt_tokens": m.prompt_tokens,
                            "completion_tokens": m.completion_tokens}}
                 for m in conversation.messages.order_by("turn", "id")]
+    from .graph.service import waiting_runs
+
+    waiting = [run for run in waiting_runs(user) if run["conversation_id"] == str(conversation.pk)]
     return {"id": str(conversation.pk), "title": conversation.title,
-            "model": conversation.model, "messages": messages}
+            "model": conversation.model, "messages": messages,
+            "waiting": waiting[0] if waiting else None}
 
 
 def rename_conversation(conversation_id: Any, user: str, title: Any) -> dict[str, Any]:
@@ -82,8 +90,8 @@ def fork_conversation(conversation_id: Any, user: str, message_id: Any) -> dict[
     continued with a new question)."""
     source = conversation_of(conversation_id, user)
     try:
-        until = source.messages.get(pk=int(message_id))
-    except (Message.DoesNotExist, ValueError, TypeError):
+        until = source.messages.get(pk=_pk(message_id))
+    except Message.DoesNotExist:
         raise ConversationError("message_not_found", _(
             "No message “%(id)s” in this conversation.") % {"id": message_id}) from None
     kept = [m for m in source.messages.order_by("turn", "id")
@@ -117,46 +125,88 @@ def regenerate_source(conversation_id: Any, user: str) -> dict[str, Any]:
     return {"content": last.value, "turn": last.turn, "text": text_of(last.value)}
 
 
+def keep_stopped_answer(conversation_id: str, content: str, model: str) -> int | None:
+    """Store what was streamed of an answer that was stopped, as the reply to the
+    conversation's last question (as Open WebUI does), so a reload shows it."""
+    question = Message.objects.filter(conversation_id=conversation_id, role=Role.USER) \
+        .order_by("-turn", "-id").first()
+    if question is None or not content:
+        return None
+    answer = Message.objects.create(conversation_id=conversation_id, turn=question.turn,
+                                    role=Role.ASSISTANT, content=content, model=model)
+    Conversation.objects.filter(pk=conversation_id).update(updated_at=answer.created_at)
+    return answer.pk
+
+
 def available_models() -> list[dict[str, str]]:
-    """The registry's enabled models, one entry per name."""
+    """The registry's enabled models, one entry per name; label and description in the
+    active language (django-modeltranslation falls back to English when empty)."""
     from routing.models import ModelEndpoint
 
     seen: dict[str, dict[str, str]] = {}
     for endpoint in ModelEndpoint.objects.filter(enabled=True).order_by("name", "pk"):
         seen.setdefault(endpoint.name, {"name": endpoint.name,
                                         "label": endpoint.display_name or endpoint.name,
+                                        "description": endpoint.description,
                                         "engine": endpoint.engine})
     return list(seen.values())
 
 
-@cache
-def graph_shape() -> dict[str, Any]:
-    """The conversation graph's nodes and edges, for drawing."""
-    from .graph.graph import compile_graph
-
-    drawable = compile_graph().get_graph()
+def _shape(graph) -> dict[str, Any]:
+    drawable = graph.get_graph()
     return {"nodes": [node_id for node_id in drawable.nodes],
             "edges": [{"source": e.source, "target": e.target, "conditional": e.conditional}
                       for e in drawable.edges]}
 
 
-def workflows() -> list[dict[str, str]]:
-    """The workflows a turn can run (the conversation graph until admin-defined
-    workflows land)."""
-    return [{"name": "conversation", "label": _("Conversation (default)")}]
+@cache
+def graph_shape() -> dict[str, Any]:
+    """The built-in conversation graph's nodes and edges, for drawing."""
+    from .graph.graph import compile_graph
+
+    return _shape(compile_graph())
+
+
+def workflow_shape(workflow: Workflow) -> dict[str, Any]:
+    """An admin-defined workflow's nodes and edges (the built-in graph's if it does not
+    compile: the admin reports why)."""
+    from .workflows.compiler import compile_plan, plan_of
+
+    try:
+        return _shape(compile_plan(plan_of(workflow)))
+    except Exception:
+        logger.warning("workflow %s does not compile for drawing", workflow.slug,
+                       exc_info=True)
+        return graph_shape()
+
+
+def workflows() -> list[dict[str, Any]]:
+    """The workflows a turn can pick: the default (the conversation's own, else the
+    admin's default workflow, else the built-in graph), then every enabled one; each
+    with its graph's shape."""
+    enabled = list(Workflow.objects.filter(enabled=True).order_by("slug"))
+    default = next((w for w in enabled if w.is_default), None)
+    listed = [{"name": "", "label": _("Default workflow"),
+               "graph": workflow_shape(default) if default else graph_shape()}]
+    listed += [{"name": w.slug, "label": w.name or w.slug, "graph": workflow_shape(w)}
+               for w in enabled]
+    return listed
 
 
 def delete_memory(memory_id: Any, user: str) -> None:
-    deleted, _rows = MemoryItem.objects.filter(pk=_int(memory_id), user=user).delete()
+    deleted, _rows = MemoryItem.objects.filter(pk=_pk(memory_id), user=user).delete()
     if not deleted:
         raise ConversationError("memory_not_found", _("No such memory."))
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return -1
+def _pk(value: Any) -> int:
+    """A row id from client input: a positive 64-bit integer (or its digits), else -1,
+    which matches nothing (never a database error for an out-of-range number)."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return -1
 
 
 # --- page views ------------------------------------------------------------------------
@@ -192,7 +242,7 @@ def page(request: HttpRequest) -> HttpResponse:
                             samesite="Lax", secure=settings.SESSION_COOKIE_SECURE)
         return response
     config = {"models": available_models(), "workflows": workflows(),
-              "graph": graph_shape(), "user": _identity(request),
+              "user": _identity(request),
               "language": translation.get_language(), "csrf": get_token(request)}
     return render(request, "studio/index.html", {"config": config})
 

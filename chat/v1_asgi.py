@@ -27,6 +27,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.utils import translation
+from django.utils.translation import gettext as _
 from django.utils.translation.trans_real import parse_accept_lang_header
 
 from openclaw_site import metrics
@@ -172,12 +173,12 @@ class V1Router:
             response = await view(request)
         except RedisUnavailable as exc:  # keys, limits and circuits live there
             logger.error("%s %s: %s", request.method, request.path, exc)
-            response = api.error_response(503, "The gateway's shared state (Redis) is "
-                                          "unavailable; try again shortly.",
+            response = api.error_response(503, _("The gateway's shared state (Redis) is "
+                                                 "unavailable; try again shortly."),
                                           "service_unavailable", retry_after=1)
         except Exception:  # a bug, not a client's fault: OpenAI's shape, details in the log
             logger.exception("%s %s failed", request.method, request.path)
-            response = api.error_response(500, "Internal error; see the server log.",
+            response = api.error_response(500, _("Internal error; see the server log."),
                                           "internal_error")
         response[REQUEST_ID_HEADER] = request_id.get()
         metrics.observe_request(request.path, request.method, response.status_code,

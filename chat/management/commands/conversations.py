@@ -11,6 +11,7 @@ import sys
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from chat.conversations import ConversationError, export_session, import_session
 from chat.models import Conversation
@@ -38,12 +39,12 @@ class Command(BaseCommand):
         try:
             conversation = Conversation.objects.get(pk=conversation_id)
         except (Conversation.DoesNotExist, ValidationError, ValueError):
-            raise CommandError(f"no conversation {conversation_id!r}") from None
+            raise CommandError(_("no conversation %(id)r") % {"id": conversation_id}) from None
         text = json.dumps(export_session(conversation), ensure_ascii=False, indent=2)
         if output:
             with open(output, "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
-            self.stderr.write(f"wrote {output}")
+            self.stderr.write(_("wrote %(file)s") % {"file": output})
         else:
             self.stdout.write(text)
 
@@ -52,12 +53,15 @@ class Command(BaseCommand):
             raw = sys.stdin.read() if file == "-" else open(file, encoding="utf-8").read()
             data = json.loads(raw)
         except OSError as exc:
-            raise CommandError(f"cannot read {file}: {exc.strerror}") from None
+            raise CommandError(_("cannot read %(file)s: %(error)s")
+                               % {"file": file, "error": exc.strerror}) from None
         except ValueError as exc:
-            raise CommandError(f"{file} is not valid JSON: {exc}") from None
+            raise CommandError(_("%(file)s is not valid JSON: %(error)s")
+                               % {"file": file, "error": exc}) from None
         try:
             conversation = import_session(data, user, new_id=new_id)
         except ConversationError as exc:
             raise CommandError(exc.message) from None
-        self.stderr.write(f"imported {conversation.messages.count()} messages")
+        self.stderr.write(_("imported %(count)d messages")
+                          % {"count": conversation.messages.count()})
         self.stdout.write(str(conversation.pk))

@@ -47,7 +47,8 @@
   var Panel = {
     positions: {},
     draw: function () {
-      var graph = config.graph, box = $("graph"), order = [], seen = {}, queue = ["__start__"];
+      var chosen = config.workflows.filter(function (w) { return w.name === $("workflow").value; })[0];
+      var graph = (chosen || config.workflows[0]).graph, box = $("graph"), order = [], seen = {}, queue = ["__start__"];
       while (queue.length) {
         var id = queue.shift();
         if (seen[id] || graph.nodes.indexOf(id) < 0) { continue; }
@@ -242,15 +243,17 @@
     var meta = [];
     if (frame.stopped) { meta.push(t("stopped")); }
     if (frame.latency_ms != null) { meta.push(Math.round(frame.latency_ms) + " ms"); }
-    if (frame.usage && frame.usage.completion_tokens != null) {
+    if (frame.usage && frame.usage.completion_tokens) {
       meta.push(interpolate(t("%s tokens"), [frame.usage.completion_tokens]));
     }
     var actions = el("div", { "class": "actions" });
     if (this.primary) {
+      // regenerate answers the last question again: offered on the last answer only
+      this.messages.querySelectorAll(".regenerate").forEach(function (b) { b.remove(); });
       actions.appendChild(el("button", { type: "button", "class": "regenerate", text: "↻ " + t("Regenerate"),
         title: t("Answer the last question again"), onclick: function () { Studio.regenerate(self); } }));
       if (frame.message_id) {
-        actions.appendChild(el("button", { type: "button", "class": "branch", text: "⑂ " + t("Branch"),
+        actions.appendChild(el("button", { type: "button", "class": "branch", text: "↳ " + t("Branch"),
           title: t("Continue in a new conversation from here"),
           onclick: function () { self.send({ type: "fork", message_id: frame.message_id }); } }));
       }
@@ -284,6 +287,10 @@
           if (m.role === "assistant") { self.finish(node, { message_id: m.id, latency_ms: m.latency_ms, usage: m.usage }); }
         });
         this.showEmpty();
+        if (frame.waiting) { this.approval(frame.waiting); }
+        if (frame.model && config.models.some(function (m) { return m.name === frame.model; })) {
+          this.modelSelect.value = frame.model;
+        }
         if (this.primary) { Studio.markActive(frame.conversation); }
         break;
       case "conversation":
@@ -330,12 +337,37 @@
         bubble.classList.add("error");
         bubble.dataset.code = frame.code;
         break;
+      case "waiting":
+        if (frame.id === this.running) { this.finishRun(); }
+        this.approval(frame);
+        break;
       case "forked":
         if (frame.fork && frame.fork.id) { Studio.open(frame.fork.id); Studio.loadList(); status(t("Branched into a new conversation.")); }
         break;
       default:
         break;
     }
+  };
+
+  Pane.prototype.approval = function (frame) {
+    var self = this;
+    var shown = (frame.interrupts || []).map(function (i) {
+      return typeof i.value === "string" ? i.value : JSON.stringify(i.value);
+    }).join("\n");
+    var node = this.bubble("assistant", t("Waiting for approval") + ":\n\n" + shown, {});
+    node.classList.add("waiting");
+    var decide = function (type) {
+      return function () {
+        node.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        self.running = "d" + Date.now().toString(36);
+        Studio.updateButtons();
+        self.send({ type: type, id: self.running });
+      };
+    };
+    node.appendChild(el("div", { "class": "actions" }, [
+      el("button", { type: "button", "class": "approve", text: "✓ " + t("Approve"), onclick: decide("approve") }),
+      el("button", { type: "button", "class": "reject", text: "✕ " + t("Reject"), onclick: decide("reject") }),
+    ]));
   };
 
   Pane.prototype.ask = function (text, id) {
@@ -352,7 +384,7 @@
     comparing: false,
     init: function () {
       [$("model"), $("model-b")].forEach(function (select, i) {
-        config.models.forEach(function (m) { select.appendChild(el("option", { value: m.name, text: m.label })); });
+        config.models.forEach(function (m) { select.appendChild(el("option", { value: m.name, text: m.label, title: m.description || m.label })); });
         if (i === 1 && config.models.length > 1) { select.selectedIndex = 1; }
       });
       if (!config.models.length) { status(t("No models in the registry yet: add one in the admin.")); }
@@ -364,6 +396,7 @@
       var start = window.location.hash.slice(1) || null;
       this.panes[0].connect(start);
       this.loadList();
+      document.body.dataset.ready = "true";  // for tests and anyone waiting on the page
     },
     bind: function () {
       var self = this, prompt = $("prompt");
@@ -391,6 +424,10 @@
       });
       $("open-sidebar").addEventListener("click", function () { $("sidebar").classList.add("open"); });
       $("close-sidebar").addEventListener("click", function () { $("sidebar").classList.remove("open"); });
+      document.querySelectorAll(".lang a").forEach(function (link) {  // stay in this conversation
+        link.addEventListener("click", function () { link.href = link.getAttribute("href").split("#")[0] + window.location.hash; });
+      });
+      $("workflow").addEventListener("change", function () { Panel.draw(); Panel.reset(); });
       $("model").addEventListener("change", function () { self.updateTitles(); });
       $("model-b").addEventListener("change", function () { self.updateTitles(); });
     },
@@ -456,7 +493,7 @@
             api("/studio/api/conversations/" + c.id + "/", { method: "POST", body: JSON.stringify({ title: title }) })
               .then(function () { self.loadList(); }).catch(function (err) { status(err.message); });
           } }),
-        el("button", { type: "button", "class": "delete", title: t("Delete"), text: "🗑",
+        el("button", { type: "button", "class": "delete", title: t("Delete"), text: "✕",
           onclick: function () {
             if (!window.confirm(t("Delete this conversation?"))) { return; }
             api("/studio/api/conversations/" + c.id + "/", { method: "DELETE" }).then(function () {

@@ -1,0 +1,266 @@
+"""The studio websocket: OpenClaw's time to first token over ``/ws/chat/`` minus the
+engine's own, and how many concurrent streaming sessions one web process holds, with
+its memory per connection. Prints the figures and writes bench/results/ws.json.
+
+    python bench/ws.py [--turns 200] [--levels 10,50,200] [--idle 500] [--recall]
+
+It starts ``openclaw up`` (uvicorn, a Celery worker, embedded PostgreSQL and Redis)
+in a temporary data folder and the loopback OpenAI server (tests/openai_server.py) as
+the engine, registers it as a model and makes an API key for the websocket client.
+
+* TTFT: ``--turns`` sequential turns on one socket (the full conversation graph:
+  store the message, window, plugins, routing, stream, store the answer), from
+  sending ``message`` to the first ``token`` frame; the engine's own TTFT is the
+  same prompt streamed from the backend directly. Long-term recall is off unless
+  ``--recall`` (it embeds the message on the CPU before the model is called).
+* Concurrency: at each level, that many sockets each stream a 40-token answer
+  (one token every 50 ms) at once; a level is held when every session completes
+  with all its tokens. The web process's RSS is sampled while they stream.
+* Memory per connection: ``--idle`` idle authenticated sockets, RSS before/after.
+
+Everything shares the machine's cores (client, backend, web process, database), so
+the figures are for this machine, not absolute capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+import websockets  # noqa: E402
+
+from bench.gateway import (  # noqa: E402
+    free_port,
+    openclaw_bin,
+    spawn,
+    stop,
+    wait_http,
+)
+from bench.stats import latency_summary, percentile  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+PROMPT = "hello big world"
+STREAM_MODEL = "slow-50+tokens-40"
+
+
+def start(tmp: Path, recall: bool) -> tuple:
+    """The loopback backend and ``openclaw up``; (processes, base URL, backend URL, key)."""
+    import subprocess
+
+    backend_port, port = free_port(), free_port()
+    backend = spawn([sys.executable, "-m", "tests.openai_server", "--port", str(backend_port)],
+                    tmp / "backend.log")
+    backend_url = f"http://127.0.0.1:{backend_port}"
+    wait_http(f"{backend_url}/health", backend, 30, "the loopback backend")
+    data = tmp / "openclaw-data"
+    env = dict(os.environ, OPENCLAW_DATA_DIR=str(data),
+               OPENCLAW_MEMORY_TOP_K=os.environ.get("OPENCLAW_MEMORY_TOP_K",
+                                                    "5" if recall else "0"),
+               OPENCLAW_WS_RATE="1000", OPENCLAW_WS_BURST="1000")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    cli = openclaw_bin()
+    web = spawn([cli, "up", "--data-dir", str(data), "--port", str(port)],
+                tmp / "openclaw.log", env)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/readyz", web, 180, "openclaw up")
+    config = tmp / "models.yaml"
+    config.write_text(
+        "models:\n"
+        f"  - name: bench\n    type: remote\n    engine: openai\n    model: bench\n"
+        f"    endpoint: {backend_url}/v1\n"
+        f"  - name: stream\n    type: remote\n    engine: openai\n    model: {STREAM_MODEL}\n"
+        f"    endpoint: {backend_url}/v1\n", encoding="utf-8")
+    subprocess.run([cli, "--data-dir", str(data), "config", "apply", str(config)],
+                   check=True, env=env, cwd=REPO, capture_output=True, text=True)
+    created = subprocess.run([cli, "--data-dir", str(data), "keys", "create", "--name",
+                              "bench-ws", "--rpm", "100000000", "--tpm", "1000000000"],
+                             check=True, env=env, cwd=REPO, capture_output=True, text=True)
+    secret = created.stdout.strip().splitlines()[-1].strip()
+    return (backend, web), base, backend_url, secret
+
+
+def web_process(up_pid: int) -> psutil.Process:
+    """The uvicorn child of ``openclaw up``."""
+    for child in psutil.Process(up_pid).children(recursive=True):
+        if "uvicorn" in " ".join(child.cmdline()):
+            return child
+    raise RuntimeError("no uvicorn process under openclaw up")
+
+
+def connect(base: str, secret: str, conversation: str = "new"):
+    return websockets.connect(
+        base.replace("http://", "ws://") + f"/ws/chat/{conversation}/",
+        additional_headers={"Authorization": f"Bearer {secret}"}, origin=base,
+        open_timeout=60, max_queue=None)
+
+
+async def engine_ttft(backend_url: str, turns: int) -> list[float]:
+    """The backend's own time to first content chunk, same prompt, streamed."""
+    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+    samples = []
+    async with httpx.AsyncClient(base_url=backend_url, timeout=30) as client:
+        for _ in range(turns):
+            started = time.perf_counter()
+            first = None
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():  # read to the end, keep-alive
+                    if first is None and line.startswith("data:") and '"content"' in line:
+                        first = (time.perf_counter() - started) * 1000
+            samples.append(first)
+    return samples
+
+
+async def ws_ttft(base: str, secret: str, turns: int,
+                  nodes: dict | None = None) -> tuple[list[float], list[float]]:
+    """Client-side TTFT over the websocket, and the consumer's own ``ttft_ms``;
+    ``nodes`` gathers each node's duration and when the first token left the
+    graph's ``generate`` start."""
+    client, server = [], []
+    nodes = {} if nodes is None else nodes
+    async with connect(base, secret) as ws:
+        for n in range(turns):
+            started = time.perf_counter()
+            await ws.send(json.dumps({"type": "message", "id": f"t{n}", "content": PROMPT,
+                                      "model": "bench"}))
+            first = None
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "node" and frame.get("ms") is not None:
+                    nodes.setdefault(frame["node"], []).append(frame["ms"])
+                elif frame["type"] == "node" and frame["node"] == "generate":
+                    nodes.setdefault("(generate starts at)", []).append(frame["at_ms"])
+                elif frame["type"] == "token" and first is None:
+                    first = (time.perf_counter() - started) * 1000
+                elif frame["type"] == "error":
+                    raise RuntimeError(f"turn failed: {frame}")
+                elif frame["type"] == "done":
+                    break
+            client.append(first)
+            server.append(frame.get("ttft_ms") or 0.0)
+    return client, server
+
+
+async def one_session(base: str, secret: str, n: int) -> tuple[bool, float]:
+    started = time.perf_counter()
+    try:
+        async with connect(base, secret) as ws:
+            await ws.send(json.dumps({"type": "message", "id": f"c{n}", "content": PROMPT,
+                                      "model": "stream"}))
+            tokens = 0
+            async with asyncio.timeout(120):
+                while True:
+                    frame = json.loads(await ws.recv())
+                    if frame["type"] == "token":
+                        tokens += 1
+                    elif frame["type"] in ("done", "error"):
+                        break
+            ok = frame["type"] == "done" and tokens == 40
+    except (OSError, TimeoutError, websockets.WebSocketException):
+        ok = False
+    return ok, (time.perf_counter() - started) * 1000
+
+
+async def concurrency(base: str, secret: str, level: int, web: psutil.Process) -> dict:
+    peak = web.memory_info().rss
+    sessions = asyncio.gather(*(one_session(base, secret, n) for n in range(level)))
+    task = asyncio.ensure_future(sessions)
+    while not task.done():
+        peak = max(peak, web.memory_info().rss)
+        await asyncio.sleep(0.2)
+    results = task.result()
+    durations = [ms for ok, ms in results if ok]
+    tokens_per_s = level * 40 / (max(durations) / 1000) if durations else 0
+    return {"sessions": level, "completed": len(durations),
+            "tokens_per_s": round(tokens_per_s),
+            "held": len(durations) == level,
+            "session_ms_p50": round(statistics.median(durations), 1) if durations else None,
+            "session_ms_p99": round(percentile(durations, 0.99), 1) if durations else None,
+            "ideal_session_ms": 40 * 50, "web_rss_peak_mb": round(peak / 2**20, 1)}
+
+
+async def idle_memory(base: str, secret: str, count: int, web: psutil.Process) -> dict:
+    await asyncio.sleep(1)
+    before = web.memory_info().rss
+    sockets = []
+    for _ in range(count):
+        ws = await connect(base, secret)
+        sockets.append(ws)
+        await ws.send(json.dumps({"type": "ping"}))
+        await ws.recv()
+    await asyncio.sleep(1)
+    after = web.memory_info().rss
+    for ws in sockets:
+        await ws.close()
+    return {"connections": count, "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "kib_per_connection": round((after - before) / count / 1024, 1)}
+
+
+async def run(args: argparse.Namespace, base: str, backend_url: str, secret: str,
+              web: psutil.Process) -> dict:
+    await ws_ttft(base, secret, 10)  # warm-up: graph compiled, pools open
+    await engine_ttft(backend_url, 10)
+    idle = await idle_memory(base, secret, args.idle, web)  # before load grows the heap
+    engine = await engine_ttft(backend_url, args.turns)
+    nodes: dict[str, list[float]] = {}
+    client, server = await ws_ttft(base, secret, args.turns, nodes)
+    ttft = {"engine": latency_summary(engine), "websocket": latency_summary(client),
+            "consumer_ttft_ms": latency_summary(server),
+            "overhead_p50_ms": round(statistics.median(client) - statistics.median(engine), 2),
+            "overhead_p99_ms": round(percentile(client, 0.99) - percentile(engine, 0.99), 2),
+            "graph_nodes_p50_ms": {name: round(statistics.median(values), 2)
+                                   for name, values in nodes.items()}}
+    ttft["engine"]["p99_ms"] = round(percentile(engine, 0.99), 2)
+    ttft["websocket"]["p99_ms"] = round(percentile(client, 0.99), 2)
+    levels = []
+    for level in args.levels:
+        result = await concurrency(base, secret, level, web)
+        levels.append(result)
+        print(f"  {level} sessions: {result}")  # noqa: T201
+        if not result["held"]:
+            break
+    return {"ttft": ttft, "concurrency": levels, "idle": idle}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--levels", default="10,50,200",
+                        type=lambda v: [int(x) for x in v.split(",")])
+    parser.add_argument("--idle", type=int, default=500)
+    parser.add_argument("--recall", action="store_true", help="long-term recall on")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="oc-bench-ws-") as folder:
+        tmp = Path(folder)
+        processes, base, backend_url, secret = start(tmp, args.recall)
+        try:
+            web = web_process(processes[1].pid)
+            figures = asyncio.run(run(args, base, backend_url, secret, web))
+        finally:
+            for process in reversed(processes):
+                stop(process)
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "recall": args.recall, "turns": args.turns, **figures}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ws.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    ttft = figures["ttft"]
+    print(json.dumps(result, indent=2))  # noqa: T201
+    print(f"websocket TTFT overhead: p50 {ttft['overhead_p50_ms']} ms, "  # noqa: T201
+          f"p99 {ttft['overhead_p99_ms']} ms; wrote {RESULTS / 'ws.json'}")
+
+
+if __name__ == "__main__":
+    main()
