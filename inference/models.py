@@ -1,14 +1,20 @@
 """Models of the inference app: batch jobs (OpenAI's ``/v1/files`` + ``/v1/batches``,
-the admin and ``openclaw batch``). Behaviour lives in ``inference.batch``."""
+the admin and ``openclaw batch``; behaviour in ``inference.batch``), and the training
+data and jobs: annotations, datasets, fine-tuning jobs, curated Q/A pairs."""
 
 from __future__ import annotations
 
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from pgvector.django import VectorField
+
+from openclaw_site.fields import EncryptedTextField
 
 
 def _public_id(prefix: str) -> str:
@@ -184,3 +190,176 @@ class BatchLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}:{self.line}"
+
+
+# --- annotation, datasets and fine-tuning --------------------------------------------
+# Behaviour lives in ``inference.annotation``, ``inference.datasets`` and
+# ``inference.finetune``.
+
+
+class Rating(models.TextChoices):
+    UP = "up", _("thumbs up")
+    DOWN = "down", _("thumbs down")
+    NONE = "none", _("no rating")
+
+
+class Annotation(models.Model):
+    """A person's judgement of one assistant reply: a rating, a corrected version
+    (encrypted, like the reply itself) and free tags. One per message and annotator;
+    the latest edit wins."""
+
+    message = models.ForeignKey("chat.Message", models.CASCADE, related_name="annotations",
+                                verbose_name=_("message"))
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True,
+                                  blank=True, related_name="annotations",
+                                  verbose_name=_("annotator"))
+    rating = models.CharField(_("rating"), max_length=8, choices=Rating.choices,
+                              default=Rating.NONE, db_index=True)
+    corrected_content = EncryptedTextField(
+        _("corrected reply"), blank=True,
+        help_text=_("Replaces the reply in exported datasets; empty keeps the original."))
+    tags = models.JSONField(_("tags"), default=list, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("annotation")
+        verbose_name_plural = _("annotations")
+        ordering = ["-updated_at"]
+        constraints = [models.UniqueConstraint(fields=["message", "annotator"],
+                                               name="annotation_one_per_annotator")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id}: {self.rating}"
+
+
+class Dataset(models.Model):
+    """A versioned chat-format JSONL export (``{"messages": [...]}`` a line). The bytes
+    live in the database, like batch files, so any worker can train on them."""
+
+    name = models.CharField(_("name"), max_length=100, db_index=True)
+    version = models.PositiveIntegerField(_("version"), default=1)
+    filters = models.JSONField(_("filters"), default=dict, blank=True)
+    include_flagged = models.BooleanField(
+        _("include flagged content"), default=False,
+        help_text=_("Keep conversations with personal data or secrets (off: left out)."))
+    line_count = models.PositiveIntegerField(_("lines"), default=0)
+    excluded_count = models.PositiveIntegerField(_("conversations left out"), default=0)
+    content = models.BinaryField(_("content"))
+    sha256 = models.CharField(_("content hash (SHA-256)"), max_length=64)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True,
+                                   blank=True, related_name="+", verbose_name=_("created by"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("dataset")
+        verbose_name_plural = _("datasets")
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"],
+                                               name="dataset_name_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class FineTuneQueue(models.TextChoices):
+    CPU = "cpu", _("CPU workers (queue cpu)")
+    GPU = "gpu", _("GPU workers (queue gpu)")
+
+
+class FineTuneStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+FINETUNE_FINISHED = {FineTuneStatus.SUCCEEDED, FineTuneStatus.FAILED,
+                     FineTuneStatus.CANCELLED}
+
+
+class FineTuneJob(models.Model):
+    """LoRA fine-tuning of a ``transformers`` endpoint's model on a dataset, run by a
+    Celery worker. ``losses`` holds ``[step, loss]`` pairs; the merged model is saved
+    under ``output_path`` and registered as ``result_endpoint`` (disabled)."""
+
+    base_endpoint = models.ForeignKey("routing.ModelEndpoint", models.PROTECT,
+                                      related_name="+", verbose_name=_("base model"))
+    dataset = models.ForeignKey(Dataset, models.PROTECT, related_name="finetune_jobs",
+                                verbose_name=_("dataset"))
+    suffix = models.CharField(_("name suffix"), max_length=40, blank=True,
+                              help_text=_("The new model is named BASE-ft-SUFFIX (or "
+                                          "BASE-ft-JOB ID)."))
+    lora_rank = models.PositiveSmallIntegerField(_("LoRA rank"), default=8)
+    lora_alpha = models.PositiveSmallIntegerField(_("LoRA alpha"), default=16)
+    learning_rate = models.FloatField(_("learning rate"), default=2e-4)
+    epochs = models.PositiveSmallIntegerField(_("epochs"), default=3)
+    max_steps = models.PositiveIntegerField(
+        _("max steps"), default=0, help_text=_("0: as many as the epochs take."))
+    queue = models.CharField(_("queue"), max_length=8, choices=FineTuneQueue.choices,
+                             default=FineTuneQueue.CPU)
+    status = models.CharField(_("status"), max_length=12, choices=FineTuneStatus.choices,
+                              default=FineTuneStatus.QUEUED, db_index=True)
+    total_steps = models.PositiveIntegerField(_("steps"), default=0)
+    step = models.PositiveIntegerField(_("step"), default=0)
+    losses = models.JSONField(_("training loss"), default=list, blank=True)
+    output_path = models.CharField(_("output folder"), max_length=500, blank=True)
+    result_endpoint = models.ForeignKey("routing.ModelEndpoint", models.SET_NULL, null=True,
+                                        blank=True, related_name="+",
+                                        verbose_name=_("result model"))
+    error = models.TextField(_("error"), blank=True)
+    celery_task_id = models.CharField(_("task id"), max_length=64, blank=True)
+    cancel_requested = models.BooleanField(_("cancel requested"), default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True,
+                                   blank=True, related_name="+", verbose_name=_("created by"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    # Written with each progress write: a redelivered task whose job is still beating
+    # is a duplicate, not a crashed worker's job.
+    heartbeat_at = models.DateTimeField(_("last progress"), null=True, blank=True,
+                                        editable=False)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("fine-tuning job")
+        verbose_name_plural = _("fine-tuning jobs")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"fine-tune {self.pk} of {self.base_endpoint_id}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINETUNE_FINISHED
+
+    @property
+    def progress(self) -> float:
+        """0–1: steps done of the planned steps."""
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+
+class QAPair(models.Model):
+    """A curated question and its answer. A turn whose question embeds within
+    ``threshold`` cosine similarity of ``question`` is answered with ``answer``
+    directly (annotation reply)."""
+
+    question = models.TextField(_("question"))
+    answer = models.TextField(_("answer"))
+    embedding = VectorField(_("question embedding"), dimensions=384, null=True,
+                            editable=False)
+    threshold = models.FloatField(
+        _("similarity threshold"), default=0.85,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=_("Least cosine similarity of a question to be answered with this."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("question/answer pair")
+        verbose_name_plural = _("question/answer pairs")
+        ordering = ["question"]
+
+    def __str__(self) -> str:
+        return self.question[:80]

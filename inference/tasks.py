@@ -12,7 +12,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from . import batch_tasks, services  # noqa: F401 - batch_tasks: registers its tasks
+from . import batch_tasks, finetune_tasks, services  # noqa: F401 - registers their tasks
 
 logger = logging.getLogger(__name__)
 
