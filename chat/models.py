@@ -41,6 +41,15 @@ class Conversation(models.Model):
                                null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    workflow = models.ForeignKey("Workflow", verbose_name=_("workflow"), null=True,
+                                 blank=True, on_delete=models.SET_NULL,
+                                 related_name="conversations",
+                                 help_text=_("Empty: the default workflow."))
+    parent = models.ForeignKey("self", verbose_name=_("forked from"), null=True, blank=True,
+                               on_delete=models.SET_NULL, related_name="branches")
+    forked_at_turn = models.PositiveIntegerField(_("forked at turn"), null=True, blank=True)
+    forked_from_checkpoint = models.CharField(_("forked from checkpoint"), max_length=64,
+                                              blank=True)
 
     class Meta:
         verbose_name = _("conversation")
@@ -140,3 +149,186 @@ class MemoryItem(models.Model):
 
     def __str__(self) -> str:
         return f"memory {self.pk} of {self.user}"
+
+
+class DoubleTexting(models.TextChoices):
+    """What a send does while a run of the same conversation is still active."""
+
+    ENQUEUE = "enqueue", _("enqueue: run after the active run")
+    REJECT = "reject", _("reject the new message")
+    INTERRUPT = "interrupt", _("interrupt: cancel the active run, keep its message")
+    ROLLBACK = "rollback", _("rollback: cancel the active run and forget its message")
+
+
+class Workflow(models.Model):
+    """An admin-defined graph of typed nodes and edges (``definition``, validated
+    JSON) compiled to a LangGraph ``StateGraph`` on first use; ``version`` grows on
+    every save, so every process recompiles an edited workflow on its next run."""
+
+    slug = models.SlugField(_("slug"), max_length=100, unique=True,
+                            help_text=_("/v1 requests name it as “workflow/<slug>”."))
+    name = models.CharField(_("name"), max_length=200)
+    description = models.TextField(_("description"), blank=True)
+    definition = models.JSONField(
+        _("definition"), default=dict,
+        help_text=_("{\"entry\": node id, \"nodes\": [{\"id\", \"type\", \"config\"}], "
+                    "\"edges\": [{\"source\", \"target\"}]}"))
+    default_model = models.CharField(
+        _("default model"), max_length=200, blank=True,
+        help_text=_("The model of a run that names only the workflow (“workflow/<slug>”)."))
+    double_texting = models.CharField(_("double texting"), max_length=16,
+                                      choices=DoubleTexting.choices,
+                                      default=DoubleTexting.ENQUEUE)
+    api_keys = models.ManyToManyField(
+        "routing.ApiKey", verbose_name=_("API keys"), blank=True, related_name="workflows",
+        help_text=_("New conversations of these keys run this workflow unless they name "
+                    "another."))
+    is_default = models.BooleanField(
+        _("default workflow"), default=False,
+        help_text=_("Conversations that pick no workflow run this one (at most one)."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("workflow")
+        verbose_name_plural = _("workflows")
+        ordering = ["slug"]
+        constraints = [models.UniqueConstraint(
+            fields=["is_default"], condition=models.Q(is_default=True),
+            name="chat_workflow_one_default")]
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            self.version = models.F("version") + 1
+        super().save(*args, **kwargs)
+        if not isinstance(self.version, int):
+            self.refresh_from_db(fields=["version"])
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .workflows.validation import validate
+
+        def lookup(slug: str) -> dict | None:
+            found = Workflow.objects.filter(slug=slug, enabled=True).exclude(pk=self.pk)
+            return found.values_list("definition", flat=True).first()
+
+        validate(self.definition, slug=self.slug, lookup=lookup)
+        other = Workflow.objects.filter(is_default=True).exclude(pk=self.pk).first()
+        if self.is_default and other is not None:
+            raise ValidationError({"is_default": _(
+                "“%(other)s” is the default workflow; clear it there first.")
+                % {"other": other.slug}})
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", _("running")
+    WAITING = "waiting", _("waiting for a person")
+    DONE = "done", _("done")
+    ERROR = "error", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class WorkflowRun(models.Model):
+    """One run of a workflow on a conversation's thread; a run stopped at a
+    human-approval node is ``waiting`` until someone approves, edits or rejects it.
+    ``interrupt`` (what the approver is shown) is encrypted like messages."""
+
+    conversation = models.ForeignKey(Conversation, verbose_name=_("conversation"),
+                                     on_delete=models.CASCADE, related_name="runs")
+    workflow = models.ForeignKey(Workflow, verbose_name=_("workflow"), null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="runs")
+    user = models.CharField(_("user"), max_length=150)
+    status = models.CharField(_("status"), max_length=16, choices=RunStatus.choices,
+                              default=RunStatus.RUNNING, db_index=True)
+    node = models.CharField(_("waiting at"), max_length=100, blank=True)
+    interrupt = EncryptedTextField(_("interrupt"), blank=True,
+                                   help_text=_("What the run asks the approver (JSON)."))
+    error = models.CharField(_("error"), max_length=500, blank=True)
+    created_at = models.DateTimeField(_("started"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("workflow run")
+        verbose_name_plural = _("workflow runs")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.conversation_id} ({self.status})"
+
+    @property
+    def interrupt_value(self) -> object:
+        return json.loads(self.interrupt) if self.interrupt else None
+
+
+class WorkflowSchedule(models.Model):
+    """Run a workflow on a schedule: a cron expression, or every N seconds. Celery
+    beat ticks ``chat.run_due_schedules``, which reads this table and hands each due
+    schedule to a worker; ``next_run_at`` moves on as each run is handed out."""
+
+    name = models.CharField(_("name"), max_length=200)
+    workflow = models.ForeignKey(Workflow, verbose_name=_("workflow"),
+                                 on_delete=models.CASCADE, related_name="schedules")
+    cron = models.CharField(_("cron"), max_length=100, blank=True,
+                            help_text=_("Five fields, e.g. “0 8 * * 1-5” (UTC)."))
+    every_seconds = models.PositiveIntegerField(
+        _("every (seconds)"), null=True, blank=True,
+        help_text=_("Instead of cron: a fixed interval."))
+    user = models.CharField(_("user"), max_length=150,
+                            help_text=_("Whose conversation the runs go to."))
+    model = models.CharField(_("model"), max_length=200, blank=True,
+                             help_text=_("Empty: the workflow's default model."))
+    content = EncryptedTextField(_("message"), help_text=_("The user message each run sends."))
+    conversation = models.ForeignKey(
+        Conversation, verbose_name=_("conversation"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+        help_text=_("Empty: each run starts a new conversation."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    next_run_at = models.DateTimeField(_("next run"), null=True, blank=True, db_index=True)
+    last_run_at = models.DateTimeField(_("last run"), null=True, blank=True)
+    last_status = models.CharField(_("last status"), max_length=16, blank=True)
+    last_conversation = models.ForeignKey(
+        Conversation, verbose_name=_("last conversation"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+", editable=False)
+    last_error = models.CharField(_("last error"), max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = _("workflow schedule")
+        verbose_name_plural = _("workflow schedules")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .workflows.schedule import schedule_problems
+
+        problems = schedule_problems(self.cron, self.every_seconds)
+        if not self.model and self.workflow_id and not self.workflow.default_model:
+            problems["model"] = _("The workflow has no default model: name one here.")
+        if problems:
+            raise ValidationError(problems)
+
+
+class UserPreference(models.Model):
+    """What a signed-in user chose once and keeps on every browser: the language of the
+    studio and the admin (set by ``?lang=``; openclaw_site/i18n.py)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, verbose_name=_("user"),
+                                on_delete=models.CASCADE, related_name="preference")
+    language = models.CharField(_("language"), max_length=16, blank=True,
+                                help_text=_("en or zh-hans; empty: the browser's language."))
+
+    class Meta:
+        verbose_name = _("user preference")
+        verbose_name_plural = _("user preferences")
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language or '-'}"

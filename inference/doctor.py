@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
+from django.utils.translation import gettext as _
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -38,17 +39,19 @@ class Check:
 def gpu_check() -> Check:
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return Check(WARN, "GPU", "no GPU: nvidia-smi not found. GPU engines (tensorrt_llm) "
-                     "cannot run on this machine; remote and CPU engines can")
+        return Check(WARN, "GPU", _("no GPU: nvidia-smi not found. GPU engines (tensorrt_llm) "
+                                    "cannot run on this machine; remote and CPU engines can"))
     try:
         listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check(FAIL, "GPU", f"nvidia-smi failed ({exc}); check the NVIDIA driver")
+        return Check(FAIL, "GPU", _("nvidia-smi failed (%(error)s); check the NVIDIA driver")
+                     % {"error": exc})
     gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
     if listing.returncode != 0 or not gpus:
-        return Check(FAIL, "GPU", "nvidia-smi sees no GPU: "
-                     f"{(listing.stderr or listing.stdout).strip()[:200]}; check the driver")
-    return Check(OK, "GPU", f"{len(gpus)} visible: " + "; ".join(gpus))
+        return Check(FAIL, "GPU", _("nvidia-smi sees no GPU: %(output)s; check the driver")
+                     % {"output": (listing.stderr or listing.stdout).strip()[:200]})
+    return Check(OK, "GPU", _("%(count)d visible: %(gpus)s") % {"count": len(gpus),
+                                                                "gpus": "; ".join(gpus)})
 
 
 def torch_cuda_check() -> Check | None:
@@ -57,10 +60,11 @@ def torch_cuda_check() -> Check | None:
     import torch
 
     if torch.cuda.is_available():
-        return Check(OK, "torch.cuda", f"{torch.cuda.device_count()} device(s), "
-                     f"torch {torch.__version__}")
-    return Check(WARN, "torch.cuda", f"CUDA not available to torch {torch.__version__} "
-                 "(CPU build or no driver): transformers runs on CPU")
+        return Check(OK, "torch.cuda", _("%(count)d device(s), torch %(version)s")
+                     % {"count": torch.cuda.device_count(), "version": torch.__version__})
+    return Check(WARN, "torch.cuda", _("CUDA not available to torch %(version)s (CPU build or "
+                                       "no driver): transformers runs on CPU")
+                 % {"version": torch.__version__})
 
 
 def package_checks(needed_kinds: set[str]) -> Iterator[Check]:
@@ -68,15 +72,17 @@ def package_checks(needed_kinds: set[str]) -> Iterator[Check]:
     for package in packages:
         kinds = sorted(k for k, (pkgs, _) in ENGINE_PACKAGES.items() if package in pkgs)
         hint = next(h for k, (pkgs, h) in ENGINE_PACKAGES.items() if package in pkgs)
+        label = _("package %(name)s") % {"name": package}
         if importlib.util.find_spec(package) is not None:
-            yield Check(OK, f"package {package}", f"{_version(package)} (engines: "
-                        f"{', '.join(kinds)})")
+            yield Check(OK, label, _("%(version)s (engines: %(kinds)s)")
+                        % {"version": _version(package), "kinds": ", ".join(kinds)})
         elif needed_kinds & set(kinds):
-            yield Check(FAIL, f"package {package}", f"not installed but a registered model "
-                        f"uses {', '.join(sorted(needed_kinds & set(kinds)))}: {hint}")
+            yield Check(FAIL, label, _("not installed but a registered model uses %(kinds)s: "
+                                       "%(hint)s")
+                        % {"kinds": ", ".join(sorted(needed_kinds & set(kinds))), "hint": hint})
         else:
-            yield Check(WARN, f"package {package}", f"not installed (only needed for "
-                        f"{', '.join(kinds)}: {hint})")
+            yield Check(WARN, label, _("not installed (only needed for %(kinds)s: %(hint)s)")
+                        % {"kinds": ", ".join(kinds), "hint": hint})
 
 
 def _version(package: str) -> str:
@@ -92,29 +98,34 @@ def model_checks(endpoint, gpu_ok: bool) -> Iterator[Check]:
     from routing.models import HTTP_ENGINES, LOCAL_ENGINES, EngineKind
     from routing.services import check_connection, model_folder_problems, url_unreachable
 
-    label = f"model {endpoint.name}"
+    name = {"name": endpoint.name}
     if not endpoint.enabled:
-        yield Check(WARN, label, "disabled in the registry (enable it in the admin)")
+        yield Check(WARN, _("model %(name)s") % name,
+                    _("disabled in the registry (enable it in the admin)"))
     if endpoint.engine in LOCAL_ENGINES:
         problems = model_folder_problems(endpoint.model_path, endpoint.engine)
-        yield (Check(FAIL, f"{label} folder", "; ".join(problems)) if problems else
-               Check(OK, f"{label} folder", f"{endpoint.model_path} looks complete"))
+        label = _("model %(name)s folder") % name
+        yield (Check(FAIL, label, "; ".join(problems)) if problems else
+               Check(OK, label, _("%(path)s looks complete") % {"path": endpoint.model_path}))
         if problems:
             return
     if endpoint.engine == EngineKind.TENSORRT_LLM and not gpu_ok:
-        yield Check(FAIL, f"{label} GPU", f"needs GPU {endpoint.gpu_id}; none here: run it "
-                    "on a GPU worker (openclaw worker --queues gpu)")
+        yield Check(FAIL, _("model %(name)s GPU") % name,
+                    _("needs GPU %(gpu)s; none here: run it on a GPU worker (openclaw worker "
+                      "--queues gpu)") % {"gpu": endpoint.gpu_id})
         return
     if endpoint.engine in HTTP_ENGINES:
         problem = url_unreachable(endpoint.endpoint_url)
-        yield (Check(FAIL, f"{label} endpoint", f"{problem}; check the URL and that the "
-                     "server runs") if problem else
-               Check(OK, f"{label} endpoint", f"{endpoint.endpoint_url} reachable"))
+        label = _("model %(name)s endpoint") % name
+        yield (Check(FAIL, label, _("%(problem)s; check the URL and that the server runs")
+                     % {"problem": problem}) if problem else
+               Check(OK, label, _("%(url)s reachable") % {"url": endpoint.endpoint_url}))
         if problem:
             return
     result = async_to_sync(check_connection)(endpoint)
-    yield Check(OK if result.ok else FAIL, f"{label} one-token generation",
-                f"{result.detail} in {result.latency_ms:.0f} ms")
+    yield Check(OK if result.ok else FAIL, _("model %(name)s one-token generation") % name,
+                _("%(detail)s in %(ms).0f ms") % {"detail": result.detail,
+                                                  "ms": result.latency_ms})
 
 
 def run_doctor(model_name: str | None = None) -> list[Check]:
@@ -124,8 +135,8 @@ def run_doctor(model_name: str | None = None) -> list[Check]:
     if model_name:
         endpoints = [e for e in endpoints if e.name == model_name]
         if not endpoints:
-            return [Check(FAIL, f"model {model_name}", "not in the registry "
-                          "(see `openclaw models list`)")]
+            return [Check(FAIL, _("model %(name)s") % {"name": model_name},
+                          _("not in the registry (see `openclaw models list`)"))]
     checks = [gpu_check()]
     cuda = torch_cuda_check()
     if cuda:

@@ -100,6 +100,25 @@ def migrate() -> bool:
     return fresh
 
 
+def compile_catalogues(locale_dir: Path, say: Callable[[str], None]) -> list[Path]:
+    """Build each ``.mo`` that is missing or older than its ``.po`` (a fresh checkout or
+    a pull that changed a catalogue); GNU gettext is not needed. Returns those built."""
+    from .i18n import compile_catalogue
+
+    built = []
+    for po in sorted(locale_dir.glob("*/LC_MESSAGES/*.po")):
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        try:
+            compile_catalogue(po, mo)
+        except OSError as exc:  # a read-only install: that language stays English
+            say(f"warning: cannot write {mo}: {exc.strerror}")
+            continue
+        built.append(mo)
+    return built
+
+
 def load_demo_fixtures(fixtures_dir: Path) -> list[str]:
     """Load every ``fixtures/*.json``, in name order."""
     from django.core.management import call_command
@@ -113,6 +132,7 @@ def load_demo_fixtures(fixtures_dir: Path) -> list[str]:
 def ensure_admin(username: str | None, password: str | None, say: Callable[[str], None]) -> None:
     """Create the administrator on first start; the generated password is said once."""
     from django.contrib.auth import get_user_model
+    from django.utils.translation import gettext as _
 
     user_model = get_user_model()
     if username is None:
@@ -125,11 +145,14 @@ def ensure_admin(username: str | None, password: str | None, say: Callable[[str]
         password = password or secrets.token_urlsafe(12)
         user_model.objects.create_superuser(username=username, email="", password=password)
         if generated:
-            say(f"created admin account {username!r} with password: {password}")
-            say("(shown once; set OPENCLAW_ADMIN_PASSWORD to choose it)")
+            say(_("created admin account %(name)r with password: %(password)s")
+                % {"name": username, "password": password})
+            say(_("(shown once; set OPENCLAW_ADMIN_PASSWORD to choose it)"))
         else:
-            say(f"created admin account {username!r} (password from OPENCLAW_ADMIN_PASSWORD)")
+            say(_("created admin account %(name)r (password from OPENCLAW_ADMIN_PASSWORD)")
+                % {"name": username})
     elif password and not user.check_password(password):
         user.set_password(password)
         user.save(update_fields=["password"])
-        say(f"admin account {username!r}: password reset from OPENCLAW_ADMIN_PASSWORD")
+        say(_("admin account %(name)r: password reset from OPENCLAW_ADMIN_PASSWORD")
+            % {"name": username})

@@ -158,13 +158,20 @@ def load_settings():
 
 
 def setup_django() -> None:
+    """Django, answering in the shell's language from here on (``LANG=zh_CN.UTF-8`` or
+    ``OPENCLAW_LANGUAGE=zh-hans``; English otherwise)."""
     import django
+    from django.utils import translation
 
     django.setup()
+    from .i18n import language_from_environment
+
+    translation.activate(language_from_environment())
 
 
 SCHEMA_COMMANDS = {"migrate", "makemigrations", "showmigrations", "sqlmigrate", "squashmigrations",
-                   "help", "check", "version", "shell", "dbshell", "flush"}
+                   "help", "check", "version", "shell", "dbshell", "flush",
+                   "makemessages", "compilemessages"}  # catalogues need no database
 
 
 def run_management_command(argv: list[str]) -> int:
@@ -277,8 +284,9 @@ def _start_embedded(settings_module) -> tuple[EmbeddedPostgres | None, EmbeddedR
 
 
 def _prepare_database(settings_module) -> None:
-    from .bootstrap import ensure_admin, load_demo_fixtures, migrate
+    from .bootstrap import compile_catalogues, ensure_admin, load_demo_fixtures, migrate
 
+    compile_catalogues(settings_module.BASE_DIR / "locale", say)  # the zh-hans .mo files
     setup_django()
     if migrate():  # first start of this database: load the demo data once
         loaded = load_demo_fixtures(settings_module.BASE_DIR / "fixtures")
@@ -422,7 +430,9 @@ def _wait_ready(base: str, supervisor) -> bool:
 
 
 def _announce(base: str, elapsed: float) -> None:
-    say(f"ready in {elapsed:.1f} s")
+    from django.utils.translation import gettext as _
+
+    say(_("ready in %(seconds).1f s") % {"seconds": elapsed})
     for label, path in [
         ("admin", "/admin/"),
         ("api", "/v1  (OpenAI-compatible; openclaw keys create makes a key)"),
@@ -431,7 +441,7 @@ def _announce(base: str, elapsed: float) -> None:
         ("readiness", "/readyz"),
     ]:
         say(f"  {label:<10} {base}{path}")
-    say("press Ctrl-C to stop")
+    say(_("press Ctrl-C to stop"))
 
 
 # --- single roles (distributed mode) -----------------------------------------------
@@ -508,7 +518,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         manifest = backup(Path(args.file), settings_module.DATABASES["default"],
                           settings_module.ENCRYPTION_KEYS)
     keys = ", ".join(manifest["encryption_keys"]) or "none"
-    say(f"backup written to {Path(args.file).resolve()} (encryption keys in use: {keys})")
+    from django.utils.translation import gettext as _
+
+    say(_("backup written to %(file)s (encryption keys in use: %(keys)s)")
+        % {"file": Path(args.file).resolve(), "keys": keys})
     return 0
 
 
@@ -528,7 +541,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from routing.rules import bump_version
 
         bump_version()  # running processes reload the registry and rules
-    say(f"restored {tables} tables from the backup made {manifest['created_at']}")
+    from django.utils.translation import gettext as _
+
+    say(_("restored %(tables)d tables from the backup made %(created)s")
+        % {"tables": tables, "created": manifest["created_at"]})
     return 0
 
 

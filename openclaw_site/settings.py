@@ -207,7 +207,7 @@ MIDDLEWARE = [
     "openclaw_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin/studio assets, no CDN
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    "openclaw_site.i18n.LanguageMiddleware",  # ?lang=, session/cookie, saved, Accept-Language
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -302,6 +302,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 OPENCLAW_LOG_QUEUE = env_str("OPENCLAW_LOG_QUEUE", "logs")
 CELERY_TASK_ROUTES = {
     "inference.batch_*": {"queue": "batch"},
+    "inference.finetune": {"queue": "cpu"},  # each job names its queue (cpu or gpu)
     "routing.write_usage": {"queue": OPENCLAW_LOG_QUEUE},
     "routing.write_audit": {"queue": OPENCLAW_LOG_QUEUE},
 }
@@ -311,6 +312,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 ENGINE_POOL_RECONCILE_S = float(env_int("OPENCLAW_POOL_RECONCILE_S", 5))
 CELERY_BEAT_SCHEDULE = {
     "rotate-api-keys": {"task": "routing.rotate_due_keys", "schedule": 300.0},
+    # Workflow schedules live in the database; this tick hands the due ones to workers.
+    "run-due-workflow-schedules": {
+        "task": "chat.run_due_schedules",
+        "schedule": env_float("OPENCLAW_SCHEDULE_TICK_S", 15.0),
+        "options": {"queue": env_str("OPENCLAW_SCHEDULE_QUEUE", "default"),
+                    "expires": env_float("OPENCLAW_SCHEDULE_TICK_S", 15.0)}},
 }
 
 CHANNEL_LAYERS = {
@@ -342,6 +349,9 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# ?lang= is remembered in the session and in this cookie (openclaw_site/i18n.py).
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_SAMESITE = "Lax"
 MODELTRANSLATION_DEFAULT_LANGUAGE = "en"
 MODELTRANSLATION_FALLBACK_LANGUAGES = ("en",)
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -469,6 +479,17 @@ OPENCLAW_MEMORY_EMBEDDING_PATH = env_str("OPENCLAW_MEMORY_EMBEDDING_PATH")
 # The Celery queue whose workers embed what a turn leaves behind.
 OPENCLAW_MEMORY_QUEUE = env_str("OPENCLAW_MEMORY_QUEUE", "default")
 
+# --- workflows (chat.workflows) ------------------------------------------------------
+
+# Hosts (or host:port) that workflows' HTTP tool nodes may call; none by default.
+OPENCLAW_WORKFLOW_HTTP_HOSTS = env_list("OPENCLAW_WORKFLOW_HTTP_HOSTS", [])
+# Double texting "enqueue": how long a send waits for the active run to end.
+OPENCLAW_WORKFLOW_ENQUEUE_WAIT_S = env_int("OPENCLAW_WORKFLOW_ENQUEUE_WAIT_S", 300)
+# How often beat looks for due workflow schedules (their own resolution is this).
+OPENCLAW_SCHEDULE_TICK_S = env_float("OPENCLAW_SCHEDULE_TICK_S", 15.0)
+# The Celery queue of scheduled workflow runs (and of beat's tick).
+OPENCLAW_SCHEDULE_QUEUE = env_str("OPENCLAW_SCHEDULE_QUEUE", "default")
+
 
 # --- studio websocket (chat.consumers; docs/websocket.md) ---------------------------
 
@@ -490,6 +511,8 @@ OPENCLAW_BATCH_CHUNK_SIZE = env_int("OPENCLAW_BATCH_CHUNK_SIZE", 100)
 # instances' max_batch.
 OPENCLAW_BATCH_CONCURRENCY = env_int("OPENCLAW_BATCH_CONCURRENCY", 0)
 OPENCLAW_BATCH_MAX_FILE_BYTES = env_int("OPENCLAW_BATCH_MAX_FILE_BYTES", 100 * 1024 * 1024)
+# Fine-tuning: adapters and merged models are saved under this folder, one per job.
+OPENCLAW_FINETUNE_DIR = Path(env_str("OPENCLAW_FINETUNE_DIR") or DATA_DIR / "finetune")
 
 
 # --- logging -----------------------------------------------------------------

@@ -18,6 +18,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("chat.urls")),
     path("metrics", metrics_view, name="metrics"),  # token / CIDR restricted (settings)
+    # annotation, datasets, fine-tuning jobs: inference.annotation_api (before studio/)
+    path("studio/api/", include("inference.annotation_api")),
     path("studio/", include("chat.studio_urls")),
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("i18n/", include("django.conf.urls.i18n")),

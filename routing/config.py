@@ -53,6 +53,7 @@ from typing import Any
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 from modeltranslation.settings import DEFAULT_LANGUAGE
 from modeltranslation.utils import build_localized_fieldname
 
@@ -146,7 +147,8 @@ def _expand(value: Any, line: int, environ: Mapping[str, str],
                 return "$"
             name = match.group(1) or match.group(2)
             if name not in environ:
-                problems.append((line, f"environment variable {name} is not set"))
+                problems.append((line, _("environment variable %(name)s is not set")
+                                 % {"name": name}))
                 return ""
             return environ[name]
 
@@ -164,26 +166,27 @@ def _parse(text: str, source: str) -> yaml.Node | None:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
-        raise ConfigError(source, [(line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) \
-            from None
+        problem = _("not valid YAML: %(problem)s") % {"problem": getattr(exc, "problem", exc)}
+        raise ConfigError(source, [(line, problem)]) from None
 
 
 def _sections(root: yaml.Node | None,
               problems: list[tuple[int, str]]) -> dict[str, list[yaml.Node]]:
     if root is None:
-        problems.append((1, "the file is empty; expected a `models:` list"))
+        problems.append((1, _("the file is empty; expected a `models:` list")))
         return {}
     if not isinstance(root, yaml.MappingNode):
-        problems.append((_line(root), "expected a mapping with a `models:` list at the top"))
+        problems.append((_line(root), _("expected a mapping with a `models:` list at the top")))
         return {}
     nodes: dict[str, list[yaml.Node]] = {key: [] for key in TOP_LEVEL_KEYS}
     for key_node, value_node in root.value:
         key = _scalar(key_node)
         if key not in TOP_LEVEL_KEYS:
-            problems.append((_line(key_node), f"unknown top-level key {key!r} "
-                             f"(allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})"))
+            problems.append((_line(key_node), _("unknown top-level key %(key)r (allowed: "
+                                                "%(allowed)s)") % {
+                "key": key, "allowed": ", ".join(sorted(TOP_LEVEL_KEYS))}))
         elif not isinstance(value_node, yaml.SequenceNode):
-            problems.append((_line(value_node), f"`{key}` must be a list"))
+            problems.append((_line(value_node), _("`%(key)s` must be a list") % {"key": key}))
         else:
             nodes[key].extend(value_node.value)
     return nodes
@@ -192,28 +195,30 @@ def _sections(root: yaml.Node | None,
 def _read_entry(node: yaml.Node, environ: Mapping[str, str],
                 problems: list[tuple[int, str]]) -> _Entry | None:
     if not isinstance(node, yaml.MappingNode):
-        problems.append((_line(node), "each model must be a mapping (name: …, type: …)"))
+        problems.append((_line(node), _("each model must be a mapping (name: …, type: …)")))
         return None
     entry = _Entry(_line(node), {}, {})
     for key_node, value_node in node.value:
         key, line = _scalar(key_node), _line(key_node)
         if key not in MODEL_KEYS:
-            problems.append((line, f"unknown key {key!r} (allowed: {', '.join(MODEL_KEYS)})"))
+            problems.append((line, _("unknown key %(key)r (allowed: %(allowed)s)")
+                             % {"key": key, "allowed": ", ".join(MODEL_KEYS)}))
             continue
         value = _expand(_scalar(value_node), line, environ, problems)
         types = MODEL_KEYS[key][0]
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            problems.append((line, f"{key} must be {_type_name(types)}, "
-                             f"not {type(value).__name__}"))
+            problems.append((line, _wrong_type(key, types, value)))
             continue
         entry.key_lines[key] = line
         entry.fields[key] = value
     return entry
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    return {str: "a string", int: "an integer", bool: "true or false",
-            dict: "a mapping", list: "a list"}[types[0]]
+def _wrong_type(key: str, types: tuple[type, ...], value: Any) -> str:
+    expected = {str: _("a string"), int: _("an integer"), bool: _("true or false"),
+                dict: _("a mapping"), list: _("a list")}[types[0]]
+    return _("%(key)s must be %(expected)s, not %(type)s") % {
+        "key": key, "expected": expected, "type": type(value).__name__}
 
 
 # --- mapping entries to rows -------------------------------------------------------
@@ -224,22 +229,23 @@ def engine_kind(kind_type: str, engine: str | None) -> str:
     if kind_type == "remote":
         engine = engine or "openai"
         if engine not in REMOTE_ENGINE_NAMES:
-            raise ValueError(f"a remote model's engine must be one of "
-                             f"{', '.join(sorted(REMOTE_ENGINE_NAMES))}, not {engine!r}")
+            raise ValueError(_("a remote model's engine must be one of %(allowed)s, not "
+                               "%(engine)r") % {"allowed": ", ".join(sorted(REMOTE_ENGINE_NAMES)),
+                                                "engine": engine})
         return engine
     if kind_type == "local":
         if engine not in LOCAL_ENGINE_NAMES:
-            raise ValueError(f"a local model needs engine: one of "
-                             f"{', '.join(sorted(LOCAL_ENGINE_NAMES))}")
+            raise ValueError(_("a local model needs engine: one of %(allowed)s")
+                             % {"allowed": ", ".join(sorted(LOCAL_ENGINE_NAMES))})
         return engine
-    raise ValueError(f"type must be remote or local, not {kind_type!r}")
+    raise ValueError(_("type must be remote or local, not %(type)r") % {"type": kind_type})
 
 
 def _row_fields(entry: _Entry, problems: list[tuple[int, str]]) -> dict[str, Any] | None:
     data = entry.fields
     for required in ("name", "type"):
         if required not in data:
-            problems.append((entry.line, f"missing required key {required!r}"))
+            problems.append((entry.line, _("missing required key %(key)r") % {"key": required}))
     if "name" not in data or "type" not in data:
         return None
     try:
@@ -273,16 +279,18 @@ def _defaults() -> dict[str, Any]:
 def _auth_key(auth: dict, line: int, problems: list[tuple[int, str]]) -> str:
     unknown = set(auth) - {"type", "key"}
     if unknown:
-        problems.append((line, f"unknown auth key(s): {', '.join(sorted(unknown))}"))
+        problems.append((line, _("unknown auth key(s): %(keys)s")
+                         % {"keys": ", ".join(sorted(unknown))}))
     auth_type = auth.get("type", "api_key")
     if auth_type not in AUTH_TYPES:
-        problems.append((line, f"auth.type must be one of {', '.join(sorted(AUTH_TYPES))}"))
+        problems.append((line, _("auth.type must be one of %(allowed)s")
+                         % {"allowed": ", ".join(sorted(AUTH_TYPES))}))
         return ""
     if auth_type == "none":
         return ""
     key = auth.get("key")
     if not isinstance(key, str) or not key:
-        problems.append((line, "auth.key must be a non-empty string (e.g. $YOUR_API_KEY)"))
+        problems.append((line, _("auth.key must be a non-empty string (e.g. $YOUR_API_KEY)")))
         return ""
     return key
 
@@ -291,10 +299,11 @@ def _timeouts(spec: dict, line: int, problems: list[tuple[int, str]]) -> dict[st
     out = {}
     for key, value in spec.items():
         if key not in TIMEOUT_KEYS:
-            problems.append((line, f"unknown timeout {key!r} "
-                             f"(allowed: {', '.join(TIMEOUT_KEYS)})"))
+            problems.append((line, _("unknown timeout %(key)r (allowed: %(allowed)s)")
+                             % {"key": key, "allowed": ", ".join(TIMEOUT_KEYS)}))
         elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            problems.append((line, f"timeouts.{key} must be a positive number of seconds"))
+            problems.append((line, _("timeouts.%(key)s must be a positive number of seconds")
+                             % {"key": key}))
         else:
             out[TIMEOUT_KEYS[key]] = float(value)
     return out
@@ -316,8 +325,10 @@ def _validate(row: dict[str, Any], entry: _Entry, problems: list[tuple[int, str]
             problems.extend((line, f"{label}: {message}") for message in messages)
     if instance.engine in LOCAL_ENGINES and instance.model_path:
         for problem in model_folder_problems(instance.model_path, instance.engine):
-            warnings.append(f"line {entry.line}: {instance.name}: {problem} "
-                            "(checked again by the worker that loads it)")
+            warnings.append(_("line %(line)d: %(name)s: %(problem)s (checked again by the "
+                              "worker that loads it)") % {"line": entry.line,
+                                                          "name": instance.name,
+                                                          "problem": problem})
     return instance
 
 
@@ -350,8 +361,9 @@ def apply_config(text: str, *, source: str = "<config>",
             continue
         identity = (row["name"], row["endpoint_url"], row["model_path"])
         if identity in seen:
-            problems.append((entry.line, f"model {row['name']!r} at the same endpoint/path is "
-                             f"already defined on line {seen[identity]}"))
+            problems.append((entry.line, _("model %(name)r at the same endpoint/path is "
+                                           "already defined on line %(line)d")
+                             % {"name": row["name"], "line": seen[identity]}))
             continue
         seen[identity] = entry.line
         planned.append((_validate(row, entry, problems, report.warnings), entry))
@@ -439,8 +451,8 @@ def _plan_rules(nodes: list[yaml.Node], registered: set[str],
             continue
         name = entry.fields.get("name")
         if name in seen:
-            problems.append((entry.line, f"rule {name!r} is already defined on line "
-                             f"{seen[name]}"))
+            problems.append((entry.line, _("rule %(name)r is already defined on line %(line)d")
+                             % {"name": name, "line": seen[name]}))
             continue
         if name is not None:
             seen[name] = entry.line
@@ -449,31 +461,32 @@ def _plan_rules(nodes: list[yaml.Node], registered: set[str],
             planned.append(rule)
             missing = [n for n in rule.unregistered_models() if n not in registered]
             if missing:
-                warnings.append(f"line {entry.line}: rule {name}: not in the registry: "
-                                f"{', '.join(missing)}")
+                warnings.append(_("line %(line)d: rule %(name)s: not in the registry: "
+                                  "%(models)s") % {"line": entry.line, "name": name,
+                                                   "models": ", ".join(missing)})
     return planned
 
 
 def _read_rule(node: yaml.Node, problems: list[tuple[int, str]]) -> _Entry | None:
     if not isinstance(node, yaml.MappingNode):
-        problems.append((_line(node), "each rule must be a mapping (name: …, target: …)"))
+        problems.append((_line(node), _("each rule must be a mapping (name: …, target: …)")))
         return None
     entry = _Entry(_line(node), {}, {})
     for key_node, value_node in node.value:
         key, line = _scalar(key_node), _line(key_node)
         if key not in RULE_KEYS:
-            problems.append((line, f"unknown key {key!r} (allowed: {', '.join(RULE_KEYS)})"))
+            problems.append((line, _("unknown key %(key)r (allowed: %(allowed)s)")
+                             % {"key": key, "allowed": ", ".join(RULE_KEYS)}))
             continue
         value = _scalar(value_node)  # no $VAR expansion: a regex may end with $
         types = RULE_KEYS[key][0]
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            problems.append((line, f"{key} must be {_type_name(types)}, "
-                             f"not {type(value).__name__}"))
+            problems.append((line, _wrong_type(key, types, value)))
             continue
         entry.key_lines[key], entry.fields[key], entry.nodes[key] = line, value, value_node
     for required in ("name", "target"):
         if required not in entry.fields and not any(line == entry.line for line, _m in problems):
-            problems.append((entry.line, f"missing required key {required!r}"))
+            problems.append((entry.line, _("missing required key %(key)r") % {"key": required}))
     return entry if {"name", "target"} <= set(entry.fields) else None
 
 

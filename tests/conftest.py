@@ -37,6 +37,18 @@ def embedded_services():
     shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def english_at_start():
+    """Each test starts in English: a request through the test client that chose
+    another language (``?lang=zh-hans``) leaves it active in this thread, and model
+    fields registered with modeltranslation would then be written in that language."""
+    from django.utils import translation
+
+    translation.activate("en")
+    yield
+    translation.activate("en")
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(embedded_services):
     """The test database lives in the embedded server started above."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from inference import batch
 from inference.batch import BatchRefused
@@ -59,19 +60,21 @@ class Command(BaseCommand):
     def _submit(self, file, model, key, chunk_size, wait, json, **_options):
         path = Path(file)
         if not path.is_file():
-            raise CommandError(f"{file}: no such file")
+            raise CommandError(_("%(file)s: no such file") % {"file": file})
         api_key = None
         if key:
             api_key = ApiKey.objects.filter(prefix=key.split(".", 1)[0]).first()
             if api_key is None:
-                raise CommandError(f"--key: no API key with prefix {key!r} (openclaw keys list)")
+                raise CommandError(_("--key: no API key with prefix %(prefix)r (openclaw keys "
+                                     "list)") % {"prefix": key})
         upload = batch.create_file(path.read_bytes(), path.name, owner=api_key.family
                                    if api_key else "")
         job = batch.create_job(upload, model=model, api_key=api_key, chunk_size=chunk_size)
         if json:
             self.stdout.write(_json(batch.batch_object(job)))
         else:
-            self.stdout.write(f"submitted {job.pk} ({path.name}, {upload.bytes} bytes)")
+            self.stdout.write(_("submitted %(id)s (%(file)s, %(bytes)d bytes)")
+                              % {"id": job.pk, "file": path.name, "bytes": upload.bytes})
         if wait:
             self._follow(job.pk)
 
@@ -84,32 +87,38 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"{job.pk}  {batch.progress_line(job)}")
         for problem in job.validation_errors[:20]:
-            self.stdout.write(f"  line {problem['line']}: {problem['message']}")
+            self.stdout.write(_("  line %(line)s: %(message)s") % problem)
         if len(job.validation_errors) > 20:
-            self.stdout.write(f"  … {len(job.validation_errors) - 20} more invalid lines "
-                              f"(openclaw batch results {job.pk} --errors)")
+            self.stdout.write(_("  … %(more)d more invalid lines (openclaw batch results "
+                                "%(id)s --errors)") % {"more": len(job.validation_errors) - 20,
+                                                       "id": job.pk})
 
     def _results(self, id, errors, output, **_options):
         job = self._job(id)
         file_id = job.error_file_id if errors else job.output_file_id
         if not file_id:
-            what = "error" if errors else "result"
-            raise CommandError(f"{job.pk} has no {what} file yet (status {job.status})")
+            problem = (_("%(id)s has no error file yet (status %(status)s)") if errors else
+                       _("%(id)s has no result file yet (status %(status)s)"))
+            raise CommandError(problem % {"id": job.pk, "status": job.status})
         content = batch.file_content(BatchFile.objects.get(pk=file_id))
         if output:
             Path(output).write_bytes(content)
-            self.stderr.write(f"wrote {output} ({len(content)} bytes)")
+            self.stderr.write(_("wrote %(file)s (%(bytes)d bytes)") % {"file": output,
+                                                                        "bytes": len(content)})
         else:
             self.stdout.write(content.decode(), ending="")
 
     def _cancel(self, id, **_options):
         job = batch.cancel_job(self._job(id))
-        self.stdout.write(f"{job.pk}: {job.status} ({job.done} done, {job.failed} failed)")
+        self.stdout.write(_("%(id)s: %(status)s (%(done)d done, %(failed)d failed)")
+                          % {"id": job.pk, "status": job.status, "done": job.done,
+                             "failed": job.failed})
 
     def _retry(self, id, **_options):
         count = batch.retry_job(self._job(id))
-        self.stdout.write(f"{id}: {count} failed line(s) queued again" if count
-                          else f"{id}: no failed line to retry")
+        self.stdout.write(_("%(id)s: %(count)d failed line(s) queued again") % {"id": id,
+                                                                                 "count": count}
+                          if count else _("%(id)s: no failed line to retry") % {"id": id})
 
     def _list(self, limit, **_options):
         for job in BatchJob.objects.order_by("-created_at")[:limit]:
@@ -136,7 +145,7 @@ class Command(BaseCommand):
     def _job(self, job_id: str) -> BatchJob:
         job = BatchJob.objects.filter(pk=job_id).first()
         if job is None:
-            raise CommandError(f"no batch job {job_id!r} (openclaw batch list)")
+            raise CommandError(_("no batch job %(id)r (openclaw batch list)") % {"id": job_id})
         return job
 
 

@@ -1,6 +1,7 @@
 """``openclaw doctor [model]``: can this machine serve the registry's models?"""
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from inference.doctor import FAIL, run_doctor
 
@@ -18,5 +19,5 @@ class Command(BaseCommand):
             self.stdout.write(check.line())
         failed = sum(check.status == FAIL for check in checks)
         if failed:
-            raise CommandError(f"{failed} check(s) failed")
-        self.stdout.write("all checks passed")
+            raise CommandError(_("%(failed)d check(s) failed") % {"failed": failed})
+        self.stdout.write(_("all checks passed"))

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from routing.config import ConfigError, apply_config, export_config
 
@@ -34,28 +35,30 @@ class Command(BaseCommand):
             try:
                 text, source = Path(path).read_text(encoding="utf-8"), path
             except OSError as exc:
-                raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+                raise CommandError(_("cannot read %(file)s: %(error)s")
+                                   % {"file": path, "error": exc.strerror}) from None
         try:
             report = apply_config(text, source=source, dry_run=dry_run)
         except ConfigError as exc:
-            raise CommandError(f"{source} refused, nothing changed:\n{exc}") from None
+            raise CommandError(_("%(file)s refused, nothing changed:\n%(problems)s")
+                               % {"file": source, "problems": exc}) from None
         for warning in report.warnings:
-            self.stderr.write(self.style.WARNING(f"warning: {warning}"))
-        verb = "would be" if dry_run else "were"
+            self.stderr.write(self.style.WARNING(_("warning: %(warning)s") % {"warning": warning}))
         for label, names in (("created", report.created), ("updated", report.updated),
                              ("unchanged", report.unchanged)):
             for name in names:
                 self.stdout.write(f"{label:<9} {name}")
-        self.stdout.write(f"{len(report.created)} created, {len(report.updated)} updated, "
-                          f"{len(report.unchanged)} unchanged ({verb} applied)"
-                          if dry_run else
-                          f"{len(report.created)} created, {len(report.updated)} updated, "
-                          f"{len(report.unchanged)} unchanged")
+        counts = {"created": len(report.created), "updated": len(report.updated),
+                  "unchanged": len(report.unchanged)}
+        self.stdout.write((_("%(created)d created, %(updated)d updated, %(unchanged)d unchanged "
+                             "(would be applied)") if dry_run else
+                           _("%(created)d created, %(updated)d updated, %(unchanged)d "
+                             "unchanged")) % counts)
 
     def _export(self, output: str | None) -> None:
         text = export_config()
         if output:
             Path(output).write_text(text, encoding="utf-8")
-            self.stdout.write(f"written {output}")
+            self.stdout.write(_("written %(file)s") % {"file": output})
         else:
             self.stdout.write(text, ending="")

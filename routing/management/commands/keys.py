@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import gettext as _
 
 from openclaw_site.crypto import active_key_id
 from routing.key_models import ApiKey, BudgetPeriod
@@ -38,12 +39,12 @@ def parse_expiry(text: str) -> datetime:
     except ValueError:
         moment = None
     if moment is None:
-        raise CommandError(f"--expires {text!r} is not a date: use 2027-01-01, "
-                           "2027-01-01T12:00:00+00:00, 30d or 12h")
+        raise CommandError(_("--expires %(text)r is not a date: use 2027-01-01, "
+                             "2027-01-01T12:00:00+00:00, 30d or 12h") % {"text": text})
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, timezone.get_default_timezone())
     if moment <= timezone.now():
-        raise CommandError(f"--expires {text!r} is in the past")
+        raise CommandError(_("--expires %(text)r is in the past") % {"text": text})
     return moment
 
 
@@ -126,7 +127,7 @@ class Command(BaseCommand):
             self.stdout.write(_json(rows))
             return
         if not rows:
-            self.stdout.write("no API keys (openclaw keys create --name NAME issues one)")
+            self.stdout.write(_("no API keys (openclaw keys create --name NAME issues one)"))
             return
         for row in rows:
             state = ("revoked" if row["revoked"] else
@@ -146,33 +147,39 @@ class Command(BaseCommand):
     def _revoke(self, prefix, **_options):
         key = self._key(prefix)
         revoke_key(key)
-        self.stdout.write(f"revoked {key.prefix} ({key.name})")
+        self.stdout.write(_("revoked %(prefix)s (%(name)s)") % {"prefix": key.prefix,
+                                                                 "name": key.name})
 
     def _rotate_data(self, **_options):
         from chat.encryption import rotate_data
 
         report = rotate_data()
         for label, count in sorted(report.rotated.items()):
-            self.stdout.write(f"{label}: {count} re-encrypted")
+            self.stdout.write(_("%(label)s: %(count)d re-encrypted") % {"label": label,
+                                                                         "count": count})
         for label, count in sorted(report.failed.items()):
-            self.stderr.write(f"{label}: {count} not decryptable with any configured key")
-        self.stdout.write(f"{report.total} value(s) re-encrypted with key {active_key_id()}")
+            self.stderr.write(_("%(label)s: %(count)d not decryptable with any configured key")
+                              % {"label": label, "count": count})
+        self.stdout.write(_("%(total)d value(s) re-encrypted with key %(key)s")
+                          % {"total": report.total, "key": active_key_id()})
         if report.failed:
-            raise CommandError("some values could not be decrypted: add their key to "
-                               "OPENCLAW_ENCRYPTION_KEYS (after the current one) and run again")
+            raise CommandError(_("some values could not be decrypted: add their key to "
+                                 "OPENCLAW_ENCRYPTION_KEYS (after the current one) and run "
+                                 "again"))
 
     def _print_secret(self, key: ApiKey, secret: str, as_json: bool) -> None:
         if as_json:
             self.stdout.write(_json({**key_row(key), "secret": secret}))
             return
-        self.stderr.write(f"key {key.prefix} ({key.name}): the secret below is shown only "
-                          "once; store it now")
+        self.stderr.write(_("key %(prefix)s (%(name)s): the secret below is shown only once; "
+                            "store it now") % {"prefix": key.prefix, "name": key.name})
         self.stdout.write(secret)
 
     def _key(self, prefix: str) -> ApiKey:
         key = ApiKey.objects.filter(prefix=prefix.split(".", 1)[0]).first()
         if key is None:
-            raise CommandError(f"no API key with prefix {prefix!r} (openclaw keys list)")
+            raise CommandError(_("no API key with prefix %(prefix)r (openclaw keys list)")
+                               % {"prefix": prefix})
         return key
 
     def _user(self, username: str):
@@ -180,7 +187,8 @@ class Command(BaseCommand):
         try:
             return user_model.objects.get(**{user_model.USERNAME_FIELD: username})
         except user_model.DoesNotExist:
-            raise CommandError(f"--owner: no user named {username!r}") from None
+            raise CommandError(_("--owner: no user named %(name)r") % {"name": username}
+                               ) from None
 
     @staticmethod
     def _explain(exc: ValidationError) -> str:

@@ -3,6 +3,7 @@
 import json
 
 from django.core.management.base import BaseCommand
+from django.utils.translation import gettext as _
 
 from routing.models import ModelEndpoint
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(rows, indent=2))
             return
         if not rows:
-            self.stdout.write("no models registered (openclaw config apply FILE adds some)")
+            self.stdout.write(_("no models registered (openclaw config apply FILE adds some)"))
             return
         columns = ["name", "engine", "location", "enabled", "weight", "health"]
         widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
