@@ -30,6 +30,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
 
+from routing import hot
+
 from .. import conversations
 from ..models import Conversation, DoubleTexting, Message
 
@@ -106,15 +108,31 @@ class Lease:
         renewed = time.monotonic()
         while not task.done():
             await asyncio.sleep(POLL_S * 2)
-            flag = await _cached(cache.get)(_cancel_key(self.conversation_id))
+            flag = await _get(_cancel_key(self.conversation_id))
             if isinstance(flag, dict) and flag.get("run") == self.run_id:
                 self.info["cancelled_by"] = flag.get("policy", DoubleTexting.INTERRUPT)
                 cancelled.set()
                 task.cancel()
                 return
             if time.monotonic() - renewed > RENEW_S:
-                await _cached(cache.touch)(_key(self.conversation_id), LEASE_S)
+                await _touch(_key(self.conversation_id), LEASE_S)
                 renewed = time.monotonic()
+
+
+async def _get(key: str) -> Any:
+    """A cache value read from the event loop (``routing.hot``: no thread hop — every
+    running turn polls its cancel flag), or through a thread when the cache is not Redis."""
+    if hot.available():
+        (value,) = await hot.get_many([key])
+        return value
+    return await _cached(cache.get)(key)
+
+
+async def _touch(key: str, seconds: int) -> None:
+    if hot.available():
+        await hot.execute([("EXPIRE", hot.full_key(key), seconds)])
+    else:
+        await _cached(cache.touch)(key, seconds)
 
 
 def _release(conversation_id: str, run_id: str) -> None:
