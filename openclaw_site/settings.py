@@ -471,7 +471,7 @@ OPENCLAW_MEMORY_WINDOW = env_int("OPENCLAW_MEMORY_WINDOW", 10)
 OPENCLAW_MEMORY_TOP_K = env_int("OPENCLAW_MEMORY_TOP_K", 5)
 OPENCLAW_MEMORY_THRESHOLD = env_float("OPENCLAW_MEMORY_THRESHOLD", 0.35)
 # HNSW candidates per search (pgvector's hnsw.ef_search; bench/memory.py tunes it).
-OPENCLAW_MEMORY_EF_SEARCH = env_int("OPENCLAW_MEMORY_EF_SEARCH", 40)
+OPENCLAW_MEMORY_EF_SEARCH = env_int("OPENCLAW_MEMORY_EF_SEARCH", 100)
 # User messages shorter than this are not worth remembering ("ok", "thanks").
 OPENCLAW_MEMORY_MIN_CHARS = env_int("OPENCLAW_MEMORY_MIN_CHARS", 20)
 # A sentence-transformers folder for memory embeddings; empty: the bundled MiniLM.
