@@ -1,6 +1,7 @@
 """`openclaw backup` of a running embedded instance and `openclaw restore` into fresh
 data folders, as an operator runs them: real subprocesses, the embedded PostgreSQL +
-pgvector, pg_dump / pg_restore, a LangGraph checkpoint, encrypted credentials."""
+pgvector, pg_dump / pg_restore, a LangGraph checkpoint, encrypted credentials, an
+imported conversation and a long-term memory."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ models:
 """
 CREDENTIAL = "sk-backup-test-credential-1234"
 THREAD = {"configurable": {"thread_id": "backup-thread", "checkpoint_ns": ""}}
+SESSION = {"session_id": "0b7e3c9a-5f3e-4a51-9a3f-2d6c1e8b4f70",
+           "messages": [{"role": "user", "content": "back this conversation up",
+                         "timestamp": "2026-11-24T10:00:00+00:00"},
+                        {"role": "assistant", "content": "it is kept, encrypted",
+                         "timestamp": "2026-11-24T10:00:01+00:00"}],
+           "context_vectors": []}
+REMEMBER = ("from django.contrib.auth import get_user_model; "
+            "from chat.models import MemoryItem; "
+            "MemoryItem.objects.create(owner=get_user_model().objects.get(username='admin'), "
+            "user='admin', text='a memory to keep', embedding=[0.01] * 384)")
+RECALL = ("from chat.models import MemoryItem; m = MemoryItem.objects.get(); "
+          "print(m.text, '|', len(m.embedding))")
 
 
 @pytest.fixture
@@ -114,6 +127,13 @@ def test_backup_of_a_running_instance_restores_into_a_fresh_data_folder(folders)
         assert created.returncode == 0, created.stderr
         prefix = json.loads(created.stdout)["prefix"]
         write_checkpoint(source)
+        session_file = source / "session.json"
+        session_file.write_text(json.dumps(SESSION))
+        imported = openclaw(source, "conversations", "import", str(session_file), "--user",
+                            "admin", env=env)
+        assert imported.returncode == 0, imported.stderr
+        remembered = openclaw(source, "shell", "-c", REMEMBER, env=env)
+        assert remembered.returncode == 0, remembered.stderr
 
         # when: backed up while it runs
         made = openclaw(source, "backup", str(backup_file), env=env)
@@ -138,6 +158,12 @@ def test_backup_of_a_running_instance_restores_into_a_fresh_data_folder(folders)
     assert prefix in openclaw(target, "keys", "list", env=env).stdout
     assert read_checkpoint_and_vector(target) == ({"messages": ["remember the backup"]},
                                                   "[0.5,0.25,1]")
+    exported = openclaw(target, "conversations", "export", SESSION["session_id"], env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert [m["content"] for m in json.loads(exported.stdout)["messages"]] == [
+        m["content"] for m in SESSION["messages"]]
+    memories = openclaw(target, "shell", "-c", RECALL, env=env)
+    assert memories.stdout.strip().splitlines()[-1] == "a memory to keep | 384", memories.stderr
 
     # and: a second restore over the data is refused unless forced
     again = openclaw(target, "restore", str(backup_file), env=env)
