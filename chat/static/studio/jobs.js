@@ -1,0 +1,93 @@
+// The studio's Jobs page: polls api/jobs/ every two seconds and draws the tables;
+// cancel / retry post to the row's action. Text goes through Django's JS catalogue.
+(function () {
+  "use strict";
+  const root = document.getElementById("jobs");
+  const api = root.dataset.api;
+  const csrf = document.querySelector("[name=csrfmiddlewaretoken]").value;
+  const t = (s) => (window.gettext ? window.gettext(s) : s);
+  const number = new Intl.NumberFormat(document.documentElement.lang || undefined);
+
+  function cell(text) {
+    const td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "–" : String(text);
+    return td;
+  }
+
+  function bar(fraction, label) {
+    const td = document.createElement("td");
+    const meter = document.createElement("progress");
+    meter.max = 1;
+    meter.value = Math.max(0, Math.min(1, fraction));
+    td.append(meter, " ", label);
+    return td;
+  }
+
+  function button(label, url) {
+    const td = document.createElement("td");
+    if (!url) return td;
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      const r = await fetch(url, { method: "POST", headers: { "X-CSRFToken": csrf } });
+      if (!r.ok) {
+        const body = await r.json().catch(() => ({}));
+        alert((body.error && body.error.message) || r.statusText);
+      }
+      refresh();
+    });
+    td.append(b);
+    return td;
+  }
+
+  function batchRow(job) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = job.id;
+    const processed = job.done + job.failed;
+    const label = number.format(job.done) + "/" + number.format(job.total) +
+      (job.failed ? " · " + number.format(job.failed) + " " + t("failed") : "");
+    tr.append(cell(job.id), cell(job.model), cell(job.status),
+      bar(job.total ? processed / job.total : 0, label),
+      cell(job.rate === null ? null : number.format(job.rate) + " " + t("lines/s")),
+      cell(job.eta_s === null ? null : number.format(job.eta_s) + " s"),
+      job.finished
+        ? button(t("Retry failed"), job.retryable ? api + "batch/" + job.id + "/retry/" : null)
+        : button(t("Cancel"), api + "batch/" + job.id + "/cancel/"));
+    return tr;
+  }
+
+  function tuneRow(job) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = job.id;
+    tr.append(cell("#" + job.id), cell(job.base), cell(job.status),
+      bar(job.progress, number.format(job.step) + "/" + number.format(job.total_steps)),
+      cell(job.loss === null ? null : job.loss.toFixed(3)),
+      cell(job.result || job.error || null),
+      button(t("Cancel"), job.finished ? null : api + "finetune/" + job.id + "/cancel/"));
+    return tr;
+  }
+
+  function fill(id, rows, draw) {
+    const body = document.getElementById(id);
+    body.replaceChildren(...(rows.length ? rows.map(draw) : [(() => {
+      const tr = document.createElement("tr");
+      const td = cell(t("No jobs yet."));
+      td.colSpan = 7;
+      tr.append(td);
+      return tr;
+    })()]));
+  }
+
+  async function refresh() {
+    const r = await fetch(api, { headers: { Accept: "application/json" } });
+    if (!r.ok) return;
+    const data = await r.json();
+    fill("batch-rows", data.batches, batchRow);
+    fill("tune-rows", data.finetunes, tuneRow);
+  }
+
+  refresh();
+  setInterval(refresh, 2000);
+})();
