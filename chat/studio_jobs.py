@@ -38,6 +38,7 @@ def finetune_row(job: FineTuneJob) -> dict[str, Any]:
             "step": job.step, "total_steps": job.total_steps,
             "progress": round(job.progress, 3),
             "loss": job.losses[-1][1] if job.losses else None,
+            "losses": job.losses[-500:],  # [[step, loss], …] for the chart
             "result": job.result_endpoint.name if job.result_endpoint else None,
             "error": job.error, "created": job.created_at.isoformat(),
             "finished": job.finished}

@@ -178,6 +178,65 @@ def test_branch_and_regenerate_from_a_message(page):
     assert page.errors == []
 
 
+def test_a_reply_is_rated_corrected_and_tagged_from_the_page(page):
+    from inference.models import Annotation
+
+    # given: an answer
+    page.select_option("#model", "echo")
+    page.fill("#prompt", "what is the capital of France")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.assistant").last
+    answer.locator(".actions .rate").first.wait_for()
+
+    # when: thumbs down, a correction and two tags (the browser's prompt dialogs)
+    answer.locator('.rate[data-rating="down"]').click()
+    page.wait_for_function("() => document.querySelector("
+                           "'.msg.assistant:last-child .rate[data-rating=\"down\"]')"
+                           ".getAttribute('aria-pressed') === 'true'")
+    replies = iter(["Paris.", "geography, fixed"])
+    page.on("dialog", lambda dialog: dialog.accept(next(replies)))
+    answer.locator(".correct").click()
+    page.wait_for_function("() => document.querySelector('.msg.assistant:last-child')"
+                           ".classList.contains('corrected')")
+    answer.locator(".tag").click()
+    page.wait_for_function("() => document.querySelector('.msg.assistant:last-child "
+                           ".actions').dataset.tags === 'geography, fixed'")
+
+    # then: one annotation by ada holds all three
+    saved = Annotation.objects.get(message_id=int(answer.get_attribute("data-message-id")))
+    assert (saved.rating, saved.corrected_content, saved.tags) == (
+        "down", "Paris.", ["geography", "fixed"])
+    assert saved.annotator.get_username() == "ada"
+    assert page.errors == []
+
+
+def test_jobs_page_draws_the_training_loss(page, live_server_url):
+    from inference.models import Dataset, FineTuneJob
+
+    # given: staff, and a fine-tuning job part way through
+    get_user_model().objects.filter(username="ada").update(is_staff=True)
+    base = ModelEndpoint.objects.create(name="tiny-base", engine="transformers",
+                                        model_path="/models/tiny", enabled=False)
+    dataset = Dataset.objects.create(name="support", content=b"{}", sha256="0" * 64,
+                                     line_count=1)
+    losses = [[step, 6.0 - 0.02 * step + (0.1 if step % 3 == 0 else 0)]
+              for step in range(1, 41)]
+    FineTuneJob.objects.create(base_endpoint=base, dataset=dataset, status="running",
+                               step=40, total_steps=60, losses=losses)
+
+    # when
+    page.goto(f"{live_server_url}/studio/jobs/")
+    page.locator("#tune-rows .loss-chart polyline").wait_for()
+
+    # then: the chart, the last loss and the progress
+    row = page.locator("#tune-rows tr").first
+    assert "5.200" in row.inner_text() and "40/60" in row.inner_text()
+    assert len(page.locator("#tune-rows polyline").get_attribute("points").split()) == 40
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "studio-jobs.png"))
+    assert page.errors == []
+
+
 def test_dark_theme_and_360px_width_stay_usable(page):
     # given
     page.set_viewport_size({"width": 360, "height": 740})

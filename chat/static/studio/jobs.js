@@ -58,12 +58,38 @@
     return tr;
   }
 
+  // The training loss per step as a small line chart (SVG, drawn here: no library).
+  function lossChart(points) {
+    const td = document.createElement("td");
+    const loss = points.length ? points[points.length - 1][1] : null;
+    if (points.length > 1) {
+      const ns = "http://www.w3.org/2000/svg";
+      const w = 160, h = 36;
+      const steps = points.map((p) => p[0]), values = points.map((p) => p[1]);
+      const x0 = Math.min(...steps), x1 = Math.max(...steps);
+      const y0 = Math.min(...values), y1 = Math.max(...values);
+      const x = (v) => ((v - x0) / ((x1 - x0) || 1)) * (w - 2) + 1;
+      const y = (v) => h - 1 - ((v - y0) / ((y1 - y0) || 1)) * (h - 2);
+      const svg = document.createElementNS(ns, "svg");
+      svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+      svg.setAttribute("class", "loss-chart");
+      svg.setAttribute("role", "img");
+      svg.setAttribute("aria-label", t("Training loss per step"));
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", points.map((p) => x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1)).join(" "));
+      svg.append(line);
+      td.append(svg, " ");
+    }
+    td.append(loss === null ? "–" : loss.toFixed(3));
+    return td;
+  }
+
   function tuneRow(job) {
     const tr = document.createElement("tr");
     tr.dataset.id = job.id;
     tr.append(cell("#" + job.id), cell(job.base), cell(job.status),
       bar(job.progress, number.format(job.step) + "/" + number.format(job.total_steps)),
-      cell(job.loss === null ? null : job.loss.toFixed(3)),
+      lossChart(job.losses || []),
       cell(job.result || job.error || null),
       button(t("Cancel"), job.finished ? null : api + "finetune/" + job.id + "/cancel/"));
     return tr;

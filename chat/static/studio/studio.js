@@ -258,8 +258,56 @@
           onclick: function () { self.send({ type: "fork", message_id: frame.message_id }); } }));
       }
     }
+    if (frame.message_id) { this.annotations(actions, frame.message_id); }
     actions.appendChild(el("span", { "class": "meta", text: meta.join(" · ") }));
     node.appendChild(actions);
+  };
+
+  // Annotation of a reply (inference/annotation_api.py): thumbs up / down, a corrected
+  // version, free tags; kept with the annotator and the time, exported into datasets.
+  Pane.prototype.annotations = function (actions, messageId) {
+    var url = "/studio/api/annotations/messages/" + messageId + "/";
+    var save = function (change, button) {
+      return api(url, { method: "POST", body: JSON.stringify(change) })
+        .then(function (saved) {
+          actions.querySelectorAll(".rate").forEach(function (b) {
+            b.setAttribute("aria-pressed", String(b.dataset.rating === saved.rating));
+          });
+          status(t("Annotation saved."));
+          return saved;
+        })
+        .catch(function (err) { status(err.message); if (button) { button.disabled = false; } });
+    };
+    [["up", "👍", t("Good answer")], ["down", "👎", t("Bad answer")]].forEach(function (r) {
+      var button = el("button", { type: "button", "class": "rate", text: r[1], title: r[2],
+        onclick: function () {
+          var pressed = button.getAttribute("aria-pressed") === "true";
+          save({ rating: pressed ? "none" : r[0] });
+        } });
+      button.dataset.rating = r[0];
+      button.setAttribute("aria-pressed", "false");
+      actions.appendChild(button);
+    });
+    actions.appendChild(el("button", { type: "button", "class": "correct", text: "✎ " + t("Correct"),
+      title: t("Write the answer it should have given"),
+      onclick: function () {
+        var node = actions.parentNode;
+        var corrected = window.prompt(t("The corrected answer:"), node.dataset.corrected || node.dataset.raw || "");
+        if (corrected !== null) {
+          save({ corrected_content: corrected }).then(function (saved) {
+            if (saved) { node.dataset.corrected = saved.corrected_content || ""; node.classList.add("corrected"); }
+          });
+        }
+      } }));
+    actions.appendChild(el("button", { type: "button", "class": "tag", text: "#" + t("Tags"),
+      title: t("Tags for this answer, separated by commas"),
+      onclick: function () {
+        var tags = window.prompt(t("Tags, separated by commas:"), actions.dataset.tags || "");
+        if (tags !== null) {
+          var list = tags.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+          save({ tags: list }).then(function (saved) { if (saved) { actions.dataset.tags = saved.tags.join(", "); } });
+        }
+      } }));
   };
 
   Pane.prototype.render = function () {
