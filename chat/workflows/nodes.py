@@ -25,6 +25,9 @@ Config keys (all optional unless named):
   ``{"action": "reject", "reason": …}``.
 * ``memory_write`` — store the reply (encrypted) and remember what is worth keeping.
 * ``sub_workflow`` — ``workflow``: another workflow's slug, run as a subgraph.
+* ``annotation_reply`` — ``matched``, ``otherwise`` (node ids): answer from the
+  curated question/answer pairs (admin: Q/A pairs) when one matches the message by
+  embedding, else go on (usually to an ``llm`` node).
 * ``end`` — the run ends here.
 """
 
@@ -278,6 +281,41 @@ def router(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Go to the first route whose condition holds, else to ``default``."""
     return _router(node_id, [(r.get("when") or {}, r["to"]) for r in config["routes"]],
                    config["default"], config.get("subject", "message"))
+
+
+# --- annotation reply ------------------------------------------------------------------
+
+
+def _check_annotation_reply(config: dict[str, Any]) -> list[str]:
+    return [_("“%(key)s” must name a node.") % {"key": key}
+            for key in ("matched", "otherwise") if not isinstance(config.get(key), str)]
+
+
+@register_node("annotation_reply", check=_check_annotation_reply,
+               requires=("matched", "otherwise"),
+               branches=lambda config: [config["matched"], config["otherwise"]])
+def annotation_reply(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
+    """Answer from the curated question/answer pairs when one is close enough (the
+    message's embedding against theirs, above the pair's threshold) and go to
+    ``matched``; else go to ``otherwise`` (usually the model)."""
+
+    async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        from inference.annotation import amatch_reply
+
+        text = conversations.text_of(state.message.get("content", ""))
+        match = await amatch_reply(text) if text.strip() else None
+        if match is None:
+            runtime.stream_writer({"type": "annotation", "node": node_id, "match": None})
+            return {"outputs": {**state.outputs, node_id: {"to": config["otherwise"]}}}
+        found = match.as_dict()
+        runtime.stream_writer({"type": "annotation", "node": node_id, "match": found})
+        runtime.stream_writer({"type": "token", "text": match.answer})
+        return {"reply": {"content": match.answer, "model": "annotation",
+                          "models": ["annotation"], "finish_reason": "stop", "usage": {}},
+                "outputs": {**state.outputs,
+                            node_id: {"to": config["matched"], "match": found}}}
+
+    return run
 
 
 # --- HTTP tool -------------------------------------------------------------------------

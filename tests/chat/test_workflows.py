@@ -432,3 +432,38 @@ async def test_approval_inside_a_sub_workflow_waits_and_resumes(models):
     assert waiting["interrupts"][0]["value"]["node"] == "review"
     assert done["type"] == "done" and done["content"] == "nested draft"
     assert (await Message.objects.aget(pk=done["message_id"])).content == "nested draft"
+
+
+async def test_annotation_reply_answers_curated_questions_and_passes_the_rest_on(models):
+    """The optional annotation-reply node: a message close to a curated question is
+    answered with its curated answer (real MiniLM embeddings), the match shown as an
+    event; anything else goes on to the model."""
+    from inference.annotation import save_pair
+    from inference.models import QAPair
+
+    def curated() -> None:
+        save_pair(QAPair(question="How do I get a refund for my order?",
+                         answer="Open Orders, pick the order, press Refund.", threshold=0.6))
+        workflow("curated", [
+            node("faq", "annotation_reply", matched="store", otherwise="chat"),
+            node("chat", "llm", model="echo"),
+            node("store", "memory_write"),
+        ], [("chat", "store")])
+
+    await sync_to_async(curated)()
+
+    refund = await collect(conversation_id=None, user="ann", model="any", workflow="curated",
+                           content="how can I get my money back for an order")
+    other = await collect(conversation_id=None, user="ann", model="any", workflow="curated",
+                          content="Explain the rules of cricket")
+
+    match = next(e for e in refund if e["type"] == "annotation")["match"]
+    assert match["question"] == "How do I get a refund for my order?"
+    assert match["similarity"] >= 0.6
+    assert refund[-1]["type"] == "done" and refund[-1]["model"] == "annotation"
+    assert refund[-1]["content"] == "Open Orders, pick the order, press Refund."
+    assert refund[-1]["message_id"] is not None  # stored like any answer
+    assert started(refund) == ["faq", "store"]
+    assert next(e for e in other if e["type"] == "annotation")["match"] is None
+    assert other[-1]["content"] == "Explain the rules of cricket"
+    assert started(other) == ["faq", "chat", "store"]

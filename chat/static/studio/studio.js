@@ -120,6 +120,13 @@
           route.appendChild(el("div", { text: t("Fallbacks") + ": " + frame.fallbacks.join(" → ") }));
         }
         if (frame.explanation) { route.appendChild(el("div", { "class": "muted", text: String(frame.explanation) })); }
+      } else if (frame.type === "annotation" && frame.match) {
+        // an annotation reply: the curated pair that answered, and how close it was
+        $("route").innerHTML = "";
+        $("route").appendChild(el("div", {}, [el("strong", { text: t("Curated answer") + ": " }),
+          el("span", { text: frame.match.question })]));
+        $("route").appendChild(el("div", { "class": "muted", text: interpolate(
+          t("similarity %s (threshold %s)"), [frame.match.similarity.toFixed(2), frame.match.threshold.toFixed(2)]) }));
       } else if (frame.type === "memory") { this.onMemory(frame.hits || []); }
       else if (frame.type === "plugin") {
         var list = $("plugins");
