@@ -5,6 +5,7 @@ one by one, stop a generation, Enter / Shift+Enter, the graph panel lighting up,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,9 @@ def test_chat_streams_stops_switches_language_and_shows_the_graph(page, live_ser
     # then: the page is in Chinese (Django's i18n), the conversation is back from history
     assert page.get_attribute("html", "lang") == "zh-hans"
     assert page.get_attribute("#lang-zh", "aria-current") == "true"
+    # the conversation list's relative time is written in Chinese (Intl, the page's lang)
+    page.locator("#conversations time.ago").first.wait_for()
+    assert re.search("前|现在", page.locator("#conversations time.ago").first.inner_text())
     page.locator(".msg.assistant").first.wait_for()
     assert page.locator(".msg.user").count() == 2
     assert page.locator(".msg.assistant .body").last.inner_text() == stopped_text  # kept

@@ -10,6 +10,19 @@
     return fmt.replace(/%s/g, function () { return String(args.shift()); });
   };
   var md = window.OpenClawMarkdown;
+  // Numbers and times in the page's language (en / zh-hans).
+  var locale = document.documentElement.lang || undefined;
+  var number = new Intl.NumberFormat(locale);
+  var relative = new Intl.RelativeTimeFormat(locale, { numeric: "auto" });
+  function ago(iso) {
+    var seconds = (new Date(iso).getTime() - Date.now()) / 1000;
+    var units = [["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]];
+    for (var i = 0; i < units.length; i++) {
+      if (Math.abs(seconds) >= units[i][1] || units[i][0] === "second") {
+        return relative.format(Math.round(seconds / units[i][1]), units[i][0]);
+      }
+    }
+  }
 
   function $(id) { return document.getElementById(id); }
   function el(tag, attrs, children) {
@@ -249,9 +262,9 @@
     if (frame.message_id) { node.dataset.messageId = frame.message_id; }
     var meta = [];
     if (frame.stopped) { meta.push(t("stopped")); }
-    if (frame.latency_ms != null) { meta.push(Math.round(frame.latency_ms) + " ms"); }
+    if (frame.latency_ms != null) { meta.push(number.format(Math.round(frame.latency_ms)) + " ms"); }
     if (frame.usage && frame.usage.completion_tokens) {
-      meta.push(interpolate(t("%s tokens"), [frame.usage.completion_tokens]));
+      meta.push(interpolate(t("%s tokens"), [number.format(frame.usage.completion_tokens)]));
     }
     var actions = el("div", { "class": "actions" });
     if (this.primary) {
@@ -285,7 +298,7 @@
         })
         .catch(function (err) { status(err.message); if (button) { button.disabled = false; } });
     };
-    [["up", "👍", t("Good answer")], ["down", "👎", t("Bad answer")]].forEach(function (r) {
+    [["up", "▲", t("Good answer")], ["down", "▼", t("Bad answer")]].forEach(function (r) {
       var button = el("button", { type: "button", "class": "rate", text: r[1], title: r[2],
         onclick: function () {
           var pressed = button.getAttribute("aria-pressed") === "true";
@@ -541,6 +554,8 @@
       var item = el("li", { "data-id": c.id }, [
         el("a", { href: "#" + c.id, text: c.title, title: c.title,
           onclick: function (event) { event.preventDefault(); self.open(c.id); } }),
+        c.updated ? el("time", { "class": "ago", datetime: c.updated, text: ago(c.updated),
+          title: new Date(c.updated).toLocaleString(locale) }) : null,
         el("button", { type: "button", "class": "rename", title: t("Rename"), text: "✎",
           onclick: function () {
             var title = window.prompt(t("New title"), c.title);
