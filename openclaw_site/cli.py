@@ -314,7 +314,9 @@ def web_argv(host: str, port: int) -> list[str]:
     """The web server: uvicorn on uvloop + httptools. (daphne serves the same ASGI app,
     but its HTTP layer alone caps a bare proxy at about 1,700 req/s on 2 cores where
     uvicorn does 6,700 — see README, "Benchmarks".) Forwarded headers are not applied
-    by the server: ``OPENCLAW_TRUSTED_PROXIES`` decides whom to believe."""
+    by the server: ``OPENCLAW_TRUSTED_PROXIES`` decides whom to believe. Websocket
+    frames are not compressed: the studio's are small (a token, a node's timing), and
+    deflating each one cost more CPU than it saved bytes."""
     return [
         sys.executable,
         "-m",
@@ -329,6 +331,8 @@ def web_argv(host: str, port: int) -> list[str]:
         "httptools",
         "--ws",
         "websockets-sansio",
+        "--ws-per-message-deflate",
+        "false",
         "--no-proxy-headers",
         "--no-access-log",
         "--lifespan",

@@ -330,7 +330,8 @@ CHANNEL_LAYERS = {
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache, its connection pools shared across threads and tasks.
+        "BACKEND": "openclaw_site.cache.SharedPoolRedisCache",
         "LOCATION": CACHE_LOCATION,
         "KEY_PREFIX": "openclaw",
     }
@@ -489,6 +490,12 @@ OPENCLAW_WORKFLOW_ENQUEUE_WAIT_S = env_int("OPENCLAW_WORKFLOW_ENQUEUE_WAIT_S", 3
 OPENCLAW_SCHEDULE_TICK_S = env_float("OPENCLAW_SCHEDULE_TICK_S", 15.0)
 # The Celery queue of scheduled workflow runs (and of beat's tick).
 OPENCLAW_SCHEDULE_QUEUE = env_str("OPENCLAW_SCHEDULE_QUEUE", "default")
+# When a run writes its checkpoints: "exit" (once, when the turn ends or stops for
+# approval: the fastest first token; time travel is per turn), "async" (after every
+# node, while the next runs) or "sync" (after every node, before the next starts).
+OPENCLAW_GRAPH_DURABILITY = env_str("OPENCLAW_GRAPH_DURABILITY", "exit")
+if OPENCLAW_GRAPH_DURABILITY not in ("exit", "async", "sync"):
+    raise ImproperlyConfigured("OPENCLAW_GRAPH_DURABILITY must be exit, async or sync")
 
 
 # --- studio websocket (chat.consumers; docs/websocket.md) ---------------------------
@@ -500,6 +507,9 @@ OPENCLAW_WS_RATE = env_float("OPENCLAW_WS_RATE", 10.0)
 OPENCLAW_WS_BURST = env_int("OPENCLAW_WS_BURST", 30)
 # A disconnect mid-generation cancels the run (off: the run finishes and is stored).
 OPENCLAW_WS_CANCEL_ON_DISCONNECT = env_bool("OPENCLAW_WS_CANCEL_ON_DISCONNECT", True)
+# Before a turn's first token, its node / route / memory / plugin frames wait for that
+# token at most this long (ms), so the token is not sent behind them; 0: never wait.
+OPENCLAW_WS_HOLD_MS = env_int("OPENCLAW_WS_HOLD_MS", 25)
 LOGIN_URL = "/studio/login/"
 LOGIN_REDIRECT_URL = "/studio/"
 
