@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -36,11 +37,13 @@ TITLE_CHARS = 80
 
 
 class ConversationError(Exception):
-    """Bad input for a conversation service: a code and a message for the caller."""
+    """Bad input for a conversation service: a code, a message and an HTTP status for
+    the caller (404 for ``*_not_found`` codes, else 400, unless given)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, status: int | None = None):
         super().__init__(message)
         self.code, self.message = code, message
+        self.status = status or (404 if code.endswith("not_found") else 400)
 
 
 @dataclass
@@ -88,34 +91,107 @@ def owner_of(user: str):
 # --- turns -----------------------------------------------------------------------------
 
 
-def start_turn(conversation_id: str | None, user: str, content: Any, model: str) -> TurnStart:
+def start_turn(conversation_id: str | None, user: str, content: Any, model: str, *,
+               refuse_if_waiting: bool = False) -> TurnStart:
     """Store the user's message as the next turn of the conversation (created when
-    ``conversation_id`` is None), so that nothing is lost whatever follows."""
+    ``conversation_id`` is None), so that nothing is lost whatever follows.
+    ``refuse_if_waiting``: store nothing if a run of the conversation waits for a
+    person's approval (``awaiting_approval``)."""
     content = check_content(content)
     if not user:
         raise ConversationError("invalid_user", _("A turn needs the user it belongs to."))
-    with transaction.atomic():
-        conversation, created = _locked_conversation(conversation_id, user, content)
-        conversation.turns = F("turns") + 1
-        conversation.model = model
-        conversation.save(update_fields=["turns", "model", "updated_at"])
-        conversation.refresh_from_db(fields=["turns"])
-        stored, fmt = Message.stored(content)
-        message = Message.objects.create(conversation=conversation, turn=conversation.turns,
-                                         role=Role.USER, content=stored, content_format=fmt)
-    return TurnStart(str(conversation.pk), message_dict(message), created)
-
-
-def _locked_conversation(conversation_id: str | None, user: str,
-                         content: str | list[dict]) -> tuple[Conversation, bool]:
+    stored, fmt = Message.stored(content)
+    message = Message(role=Role.USER, content=stored, content_format=fmt)
     if conversation_id is None:
         title = " ".join(text_of(content).split())[:TITLE_CHARS]
-        return Conversation.objects.create(user=user, owner=owner_of(user), title=title), True
+        with transaction.atomic():
+            message.conversation = Conversation.objects.create(
+                user=user, owner=owner_of(user), title=title, model=model, turns=1)
+            message.turn = 1
+            message.save()
+        return TurnStart(str(message.conversation_id), message_dict(message), True)
     try:
-        return Conversation.objects.select_for_update().get(pk=conversation_id, user=user), False
-    except (Conversation.DoesNotExist, ValueError, TypeError):
+        pk = uuid.UUID(str(conversation_id))
+    except ValueError:
+        pk = None
+    if pk is None or not _store_turn(pk, user, model, message, refuse_if_waiting):
+        if pk is not None and refuse_if_waiting and Conversation.objects.filter(
+                pk=pk, user=user).exists():
+            raise ConversationError("awaiting_approval", _(
+                "A run of this conversation waits for approval: approve, edit or reject "
+                "it first."), 409)
         raise ConversationError("conversation_not_found", _(
-            "No conversation “%(id)s” for this user.") % {"id": conversation_id}) from None
+            "No conversation “%(id)s” for this user.") % {"id": conversation_id})
+    return TurnStart(str(pk), message_dict(message), False)
+
+
+async def astart_turn(conversation_id: str | None, user: str, content: Any, model: str, *,
+                      refuse_if_waiting: bool = False) -> TurnStart:
+    """``start_turn`` for async code. A turn of an existing conversation — every turn
+    but a conversation's first — is stored from the event loop on its own database
+    pool, with no thread hop; the rest (a new conversation, a refusal's reason) goes
+    through ``start_turn`` in a thread."""
+    from .graph.checkpointer import database
+
+    try:
+        pk = uuid.UUID(str(conversation_id)) if conversation_id is not None else None
+    except ValueError:
+        pk = None
+    if pk is None or not user:
+        return await sync_to_async(start_turn)(conversation_id, user, content, model,
+                                               refuse_if_waiting=refuse_if_waiting)
+    stored, fmt = Message.stored(check_content(content))
+    message = Message(role=Role.USER, content=stored, content_format=fmt)
+    sql, params = _store_turn_sql(pk, user, model, message, refuse_if_waiting)
+    async with (await database()).connection() as conn:
+        cursor = await conn.execute(sql, params)
+        row = await cursor.fetchone()
+    if row is None:  # not the user's, or waiting: the ORM tells which
+        return await sync_to_async(start_turn)(conversation_id, user, content, model,
+                                               refuse_if_waiting=refuse_if_waiting)
+    message.pk, message.turn, message.conversation_id = row["id"], row["turn"], pk
+    return TurnStart(str(pk), message_dict(message), False)
+
+
+def _store_turn(pk: uuid.UUID, user: str, model: str, message: Message,
+                refuse_if_waiting: bool) -> bool:
+    """Count the next turn on ``user``'s conversation and insert ``message`` as that
+    turn, in one statement (the row is locked while it runs). False when the
+    conversation is not the user's, or (``refuse_if_waiting``) a run of it waits for
+    approval."""
+    sql, params = _store_turn_sql(pk, user, model, message, refuse_if_waiting)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    message.pk, message.turn, message.conversation_id = row[0], row[1], pk
+    return True
+
+
+def _store_turn_sql(pk: uuid.UUID, user: str, model: str, message: Message,
+                    refuse_if_waiting: bool) -> tuple[str, list[Any]]:
+    """``UPDATE`` the conversation's turn count ``RETURNING`` it, and ``INSERT`` the
+    message as that turn from it: one round trip, the path of every turn to its first
+    token. Columns and values come from the models' own fields."""
+    from .models import RunStatus, WorkflowRun
+
+    quote = connection.ops.quote_name
+    fields = [f for f in Message._meta.concrete_fields
+              if not f.primary_key and f.attname not in ("conversation_id", "turn")]
+    values = [f.get_db_prep_save(f.pre_save(message, True), connection) for f in fields]
+    waiting = (f"AND NOT EXISTS (SELECT 1 FROM {quote(WorkflowRun._meta.db_table)} AS r "
+               "WHERE r.conversation_id = c.id AND r.status = %s)") if refuse_if_waiting else ""
+    sql = (f"WITH c AS (UPDATE {quote(Conversation._meta.db_table)} AS c "
+           "SET turns = c.turns + 1, model = %s, updated_at = %s "
+           f"WHERE c.id = %s AND c.{quote('user')} = %s {waiting} RETURNING c.id, c.turns) "
+           f"INSERT INTO {quote(Message._meta.db_table)} (conversation_id, turn, "
+           f"{', '.join(quote(f.column) for f in fields)}) "
+           f"SELECT c.id, c.turns, {', '.join(['%s'] * len(fields))} FROM c "
+           "RETURNING id, turn")
+    params = [model, timezone.now(), pk, user,
+              *([RunStatus.WAITING] if refuse_if_waiting else []), *values]
+    return sql, params
 
 
 def finish_turn(conversation_id: str, user_message: dict[str, Any], reply: dict[str, Any],
@@ -158,7 +234,10 @@ def _enqueue_remember(message_ids: list[int]) -> None:
 # --- the short-term window -------------------------------------------------------------
 
 
-def _window_key(conversation_id: str) -> str:
+_UNREAD = object()
+
+
+def window_key(conversation_id: str) -> str:
     return f"chat:window:{conversation_id}"
 
 
@@ -166,8 +245,38 @@ def window(conversation_id: str, current: dict[str, Any]) -> list[dict[str, Any]
     """The last ``OPENCLAW_MEMORY_WINDOW`` turns, the current one (``current``, the
     user's message just stored) included: from the cache when it holds every turn
     before this one, else from the database."""
+    try:
+        token = cache.get(window_key(conversation_id))
+    except Exception:  # the cache is down: the database answers
+        logger.warning("window cache unavailable", exc_info=True)
+        token = None
+    return _window(conversation_id, current, _cached_window(token, current["turn"] - 1))
+
+
+async def awindow(conversation_id: str, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """``window`` for async code: the cache read from the event loop (no thread hop);
+    the database, in a thread, only on a miss."""
+    from routing import hot
+
+    if not hot.available():
+        return await sync_to_async(window)(conversation_id, current)
+    key = window_key(conversation_id)
+    token = hot.seen(key, _UNREAD)  # the turn may have read it ahead
+    if token is _UNREAD:
+        try:
+            (token,) = await hot.get_many([key])
+        except Exception:
+            logger.warning("window cache unavailable", exc_info=True)
+            token = None
+    earlier = _cached_window(token, current["turn"] - 1)
+    if earlier is None:
+        return await sync_to_async(_window)(conversation_id, current, None)
+    return _window(conversation_id, current, earlier)
+
+
+def _window(conversation_id: str, current: dict[str, Any],
+            earlier: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     turn, size = current["turn"], max(1, settings.OPENCLAW_MEMORY_WINDOW)
-    earlier = _cached_window(conversation_id, turn - 1)
     if earlier is None:
         earlier = [message_dict(m) for m in Message.objects.filter(
             Q(turn__gt=turn - size) | Q(turn=0), conversation_id=conversation_id,
@@ -175,15 +284,10 @@ def window(conversation_id: str, current: dict[str, Any]) -> list[dict[str, Any]
     return [m for m in earlier if m["turn"] > turn - size or m["turn"] == 0] + [current]
 
 
-def _cached_window(conversation_id: str, through_turn: int) -> list[dict[str, Any]] | None:
+def _cached_window(token: str | None, through_turn: int) -> list[dict[str, Any]] | None:
     """The cached window if it was written after turn ``through_turn`` (else a miss: a
     turn without a reply, or a cache that was cleared or evicted)."""
-    try:
-        token = cache.get(_window_key(conversation_id))
-    except Exception:  # the cache is down: the database answers
-        logger.warning("window cache unavailable", exc_info=True)
-        return None
-    if token is None:
+    if not isinstance(token, str):
         return None
     try:
         payload = json.loads(crypto.decrypt(token))
@@ -198,13 +302,13 @@ def _cache_window(conversation_id: str, turn: int, messages: list[dict[str, Any]
     token = crypto.encrypt(json.dumps({"turn": turn, "messages": messages},
                                       ensure_ascii=False))
     try:
-        cache.set(_window_key(conversation_id), token, WINDOW_CACHE_TIMEOUT_S)
+        cache.set(window_key(conversation_id), token, WINDOW_CACHE_TIMEOUT_S)
     except Exception:
         logger.warning("could not cache the window of %s", conversation_id, exc_info=True)
 
 
 def forget_window(conversation_id: str) -> None:
-    cache.delete(_window_key(conversation_id))
+    cache.delete(window_key(conversation_id))
 
 
 # --- the seed's session JSON -----------------------------------------------------------

@@ -85,6 +85,7 @@ class GatewayMeta:
     engine_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     route_override: str | None = None  # e.g. "cache; …" for an answer from the cache
+    decision: RouteDecision | None = None  # the routing rules' decision, once made
 
     @property
     def route(self) -> str:
@@ -276,7 +277,7 @@ async def _candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMe
     models in ``skip``; raises ``GatewayError`` when the chain has no instance at all,
     none with a large enough context window, or only drained or open ones."""
     decision, table, stats = await _aplan(facts)
-    meta.rule = decision.rule.name if decision.rule else None
+    meta.decision, meta.rule = decision, decision.rule.name if decision.rule else None
     needed = facts.context_length + (request.max_tokens or 0)
     local_only = SENSITIVE_FLAG in facts.flags
     found = too_small = yielded = circuit_open = not_local = 0

@@ -109,14 +109,15 @@ def forget() -> None:
 
 
 def remember(values: dict[str, Any]) -> None:
-    """Keep the version tokens this request read (its context only)."""
-    _seen.set(values)
+    """Keep the values this request read (its context only), with those it read before."""
+    _seen.set({**(_seen.get() or {}), **values})
 
 
-def seen(name: str) -> Any:
-    """The value of version token ``name`` as this request read it, or None."""
+def seen(name: str, default: Any = None) -> Any:
+    """The value of ``name`` as this request read it (None when it was missing), or
+    ``default`` when the request did not read it."""
     values = _seen.get()
-    return values.get(name) if values else None
+    return values.get(name, default) if values else default
 
 
 async def get_many(names: list[str]) -> list[Any]:

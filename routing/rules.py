@@ -258,6 +258,24 @@ def resolve_route(facts: RequestFacts, copy: _Copy | None = None) -> RouteDecisi
     return _decision(None, facts.model, [], copy, explanation, trace)
 
 
+async def aresolve_route(facts: RequestFacts) -> RouteDecision:
+    """``resolve_route`` for async code: this process's copy checked against the token
+    from the event loop (the request's own read of it, else one GET); the rules are
+    (re)loaded in a thread only when they changed."""
+    from asgiref.sync import sync_to_async
+
+    from . import hot
+
+    copy = _local
+    if copy.version is not None and hot.available():
+        version = hot.seen(VERSION_KEY)
+        if version is None:
+            (version,) = await hot.get_many([VERSION_KEY])
+        if version == copy.version:
+            return resolve_route(facts, copy)
+    return await sync_to_async(resolve_route)(facts)
+
+
 def _decision(rule: RuleSnapshot | None, target: str, fallbacks: list[str], copy: _Copy,
               explanation: list[str], trace: list[RuleTrace]) -> RouteDecision:
     for name in copy.last_resort:  # the global last resort ends every chain

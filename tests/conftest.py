@@ -49,6 +49,18 @@ def english_at_start():
     translation.activate("en")
 
 
+@pytest.fixture(autouse=True)
+def fresh_workflow_plans():
+    """Each test reads workflows and conversations' pins afresh: this process's copy
+    is invalidated by a token bumped when a change commits, and most tests' changes
+    never commit (they are rolled back)."""
+    from chat.workflows import compiler
+
+    compiler.clear_local_copy()
+    yield
+    compiler.clear_local_copy()
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(embedded_services):
     """The test database lives in the embedded server started above."""

@@ -5,19 +5,40 @@ statements, dict rows) to the project's database; its serializer wraps the defau
 in AES-256-GCM with the project's keys (``settings.ENCRYPTION_KEYS``), the key id in
 each stored type (``msgpack+aesgcm:<key id>``) so keys rotate like the rows' do.
 A pool belongs to one event loop: there is one per loop, opened on first use.
+
+A turn starts from its thread's latest checkpoint. ``CachingSaver`` keeps, per thread,
+the latest checkpoint this process wrote or read (serialized, so no run can alter
+it), and returns it instead of reading and decrypting it again when the caller knows
+the thread's head (``expected_head``, the id the turn read when it began, under the
+conversation's lease) and it is that one: a conversation served by one process loads
+its checkpoint from the database only when another process moved it on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import connections
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -57,7 +78,88 @@ def conninfo() -> str:
                          port=db.get("PORT") or None, **options)
 
 
-_savers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPostgresSaver] = (
+THREADS_KEPT = 1000  # threads whose latest checkpoint a saver keeps in memory
+# The id of the thread's latest checkpoint as the run read it when it began ("": none).
+expected_head: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "expected_head", default=None)
+
+
+class CachingSaver(AsyncPostgresSaver):
+    """``AsyncPostgresSaver`` with each thread's latest checkpoint kept in memory (see
+    the module's docstring). Anything else that touches a thread — pending writes (an
+    interrupt), deletion, pruning — drops what is kept of it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._plain = JsonPlusSerializer()
+        self._latest: OrderedDict[str, tuple[str, tuple, dict, RunnableConfig | None]] = (
+            OrderedDict())
+        self._written: dict[str, str] = {}  # thread → the checkpoint pending writes went to
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        latest = not get_checkpoint_id(config) and not configurable.get("checkpoint_ns")
+        head = expected_head.get() if latest else None
+        if head == "":
+            return None  # the thread has no checkpoint yet
+        kept = self._latest.get(thread_id) if head else None
+        if kept is not None and kept[0] == head:
+            self._latest.move_to_end(thread_id)
+            _id, dumped, metadata, parent = kept
+            return CheckpointTuple(
+                {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                                  "checkpoint_id": head}},
+                self._plain.loads_typed(dumped), metadata, parent, [])
+        found = await super().aget_tuple(config)
+        if latest and found is not None and not found.pending_writes:
+            self._keep(thread_id, found.checkpoint, found.metadata, found.parent_config)
+        return found
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
+                   metadata: CheckpointMetadata, new_versions: ChannelVersions
+                   ) -> RunnableConfig:
+        self._latest.pop(str(config["configurable"]["thread_id"]), None)
+        stored = await super().aput(config, checkpoint, metadata, new_versions)
+        thread_id = str(stored["configurable"]["thread_id"])
+        if not config["configurable"].get("checkpoint_ns") and \
+                self._written.pop(thread_id, None) != checkpoint["id"]:
+            parent = ({"configurable": {**stored["configurable"],
+                                        "checkpoint_id": config["configurable"]["checkpoint_id"]}}
+                      if config["configurable"].get("checkpoint_id") else None)
+            self._keep(thread_id, checkpoint, metadata, parent)
+        return stored
+
+    def _keep(self, thread_id: str, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+              parent: RunnableConfig | None) -> None:
+        if any(isinstance(v, _DeltaSnapshot) for v in checkpoint["channel_values"].values()):
+            return
+        self._latest[thread_id] = (checkpoint["id"], self._plain.dumps_typed(checkpoint),
+                                   dict(metadata), parent)
+        self._latest.move_to_end(thread_id)
+        while len(self._latest) > THREADS_KEPT:
+            self._latest.popitem(last=False)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                          task_id: str, task_path: str = "") -> None:
+        thread_id = str(config["configurable"]["thread_id"])
+        self._latest.pop(thread_id, None)
+        if not config["configurable"].get("checkpoint_ns"):
+            self._written[thread_id] = config["configurable"].get("checkpoint_id", "")
+        await super().aput_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        self._latest.pop(str(thread_id), None)
+        self._written.pop(str(thread_id), None)
+        await super().adelete_thread(thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], **kwargs: Any) -> None:
+        for thread_id in thread_ids:
+            self._latest.pop(str(thread_id), None)
+        await super().aprune(thread_ids, **kwargs)
+
+
+_savers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CachingSaver] = (
     weakref.WeakKeyDictionary())
 _set_up: set[str] = set()  # databases whose checkpoint tables this process checked
 
@@ -69,7 +171,7 @@ def _pool_size() -> int:
     return max(2, pool.get("max_size", 10) if isinstance(pool, dict) else 10)
 
 
-async def get_saver() -> AsyncPostgresSaver:
+async def get_saver() -> CachingSaver:
     """This event loop's checkpointer (its pool opened, the tables created once)."""
     loop = asyncio.get_running_loop()
     saver = _savers.get(loop)
@@ -79,7 +181,7 @@ async def get_saver() -> AsyncPostgresSaver:
                                kwargs={"autocommit": True, "prepare_threshold": 0,
                                        "row_factory": dict_row})
     await pool.open()
-    saver = AsyncPostgresSaver(pool, serde=serializer())
+    saver = CachingSaver(pool, serde=serializer())
     database = connections["default"].settings_dict["NAME"]
     if database not in _set_up:
         await _setup(pool, saver)
@@ -91,7 +193,13 @@ async def get_saver() -> AsyncPostgresSaver:
     return saver
 
 
-async def _setup(pool: AsyncConnectionPool, saver: AsyncPostgresSaver) -> None:
+async def database() -> AsyncConnectionPool:
+    """This event loop's psycopg pool to the project's database (the checkpointer's:
+    autocommit, dict rows), for the few statements async code runs without a thread."""
+    return (await get_saver()).conn
+
+
+async def _setup(pool: AsyncConnectionPool, saver: CachingSaver) -> None:
     async with pool.connection() as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", [SETUP_LOCK])
         try:

@@ -1,12 +1,12 @@
 """The conversation graph's builder: nodes, edges and ``compile``.
 
-``recall → pre_process → route → generate → post_process → remember``; a turn that a
-plugin refuses, or that no model could answer, ends where it stopped (``state.error``).
+``recall → pre_process → generate → post_process → remember``; ``generate`` routes
+(the gateway applies the rules, and announces the decision) and streams the answer.
+A turn that a plugin refuses, or that no model could answer, ends where it stopped
+(an update with an ``error``).
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -14,32 +14,21 @@ from langgraph.graph.state import CompiledStateGraph
 
 from . import nodes
 from .context import Context
-from .state import InputState, State
-
-
-def after_pre_process(state: State) -> Literal["route", "__end__"]:
-    return END if state.error else "route"
-
-
-def after_generate(state: State) -> Literal["post_process", "__end__"]:
-    return END if state.error else "post_process"
-
-
-def after_post_process(state: State) -> Literal["remember", "__end__"]:
-    return END if state.error else "remember"
+from .state import State
 
 
 def build() -> StateGraph:
-    builder = StateGraph(State, context_schema=Context, input_schema=InputState)
-    for node in (nodes.recall, nodes.pre_process, nodes.route, nodes.generate,
-                 nodes.post_process, nodes.remember):
-        builder.add_node(node.__name__, node)
+    # The input is the whole state: a turn resets the previous turn's values with it
+    # (``state.turn_start``).
+    builder = StateGraph(State, context_schema=Context, input_schema=State)
+    order = [nodes.recall, nodes.pre_process, nodes.generate, nodes.post_process,
+             nodes.remember]
+    for node, following in zip(order, order[1:], strict=False):
+        # Each node goes on to the next, or ends the turn when it reports an error.
+        builder.add_node(node.__name__, nodes.routed(node, following.__name__),
+                         destinations=(following.__name__, END))
+    builder.add_node("remember", nodes.remember)
     builder.add_edge(START, "recall")
-    builder.add_edge("recall", "pre_process")
-    builder.add_conditional_edges("pre_process", after_pre_process)
-    builder.add_edge("route", "generate")
-    builder.add_conditional_edges("generate", after_generate)
-    builder.add_conditional_edges("post_process", after_post_process)
     builder.add_edge("remember", END)
     return builder
 

@@ -1,6 +1,9 @@
-"""The gateway as a LangChain chat model, so that LangGraph's ``messages`` stream mode
-carries its tokens: ``routing.gateway.stream`` (rules, balancing, failover) behind
-``BaseChatModel._astream``, each delta passed through the plugins' stream filter."""
+"""The gateway as a LangChain chat model, for graphs of one's own: LangGraph's
+``messages`` stream mode carries its tokens, ``routing.gateway.stream`` (rules,
+balancing, failover) behind ``BaseChatModel._astream``, each delta passed through the
+plugins' stream filter when one is given. (The conversation graph's own nodes call
+the gateway directly and write tokens to the custom stream: no callback machinery
+between the engine and the studio.)"""
 
 from __future__ import annotations
 

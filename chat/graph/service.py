@@ -20,8 +20,9 @@ a turn after a restart resumes the thread) and yields JSON-serialisable events:
   texting: ``run_active``, ``interrupted``, ``rolled_back``, ``run_busy``,
   ``awaiting_approval``).
 
-The graph streams in three modes: ``messages`` (tokens, through LangChain's callbacks),
-``updates`` (node ends, and the final state) and ``custom`` (the rest).
+The graph streams in two modes: ``updates`` (node ends, and the final state) and
+``custom`` (the rest, tokens included: the model call writes each one as it arrives,
+with no LangChain callback between the engine and the client).
 """
 
 from __future__ import annotations
@@ -30,29 +31,42 @@ import asyncio
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from langchain_core.messages import AIMessageChunk
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from ..conversations import ConversationError, start_turn
+from plugins.chain import VERSION_KEY as PLUGINS_VERSION
+from routing import hot
+from routing.resp import RedisUnavailable
+from routing.rules import VERSION_KEY as RULES_VERSION
+
+from ..conversations import ConversationError, astart_turn, window_key
 from ..models import Conversation, DoubleTexting, RunStatus, WorkflowRun
 from ..workflows import runs
-from ..workflows.compiler import Plan, WorkflowError, compiled, resolve
-from .checkpointer import get_saver
+from ..workflows.compiler import VERSION_KEY as WORKFLOWS_VERSION
+from ..workflows.compiler import (
+    Plan,
+    WorkflowError,
+    aresolve,
+    compiled,
+    pinned_to,
+    workflows_changed,
+)
+from .checkpointer import expected_head, get_saver
 from .context import Context
 from .graph import compile_graph
-from .nodes import REPLY_TAG
+from .state import turn_start
 
 logger = logging.getLogger(__name__)
 
-STREAM_MODES = ["messages", "updates", "custom"]
+STREAM_MODES = ["updates", "custom"]
 
 
 _graphs: weakref.WeakKeyDictionary[AsyncPostgresSaver, CompiledStateGraph] = (
@@ -91,46 +105,53 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
     if not isinstance(model, str) or not model:
         yield _error("invalid_model", _("“model” must be a non-empty string."))
         return
-    try:
-        plan = await sync_to_async(resolve)(workflow, conversation_id)
-    except WorkflowError as exc:
-        yield _error(exc.code, exc.message, exc.status)
-        return
-    policy = double_texting or (plan.double_texting if plan else DoubleTexting.ENQUEUE)
-    if policy not in DoubleTexting.values:
-        yield _error("invalid_double_texting", _("“double_texting” must be one of %(names)s.")
-                     % {"names": ", ".join(DoubleTexting.values)})
-        return
-    lease: runs.Lease | None = None
+    lease = runs.Lease(str(conversation_id)) if conversation_id is not None else None
+    added = await _read_ahead(conversation_id, lease)
     started = None
+    head: asyncio.Future | None = None
     try:
         try:
-            if conversation_id is not None:
-                if plan is not None and await sync_to_async(_waiting_run)(conversation_id):
-                    raise runs.RunRefused("awaiting_approval", _(
-                        "A run of this conversation waits for approval: approve, edit or "
-                        "reject it first."))
-                lease = await runs.claim(conversation_id, policy)
-            started = await sync_to_async(start_turn)(conversation_id, user, content, model)
+            plan = await aresolve(workflow, conversation_id)
+        except WorkflowError as exc:
+            yield _error(exc.code, exc.message, exc.status)
+            return
+        policy = double_texting or (plan.double_texting if plan else DoubleTexting.ENQUEUE)
+        if policy not in DoubleTexting.values:
+            yield _error("invalid_double_texting", _(
+                "“double_texting” must be one of %(names)s.")
+                % {"names": ", ".join(DoubleTexting.values)})
+            return
+        try:
+            if lease is not None:
+                lease = await runs.claim(conversation_id, policy, lease=lease, added=added)
+                if lease.fork_from is None:  # the thread's head, read while the turn starts
+                    head = asyncio.ensure_future(_head(await get_saver(), conversation_id))
+            # A workflow's run waiting for approval refuses the send (nothing stored).
+            started = await astart_turn(conversation_id, user, content, model,
+                                        refuse_if_waiting=plan is not None)
             if lease is None:
                 lease = await runs.claim(started.conversation_id, policy)
-            if plan is not None and workflow:
+            if plan is not None and workflow and \
+                    pinned_to(started.conversation_id) != plan.workflow_id:
                 await sync_to_async(_pin)(started.conversation_id, plan.workflow_id)
         except runs.RunRefused as exc:
             yield _error(exc.code, exc.message, exc.status)
             return
         except ConversationError as exc:
-            yield _error(exc.code, exc.message,
-                         404 if exc.code.endswith("not_found") else 400)
+            yield _error(exc.code, exc.message, exc.status)
             return
         yield {"type": "conversation", "id": started.conversation_id,
                "created": started.created}
         inputs = {"conversation_id": started.conversation_id, "user": user, "model": model,
                   "message": started.message, "api_key": api_key,
-                  "params": dict(params or {})}
-        async for event in _run(plan, inputs, lease):
+                  "params": dict(params or {}), **turn_start(started.message)}
+        # A new conversation's thread has no checkpoint yet.
+        async for event in _run(plan, inputs, lease, "" if started.created else head):
             yield event
     finally:
+        if head is not None and not head.done():
+            head.cancel()
+            await asyncio.gather(head, return_exceptions=True)
         if lease is not None:
             if lease.info.get("cancelled_by") == DoubleTexting.ROLLBACK:
                 await lease.hand_over(started.message["turn"] if started else None,
@@ -138,8 +159,32 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
             await lease.release()
 
 
-async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease) -> AsyncIterator[dict]:
-    """Drive the graph under ``lease`` (cancellable by a later send), as events."""
+async def _read_ahead(conversation_id: str | None, lease: runs.Lease | None) -> bool | None:
+    """One Redis round trip for what the turn's steps would each ask Redis: the version
+    tokens of the per-process copies they consult (workflows, plugins, routing rules),
+    the conversation's cached window, and an attempt to take its ``lease`` — whether
+    it was taken (None: not tried). The values are kept in the turn's context
+    (``hot.seen``): a change that commits while the turn runs applies from the next."""
+    if not hot.available():
+        return None
+    names = [WORKFLOWS_VERSION, PLUGINS_VERSION, RULES_VERSION]
+    commands: list[tuple] = []
+    if conversation_id is not None and lease is not None:
+        names.append(window_key(str(conversation_id)))
+        commands.append(runs.claim_command(lease))
+    try:
+        values, *taken = await hot.execute(
+            [("MGET", *(hot.full_key(name) for name in names)), *commands])
+    except RedisUnavailable:
+        return None  # each step asks again, and reports what it finds
+    hot.remember(dict(zip(names, map(hot.loads, values), strict=True)))
+    return taken[0] is not None if taken else None
+
+
+async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
+               head: str | Awaitable[str] | None = None) -> AsyncIterator[dict]:
+    """Drive the graph under ``lease`` (cancellable by a later send), as events.
+    ``head``: the thread's latest checkpoint id ("": none), or its pending read."""
     conversation_id = lease.conversation_id
     config = thread_config(conversation_id)
     try:
@@ -150,9 +195,13 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease) -> AsyncIterat
             config = {"configurable": {**config["configurable"],
                                        "checkpoint_id": lease.fork_from}}
         # Where this run starts, should a later send roll it back (whatever its policy).
-        head = lease.fork_from if lease.fork_from is not None else await _head(
-            graph, conversation_id)
-        await lease.note(checkpoint_id=head)
+        if lease.fork_from is not None:
+            head = lease.fork_from
+        elif head is None:
+            head = await _head(graph.checkpointer, conversation_id)
+        elif not isinstance(head, str):
+            head = await head
+        lease.note(checkpoint_id=head)
     except Exception:
         logger.exception("run of conversation %s could not start", conversation_id)
         yield _error("internal_error", _("The turn failed inside OpenClaw; the message is "
@@ -161,7 +210,10 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease) -> AsyncIterat
     final: dict[str, Any] = {}
     interrupts: list[dict] = []
     try:
-        async for event in _cancellable(graph, inputs, config, lease, final, interrupts):
+        # Sub-workflows' own events need LangGraph's subgraph streaming (it costs).
+        nested = plan is not None and len(plan.definitions) > 1
+        async for event in _cancellable(graph, inputs, config, lease, final, interrupts,
+                                        head, nested):
             yield event
     except runs.RunCancelled as exc:
         code = "rolled_back" if exc.policy == DoubleTexting.ROLLBACK else "interrupted"
@@ -181,21 +233,23 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease) -> AsyncIterat
 
 
 async def _cancellable(graph: CompiledStateGraph, inputs: Any, config: dict,
-                       lease: runs.Lease, final: dict[str, Any],
-                       interrupts: list[dict]) -> AsyncIterator[dict]:
+                       lease: runs.Lease, final: dict[str, Any], interrupts: list[dict],
+                       head: str, nested: bool) -> AsyncIterator[dict]:
     """The graph's stream, run as a task that ``lease``'s watcher cancels when a later
-    send interrupts or rolls back this run (``RunCancelled``)."""
+    send interrupts or rolls back this run (``RunCancelled``). ``head`` is the thread's
+    latest checkpoint as read under the lease: the saver may answer it from memory."""
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = asyncio.Event()
 
     async def produce() -> None:
+        expected_head.set(head)  # this task's context only
         try:
-            # durability "async": each step's checkpoint is written while the next step
-            # runs, not before it starts (the user's message is already stored by
-            # start_turn, so a crash mid-turn loses no input).
+            # The user's message is stored by start_turn and the answer by the
+            # remember node, so a crash mid-turn loses no input whatever the durability
+            # (OPENCLAW_GRAPH_DURABILITY; "exit": one checkpoint per run).
             async for item in graph.astream(inputs, config, context=Context.from_settings(),
-                                            stream_mode=STREAM_MODES, subgraphs=True,
-                                            durability="async"):
+                                            stream_mode=STREAM_MODES, subgraphs=nested,
+                                            durability=settings.OPENCLAW_GRAPH_DURABILITY):
                 await queue.put(("item", item))
             await queue.put(("end", None))
         except asyncio.CancelledError:
@@ -216,7 +270,7 @@ async def _cancellable(graph: CompiledStateGraph, inputs: Any, config: dict,
             if kind == "cancelled":
                 raise runs.RunCancelled(lease.info.get("cancelled_by",
                                                        DoubleTexting.INTERRUPT))
-            namespace, mode, chunk = item
+            namespace, mode, chunk = item if nested else ((), *item)
             for event in _events(mode, chunk, final if not namespace else {}, interrupts):
                 yield event
     finally:
@@ -225,10 +279,10 @@ async def _cancellable(graph: CompiledStateGraph, inputs: Any, config: dict,
         await asyncio.gather(producer, watcher, return_exceptions=True)
 
 
-async def _head(graph: CompiledStateGraph, conversation_id: str) -> str:
+async def _head(saver: AsyncPostgresSaver, conversation_id: str) -> str:
     """The thread's latest checkpoint id ("" when it has none yet): its id alone, not
     the checkpoint (``aget_tuple`` would load and decrypt every channel)."""
-    async with graph.checkpointer.conn.connection() as conn:
+    async with saver.conn.connection() as conn:
         cursor = await conn.execute(
             "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND "
             "checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1", [conversation_id])
@@ -236,13 +290,10 @@ async def _head(graph: CompiledStateGraph, conversation_id: str) -> str:
     return row["checkpoint_id"] if row else ""
 
 
-def _waiting_run(conversation_id: str) -> bool:
-    return WorkflowRun.objects.filter(conversation_id=conversation_id,
-                                      status=RunStatus.WAITING).exists()
-
-
 def _pin(conversation_id: str, workflow_id: int) -> None:
-    Conversation.objects.filter(pk=conversation_id).update(workflow_id=workflow_id)
+    if Conversation.objects.filter(pk=conversation_id).exclude(
+            workflow_id=workflow_id).update(workflow_id=workflow_id):
+        workflows_changed()  # every process re-reads the conversation's pin
 
 
 def record_waiting(conversation_id: str, plan: Plan | None, inputs: Any,
@@ -273,7 +324,7 @@ async def astream_resume(*, conversation_id: str, user: str, resume: Any) -> Asy
         yield _error("not_waiting", _("No run of this conversation waits for approval."), 409)
         return
     try:
-        plan = await sync_to_async(resolve)(None, conversation_id)
+        plan = await aresolve(None, conversation_id)
         lease = await runs.claim(conversation_id, DoubleTexting.REJECT)
     except (WorkflowError, runs.RunRefused) as exc:
         yield _error(exc.code, exc.message, exc.status)
@@ -335,13 +386,6 @@ def _events(mode: str, chunk: Any, final: dict[str, Any],
     human-approval stops."""
     if mode == "custom":
         return [chunk] if isinstance(chunk, dict) else []
-    if mode == "messages":
-        message, metadata = chunk
-        if (isinstance(message, AIMessageChunk) and isinstance(message.content, str)
-                and message.content and (metadata.get("langgraph_node") == "generate"
-                                         or REPLY_TAG in metadata.get("tags", ()))):
-            return [{"type": "token", "text": message.content}]
-        return []
     events = []
     for node, update in chunk.items():
         if node == "__interrupt__":

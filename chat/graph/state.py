@@ -57,3 +57,11 @@ class State(InputState):
     outputs: dict[str, Any] = field(default_factory=dict)
     """What workflow nodes produced this turn, by name: a router's branch, an HTTP
     tool's answer, a model call kept apart from the reply."""
+
+
+def turn_start(message: dict[str, Any]) -> dict[str, Any]:
+    """What a turn's input resets, besides the new turn's own fields: the checkpoint
+    holds the previous turn's values. Part of the input, so no graph step is spent on
+    it; the window starts as the new message alone (a recall node widens it)."""
+    return {"turns": 1, "window": [message], "memories": [], "prompt": [], "flags": [],
+            "plugin_actions": [], "route": {}, "reply": {}, "error": {}, "outputs": {}}

@@ -1,29 +1,37 @@
 """Compile workflows to LangGraph ``StateGraph``s on the conversation graph's state.
 
-A run first loads its ``Plan`` (one query or two: the workflow, and those it includes
-as sub-workflows, at their current versions); the compiled graph is cached per
-checkpointer under the plan's versions, so an edit in the admin (``version`` + 1) is
-compiled on the next run in every process, without a restart.
+A run first finds its ``Plan`` (the workflow, and those it includes as sub-workflows,
+at their current versions); the compiled graph is cached per checkpointer under the
+plan's versions, so an edit in the admin (``version`` + 1) is compiled on the next run
+in every process, without a restart. ``aresolve`` keeps the plans (and which workflow
+each conversation is pinned to) per process behind a version token that any change
+to a workflow or a pin replaces: a turn finds its plan without a query.
 
-Every workflow starts with a ``begin`` node (the turn's bookkeeping), then its entry.
-After each node the run ends if the state holds an error; otherwise it follows the
-node's edge, its router's choice, or ends (no edge, ``end``).
+A run's input resets the previous turn's values (``turn_start``), so a workflow starts
+at its entry node. After each node the run ends if the state holds an error; otherwise
+it follows the node's edge, its router's choice, or ends (no edge, ``end``).
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.utils.translation import gettext as _
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from routing import hot
+from routing.versions import VersionToken
+
+from ..graph import nodes as conversation
 from ..graph.context import Context
-from ..graph.state import InputState, State
+from ..graph.state import State
 from ..models import Conversation, DoubleTexting, Workflow
 from . import nodes
 from .registry import get_node_type
@@ -100,6 +108,124 @@ def resolve(slug: str | None = None, conversation_id: str | None = None) -> Plan
     return plan_of(workflow) if workflow else None
 
 
+# --- the per-process copy of plans and pins ------------------------------------------
+
+VERSION_KEY = "chat:workflows:version"
+TOKEN = VersionToken(VERSION_KEY)
+workflows_changed = TOKEN.changed  # post_save/post_delete receiver of Workflow
+PINS_KEPT = 10_000  # conversations whose pinned workflow a process remembers
+_MISSING = object()
+
+
+class _Plans:
+    """Plans by slug (None: no enabled workflow of that slug), by id and the default
+    one, and conversations' pins, as read under one version of the token."""
+
+    def __init__(self, version: str | None = None):
+        self.version = version
+        self.plans: dict[tuple, Plan | None] = {}
+        self.pins: OrderedDict[str, int | None] = OrderedDict()
+
+
+_plans = _Plans()
+_plans_lock = threading.Lock()
+
+
+def clear_local_copy() -> None:
+    """Forget this process's plans and pins (tests; the next run reads them again)."""
+    global _plans
+    _plans = _Plans()
+
+
+def _load(key: tuple) -> Plan | None:
+    """The plan ``key`` names: ``("slug", s)``, ``("id", pk)`` or ``("default",)``."""
+    found = Workflow.objects.filter(enabled=True)
+    if key[0] == "slug":
+        found = found.filter(slug=key[1])
+    elif key[0] == "id":
+        found = found.filter(pk=key[1])
+    else:
+        found = found.filter(is_default=True)
+    workflow = found.first()
+    return plan_of(workflow) if workflow else None
+
+
+def _pin_of(conversation_id: str) -> int | None | object:
+    """The workflow a conversation is pinned to (None: none), ``_MISSING`` if there is
+    no such conversation."""
+    try:
+        found = Conversation.objects.filter(pk=conversation_id).values_list(
+            "workflow_id", flat=True)
+        return next(iter(found), _MISSING)
+    except (ValueError, TypeError):  # not a UUID
+        return _MISSING
+
+
+async def _current() -> _Plans:
+    global _plans
+    version = None
+    if hot.available():
+        version = hot.seen(VERSION_KEY)  # read ahead by the turn, else one GET
+        if version is None:
+            (version,) = await hot.get_many([VERSION_KEY])
+    if version is None:
+        version = await sync_to_async(TOKEN.current, thread_sensitive=False)()
+    if _plans.version != version:
+        with _plans_lock:
+            if _plans.version != version:
+                _plans = _Plans(version)
+    return _plans
+
+
+async def _plan(copy: _Plans, key: tuple) -> Plan | None:
+    plan = copy.plans.get(key, _MISSING)
+    if plan is _MISSING:
+        plan = copy.plans[key] = await sync_to_async(_load)(key)
+    return plan
+
+
+async def aresolve(slug: str | None = None, conversation_id: str | None = None
+                   ) -> Plan | None:
+    """``resolve`` from this process's copy: no query unless a workflow or a pin changed
+    (in any process) since it was read."""
+    copy = await _current()
+    if slug:
+        plan = await _plan(copy, ("slug", slug))
+        if plan is None:
+            raise WorkflowError("workflow_not_found", _(
+                "No enabled workflow “%(slug)s”.") % {"slug": slug}, 404)
+        return plan
+    if conversation_id:
+        pin = copy.pins.get(conversation_id, _MISSING)
+        if pin is _MISSING:
+            pin = await sync_to_async(_pin_of)(conversation_id)
+            if pin is not _MISSING:
+                copy.pins[conversation_id] = pin
+                while len(copy.pins) > PINS_KEPT:
+                    copy.pins.popitem(last=False)
+        else:
+            copy.pins.move_to_end(conversation_id)
+        if isinstance(pin, int):
+            plan = await _plan(copy, ("id", pin))
+            if plan is not None:
+                return plan  # else disabled: the default runs
+    return await _plan(copy, ("default",))
+
+
+def pinned_to(conversation_id: str) -> int | None | object:
+    """The workflow this process last read as ``conversation_id``'s pin (None: none;
+    an object that is neither when it has not read it)."""
+    return _plans.pins.get(conversation_id, _MISSING)
+
+
+def pin_changed(sender: type, instance: Conversation, created: bool = False,
+                update_fields: frozenset | None = None, **kwargs) -> None:
+    """A conversation saved with (possibly) another workflow: every process re-reads
+    pins (a new conversation is in no process's copy yet)."""
+    if not created and (update_fields is None or "workflow" in update_fields):
+        workflows_changed()
+
+
 def conversation_workflow(conversation_id: str) -> str | None:
     return (Conversation.objects.filter(pk=conversation_id)
             .values_list("workflow__slug", flat=True).first())
@@ -116,38 +242,40 @@ class BuildContext:
 
     def subgraph(self, slug: str) -> CompiledStateGraph:
         # No checkpointer of its own: it checkpoints into its parent's thread.
-        return build(self.plan.definitions[slug], self, begin=False).compile(name=slug)
+        return build(self.plan.definitions[slug], self).compile(name=slug)
 
 
-def build(definition: dict[str, Any], ctx: BuildContext, *, begin: bool = True) -> StateGraph:
+def build(definition: dict[str, Any], ctx: BuildContext) -> StateGraph:
     """The ``StateGraph`` of a (validated) definition."""
-    # A subgraph takes its parent's whole state (a run's input is only the new turn).
-    builder = StateGraph(State, context_schema=Context,
-                         input_schema=InputState if begin else State)
+    # A run's input, like a subgraph's, is the whole state (``turn_start``).
+    builder = StateGraph(State, context_schema=Context, input_schema=State)
     specs = {node["id"]: node for node in definition["nodes"]}
     entry = definition.get("entry") or definition["nodes"][0]["id"]
-    if begin:
-        builder.add_node("begin", nodes.begin_turn)
-        builder.add_edge(START, "begin")
-        builder.add_edge("begin", entry)
-    else:
-        builder.add_edge(START, entry)
+    builder.add_edge(START, entry)
     following = {edge["source"]: edge["target"] for edge in definition.get("edges", [])}
     for node_id, spec in specs.items():
         node_type = get_node_type(spec["type"])
         made = node_type.build(node_id, spec.get("config", {}), ctx)
-        if not isinstance(made, CompiledStateGraph):
-            made = nodes.announced(node_id, spec["type"], made)
-        builder.add_node(node_id, made)
-    for node_id, spec in specs.items():
-        targets = branches(spec)
+        targets = [*dict.fromkeys(branches(spec))]
+        if isinstance(made, CompiledStateGraph):  # a sub-workflow: edges decide after it
+            builder.add_node(node_id, made)
+            if targets:
+                builder.add_conditional_edges(node_id, _chosen(node_id), [*targets, END])
+            elif node_id in following:
+                builder.add_conditional_edges(node_id, _next(following[node_id]),
+                                              [following[node_id], END])
+            else:
+                builder.add_edge(node_id, END)
+            continue
+        made = nodes.announced(node_id, spec["type"], made)
         if targets:
-            builder.add_conditional_edges(node_id, _chosen(node_id), [*dict.fromkeys(targets),
-                                                                      END])
+            builder.add_node(node_id, conversation.routed(made, branch_of=node_id),
+                             destinations=(*targets, END))
         elif node_id in following:
-            builder.add_conditional_edges(node_id, _next(following[node_id]),
-                                          [following[node_id], END])
+            builder.add_node(node_id, conversation.routed(made, following[node_id]),
+                             destinations=(following[node_id], END))
         else:
+            builder.add_node(node_id, made)
             builder.add_edge(node_id, END)
     return builder
 

@@ -125,14 +125,6 @@ def facts_for(state: State, subject: str) -> RequestFacts:
 # --- conversation stages ---------------------------------------------------------------
 
 
-async def begin_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Added before every workflow's entry: counts the turn and clears the previous
-    turn's values (a workflow may have no ``memory_recall`` to do it)."""
-    return {"turns": 1, "window": [state.message], "memories": [], "prompt": [],
-            "flags": [], "plugin_actions": [], "route": {}, "reply": {}, "error": {},
-            "outputs": {}}
-
-
 def _check_recall(config: dict[str, Any]) -> list[str]:
     if not isinstance(config.get("long_term", True), bool):
         return [_("“long_term” must be true or false.")]

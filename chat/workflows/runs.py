@@ -87,21 +87,23 @@ class Lease:
     def value(self) -> dict[str, Any]:
         return {"run": self.run_id, **self.info}
 
-    async def note(self, **info: Any) -> None:
-        """Record what a later rollback must undo (the message, the checkpoint)."""
+    def note(self, **info: Any) -> None:
+        """Record what a rollback of this run must undo (the checkpoint it started
+        from): the run undoes it itself (``hand_over``), when it is cancelled."""
         self.info.update(info)
-        await _cached(cache.set)(_key(self.conversation_id), self.value(), LEASE_S)
 
     async def hand_over(self, turn: int | None, checkpoint_id: str | None) -> None:
         """A run cancelled by ``rollback``: forget its turn and leave the checkpoint it
         started from to the run that cancelled it ("": the thread had none)."""
         if turn:
             await sync_to_async(roll_back)(self.conversation_id, turn)
-        await _cached(cache.set)(_from_key(self.conversation_id), checkpoint_id or "",
-                                       LEASE_S)
+        await _set(_from_key(self.conversation_id), checkpoint_id or "", LEASE_S)
 
     async def release(self) -> None:
-        await _cached(_release)(self.conversation_id, self.run_id)
+        key = _key(self.conversation_id)
+        held = await _get(key)
+        if isinstance(held, dict) and held.get("run") == self.run_id:
+            await _delete(key)
 
     async def watch(self, task: asyncio.Task, cancelled: asyncio.Event) -> None:
         """Renew the lease; cancel ``task`` when a later send asks (sets ``cancelled``)."""
@@ -128,17 +130,34 @@ async def _get(key: str) -> Any:
     return await _cached(cache.get)(key)
 
 
+async def _add(key: str, value: Any, seconds: int) -> bool:
+    """``cache.add`` from the event loop: set ``key`` unless it exists (atomic)."""
+    if hot.available():
+        (reply,) = await hot.execute([("SET", hot.full_key(key), hot.dumps(value),
+                                       "EX", seconds, "NX")])
+        return reply is not None
+    return await _cached(cache.add)(key, value, seconds)
+
+
+async def _set(key: str, value: Any, seconds: int) -> None:
+    if hot.available():
+        await hot.execute([("SET", hot.full_key(key), hot.dumps(value), "EX", seconds)])
+    else:
+        await _cached(cache.set)(key, value, seconds)
+
+
+async def _delete(key: str) -> None:
+    if hot.available():
+        await hot.execute([("DEL", hot.full_key(key))])
+    else:
+        await _cached(cache.delete)(key)
+
+
 async def _touch(key: str, seconds: int) -> None:
     if hot.available():
         await hot.execute([("EXPIRE", hot.full_key(key), seconds)])
     else:
         await _cached(cache.touch)(key, seconds)
-
-
-def _release(conversation_id: str, run_id: str) -> None:
-    held = cache.get(_key(conversation_id))
-    if isinstance(held, dict) and held.get("run") == run_id:
-        cache.delete(_key(conversation_id))
 
 
 def active_run(conversation_id: str) -> dict[str, Any] | None:
@@ -147,12 +166,22 @@ def active_run(conversation_id: str) -> dict[str, Any] | None:
     return held if isinstance(held, dict) else None
 
 
-async def claim(conversation_id: str, policy: str) -> Lease:
+def claim_command(lease: Lease) -> tuple:
+    """The Redis command that takes ``lease`` if no run holds its conversation (``OK``,
+    else nil): for a caller that pipelines it with its own reads (``claim``'s
+    ``added``)."""
+    return ("SET", hot.full_key(_key(lease.conversation_id)), hot.dumps(lease.value()),
+            "EX", LEASE_S, "NX")
+
+
+async def claim(conversation_id: str, policy: str, *, lease: Lease | None = None,
+                added: bool | None = None) -> Lease:
     """The conversation's lease for a new run, after applying ``policy`` to the run
-    that holds it, if any; ``RunRefused`` when the policy refuses."""
-    lease = Lease(str(conversation_id))
+    that holds it, if any; ``RunRefused`` when the policy refuses. ``added``: whether
+    ``claim_command(lease)`` already took it (None: not tried yet)."""
+    lease = lease or Lease(str(conversation_id))
     key = _key(lease.conversation_id)
-    if await _cached(cache.add)(key, lease.value(), LEASE_S):
+    if added or (added is None and await _add(key, lease.value(), LEASE_S)):
         return lease
     if policy == DoubleTexting.REJECT:
         raise RunRefused("run_active", _(
@@ -183,7 +212,7 @@ async def _wait_for(key: str, lease: Lease, policy: str) -> None:
     limit = (settings.OPENCLAW_WORKFLOW_ENQUEUE_WAIT_S if policy == DoubleTexting.ENQUEUE
              else LEASE_S)
     deadline = time.monotonic() + limit
-    while not await _cached(cache.add)(key, lease.value(), LEASE_S):
+    while not await _add(key, lease.value(), LEASE_S):
         if time.monotonic() > deadline:
             raise RunRefused("run_busy", _(
                 "The conversation's active run did not end in time; try again later."), 503)

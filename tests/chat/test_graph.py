@@ -1,7 +1,7 @@
 """The conversation graph on the real PostgreSQL (checkpoints) and Redis (window cache):
 the events of a turn, resuming a thread in a fresh process, the cached window's
 fallback to the database, plugin refusals and routing failures ending a turn cleanly,
-and checkpoints that hold no plaintext."""
+checkpoints that hold no plaintext, and the gateway as a LangChain chat model."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from routing.models import ModelEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
-NODES = ["recall", "pre_process", "route", "generate", "post_process", "remember"]
+NODES = ["recall", "pre_process", "generate", "post_process", "remember"]
 
 
 @pytest.fixture(autouse=True)
@@ -277,3 +277,33 @@ async def test_rotate_data_reencrypts_checkpoints_and_the_thread_still_loads(ech
     after = await arun_turn(conversation_id=conversation, user="kim", content="after rotation",
                             model="echo")
     assert after["type"] == "done"
+
+
+async def test_the_gateway_as_a_langchain_chat_model_streams_in_a_custom_graph(echo):
+    """``GatewayChatModel`` is the gateway's LangChain face for graphs of one's own:
+    its tokens reach LangGraph's ``messages`` stream mode, routed like any request."""
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from chat.graph.model import GatewayChatModel
+    from inference.engines.base import ChatRequest
+    from routing.gateway import GatewayMeta
+    from routing.rules import RequestFacts
+
+    meta = GatewayMeta()
+    llm = GatewayChatModel(facts=RequestFacts(model="echo"), request=ChatRequest(messages=[]),
+                           meta=meta)
+
+    async def answer(state: MessagesState) -> dict:
+        return {"messages": [await llm.ainvoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    graph = builder.compile()
+
+    tokens = [chunk.content async for chunk, _meta in graph.astream(
+        {"messages": [("user", "tokens one by one")]}, stream_mode="messages")
+        if chunk.content]
+
+    assert "".join(tokens) == "tokens one by one" and len(tokens) == 4
+    assert meta.model == "echo" and meta.models == ["echo"]

@@ -57,7 +57,8 @@ def sent_user_texts(server) -> list[str]:
     return [m["content"] for m in server.requests[-1].body["messages"] if m["role"] == "user"]
 
 
-async def test_checkpoints_are_listed_newest_first_with_their_turns(recorded):
+async def test_checkpoints_are_listed_newest_first_with_their_turns(recorded, settings):
+    settings.OPENCLAW_GRAPH_DURABILITY = "async"  # a checkpoint after every node
     conversation = await four_turns("ada")
 
     listed = await alist_checkpoints(conversation_id=conversation, user="ada")
@@ -69,6 +70,16 @@ async def test_checkpoints_are_listed_newest_first_with_their_turns(recorded):
     assert steps == sorted(steps, reverse=True)
     with pytest.raises(ConversationError):
         await alist_checkpoints(conversation_id=conversation, user="mallory")
+
+
+async def test_durability_exit_writes_one_checkpoint_per_turn(recorded, settings):
+    settings.OPENCLAW_GRAPH_DURABILITY = "exit"  # the default
+    conversation = await four_turns("ada")
+
+    listed = await alist_checkpoints(conversation_id=conversation, user="ada")
+
+    assert [c["completed_turn"] for c in listed] == [4, 3, 2, 1]
+    assert all(c["next"] == [] for c in listed)
 
 
 async def test_fork_from_the_second_message_keeps_both_branches(recorded):
@@ -107,7 +118,8 @@ async def test_fork_from_the_second_message_keeps_both_branches(recorded):
     assert sent_user_texts(recorded)[-2:] == ["turn 4 words", "turn 5 words"]
 
 
-async def test_fork_from_a_checkpoint_inside_a_turn_starts_that_turn_again(recorded):
+async def test_fork_from_a_checkpoint_inside_a_turn_starts_that_turn_again(recorded, settings):
+    settings.OPENCLAW_GRAPH_DURABILITY = "async"  # checkpoints inside turns
     conversation = await four_turns("cal")
     listed = await alist_checkpoints(conversation_id=conversation, user="cal")
     inside_third = next(c for c in listed if c["turn"] == 3 and c["completed_turn"] == 2)

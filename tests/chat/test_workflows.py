@@ -255,7 +255,7 @@ def test_default_workflow_draws_as_mermaid(db):
     drawing = workflow_mermaid(flow)
 
     assert drawing.startswith("---") or "graph TD" in drawing
-    for name in ("begin", "check", "a", "b", "__end__"):
+    for name in ("__start__", "check", "a", "b", "__end__"):
         assert name in drawing
 
 
@@ -342,8 +342,7 @@ def test_sub_workflow_including_itself_is_refused(db):
 
 # --- the shipped workflows ---------------------------------------------------------------
 
-CONVERSATION_NODES = ["recall", "pre_process", "route", "generate", "post_process",
-                      "remember"]
+CONVERSATION_NODES = ["recall", "pre_process", "generate", "post_process", "remember"]
 
 
 async def test_default_workflow_is_the_conversation_graph(models):
