@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 CONSUMER = "chat"
 MAX_ID_CHARS = 64
 PARAMS = {"temperature", "top_p", "max_tokens", "seed", "stop"}
+# What a turn reports about itself; before its answer's first token, these frames wait.
+HELD = frozenset({"node", "memory", "plugin", "route", "branch", "tool", "annotation"})
 # Runs left to finish after their socket closed (OPENCLAW_WS_CANCEL_ON_DISCONNECT off).
 _detached: set[asyncio.Task] = set()
 
@@ -314,11 +316,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     if event["type"] in ("done", "error", "waiting"):
                         self.turn_open, relay.finished = False, True  # the next may come now
                     # A refusal before the turn began concerns only its sender.
-                    await self._emit(relay.frame(event), broadcast=relay.begun)
+                    await self._relay(relay, relay.frame(event), broadcast=relay.begun)
         except asyncio.CancelledError:
             if relay.finished:  # cancelled while the finished turn's stream was closing
                 return
             self.turn_open = False
+            await self._flush(relay)
             stopped = relay.stopped()
             if relay.text and not relay.storing and self.conversation_id:
                 stopped["message_id"] = await database_sync_to_async(
@@ -328,8 +331,44 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except Exception:
             logger.exception("studio turn %s failed", request_id)
             self.turn_open = False
+            with contextlib.suppress(Exception):
+                await self._flush(relay)
             await self._emit(relay.frame({"type": "error", "code": "internal_error",
                                           "message": _("The turn failed; try again.")}))
+
+    async def _relay(self, relay: TurnRelay, frame: dict[str, Any], broadcast: bool) -> None:
+        """Send a turn's frame. Until the answer's first token, bookkeeping frames
+        (``HELD``) wait — for that token, or ``OPENCLAW_WS_HOLD_MS`` at most — so the
+        token is never queued behind them (each frame is a write of its own); their
+        timings were taken when their events happened."""
+        if frame["type"] in HELD and not relay.answering and settings.OPENCLAW_WS_HOLD_MS > 0:
+            relay.held.append((frame, broadcast))
+            if relay.timer is None:
+                relay.timer = asyncio.get_running_loop().call_later(
+                    settings.OPENCLAW_WS_HOLD_MS / 1000, self._flush_soon, relay)
+            return
+        if frame["type"] == "token" and not relay.answering:
+            relay.answering = True
+            await self._emit(frame, broadcast)
+            await self._flush(relay)
+            return
+        await self._flush(relay)
+        await self._emit(frame, broadcast)
+
+    def _flush_soon(self, relay: TurnRelay) -> None:
+        relay.timer = None
+        relay.flushing = asyncio.ensure_future(self._flush(relay))
+
+    async def _flush(self, relay: TurnRelay) -> None:
+        """Send the held frames, in order (after a flush the timer started, if any)."""
+        if relay.timer is not None:
+            relay.timer.cancel()
+            relay.timer = None
+        if relay.flushing is not None and relay.flushing is not asyncio.current_task():
+            await relay.flushing  # it sends what was held when it began
+        held, relay.held = relay.held, []
+        for frame, broadcast in held:
+            await self._emit(frame, broadcast)
 
     async def _emit(self, frame: dict[str, Any], broadcast: bool = True) -> None:
         """To this socket, then (``broadcast``) to the conversation's other sockets on
@@ -384,6 +423,10 @@ class TurnRelay:
         self.storing = False  # the graph's remember node stores the answer itself
         self.finished = False  # its last frame (done or error) was relayed
         self.begun = False  # the graph service began the turn (``conversation``)
+        self.answering = False  # the answer's first token was sent
+        self.held: list[tuple[dict[str, Any], bool]] = []  # frames waiting for it
+        self.timer: asyncio.TimerHandle | None = None  # when they stop waiting
+        self.flushing: asyncio.Future | None = None  # the timer's flush
 
     def _ms(self, since: float) -> float:
         return round((time.perf_counter() - since) * 1000, 2)

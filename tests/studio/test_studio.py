@@ -66,7 +66,7 @@ def token_arrivals(page) -> list[tuple[float, int]]:
 def test_chat_streams_stops_switches_language_and_shows_the_graph(page, live_server_url):
     # given: the graph panel open, the loopback model picked
     page.click("#toggle-panel")
-    assert page.locator("#graph .node").count() == 8  # six nodes, start and end
+    assert page.locator("#graph .node").count() == 7  # five nodes, start and end
     page.select_option("#model", "loopback")
 
     # when: a question, sent with Enter (Shift+Enter only adds a line)
@@ -87,7 +87,7 @@ def test_chat_streams_stops_switches_language_and_shows_the_graph(page, live_ser
     gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert min(gaps) > 50, gaps
     assert answer.locator(".body").inner_text() == "echo: hello studio from chromium today"
-    assert page.locator("#graph .node.done").count() == 6
+    assert page.locator("#graph .node.done").count() == 5
     assert "ms" in page.locator('#graph .node[data-node="generate"] .time').text_content()
     assert "loopback" in page.locator("#route").inner_text()
     assert "tokens" in page.locator("#usage").inner_text()
@@ -132,7 +132,7 @@ def test_chat_streams_stops_switches_language_and_shows_the_graph(page, live_ser
     page.wait_for_function("() => document.querySelectorAll('.msg.assistant .actions')"
                            ".length === 3")
     assert page.locator(".msg.assistant .body").last.inner_text() == "你好，OpenClaw！用中文回答。"
-    assert page.locator("#graph .node.done").count() == 6
+    assert page.locator("#graph .node.done").count() == 5
     page.screenshot(path=str(DOCS / "studio-zh.png"))
     assert page.errors == []
 

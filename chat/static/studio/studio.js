@@ -132,7 +132,7 @@
         if (frame.fallbacks && frame.fallbacks.length) {
           route.appendChild(el("div", { text: t("Fallbacks") + ": " + frame.fallbacks.join(" → ") }));
         }
-        if (frame.explanation) { route.appendChild(el("div", { "class": "muted", text: String(frame.explanation) })); }
+        (frame.explanation || []).forEach(function (line) { route.appendChild(el("div", { "class": "muted", text: String(line) })); });
       } else if (frame.type === "annotation" && frame.match) {
         // an annotation reply: the curated pair that answered, and how close it was
         $("route").innerHTML = "";
