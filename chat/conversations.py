@@ -8,6 +8,7 @@ OpenAI content parts). The window is cached AES-256-GCM encrypted, like the rows
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -174,12 +175,23 @@ def _store_turn_sql(pk: uuid.UUID, user: str, model: str, message: Message,
     """``UPDATE`` the conversation's turn count ``RETURNING`` it, and ``INSERT`` the
     message as that turn from it: one round trip, the path of every turn to its first
     token. Columns and values come from the models' own fields."""
-    from .models import RunStatus, WorkflowRun
+    from .models import RunStatus
+
+    sql, fields = _store_turn_statement(refuse_if_waiting)
+    values = [f.get_db_prep_save(f.pre_save(message, True), connection) for f in fields]
+    params = [model, timezone.now(), pk, user,
+              *([RunStatus.WAITING] if refuse_if_waiting else []), *values]
+    return sql, params
+
+
+@functools.cache
+def _store_turn_statement(refuse_if_waiting: bool) -> tuple[str, list]:
+    """The statement of ``_store_turn_sql`` and the message fields it inserts."""
+    from .models import WorkflowRun
 
     quote = connection.ops.quote_name
     fields = [f for f in Message._meta.concrete_fields
               if not f.primary_key and f.attname not in ("conversation_id", "turn")]
-    values = [f.get_db_prep_save(f.pre_save(message, True), connection) for f in fields]
     waiting = (f"AND NOT EXISTS (SELECT 1 FROM {quote(WorkflowRun._meta.db_table)} AS r "
                "WHERE r.conversation_id = c.id AND r.status = %s)") if refuse_if_waiting else ""
     sql = (f"WITH c AS (UPDATE {quote(Conversation._meta.db_table)} AS c "
@@ -189,9 +201,7 @@ def _store_turn_sql(pk: uuid.UUID, user: str, model: str, message: Message,
            f"{', '.join(quote(f.column) for f in fields)}) "
            f"SELECT c.id, c.turns, {', '.join(['%s'] * len(fields))} FROM c "
            "RETURNING id, turn")
-    params = [model, timezone.now(), pk, user,
-              *([RunStatus.WAITING] if refuse_if_waiting else []), *values]
-    return sql, params
+    return sql, fields
 
 
 def finish_turn(conversation_id: str, user_message: dict[str, Any], reply: dict[str, Any],

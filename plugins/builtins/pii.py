@@ -6,6 +6,7 @@ gateway's local-only filter)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -100,14 +101,28 @@ DETECTORS: dict[str, tuple[re.Pattern, Callable[[re.Match], bool]]] = {
 KINDS = list(DETECTORS)
 
 
+MEMO_CHARS = 4096  # texts up to this long have their findings remembered
+MEMO_SIZE = 4096  # that many (a conversation's window is scanned again every turn)
+
+
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Span]:
     """The personal data in ``text``, non-overlapping, in text order (where matches
     overlap, the kind listed first in ``DETECTORS`` wins)."""
-    wanted = set(kinds)
+    wanted = tuple(kind for kind in DETECTORS if kind in set(kinds))
+    if len(text) <= MEMO_CHARS:
+        return list(_remembered(text, wanted))
+    return _find(text, wanted)
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _remembered(text: str, kinds: tuple[str, ...]) -> tuple[Span, ...]:
+    return tuple(_find(text, kinds))
+
+
+def _find(text: str, kinds: tuple[str, ...]) -> list[Span]:
     taken: list[Span] = []
-    for kind, (pattern, check) in DETECTORS.items():
-        if kind not in wanted:
-            continue
+    for kind in kinds:
+        pattern, check = DETECTORS[kind]
         for match in pattern.finditer(text):
             span = Span(match.start(), match.end(), kind)
             if check(match) and not any(s.start < span.end and span.start < s.end
