@@ -189,6 +189,42 @@ async def test_approve_resumes_and_stores_the_answer(models):
     assert await sync_to_async(waiting_runs)("dee") == []
 
 
+async def test_a_refused_send_leaves_the_waiting_run_resumable(models):
+    # given a run waiting for approval
+    await sync_to_async(reviewed)()
+    conversation, _events = await start_reviewed_turn("fay", "hold this one")
+    saver = await checkpointer.get_saver()
+    before = await saver.aget_tuple({"configurable": {"thread_id": conversation}})
+
+    # when sends are refused (the graph starts while the message is stored, so these
+    # runs are cancelled: they must write no checkpoint over the waiting one)
+    for text in ("hello?", "anyone there?"):
+        refused = await arun_turn(conversation_id=conversation, user="fay", content=text,
+                                  model="echo")
+        assert refused["code"] == "awaiting_approval"
+
+    # then the thread's head is still the interrupted checkpoint, and approving works
+    after = await saver.aget_tuple({"configurable": {"thread_id": conversation}})
+    assert after.config["configurable"]["checkpoint_id"] == \
+        before.config["configurable"]["checkpoint_id"]
+    assert await Message.objects.filter(conversation_id=conversation).acount() == 1
+    done = await arun_resume(conversation_id=conversation, user="fay",
+                             resume={"action": "approve"})
+    assert done["type"] == "done" and done["content"] == "hold this one"
+
+
+async def test_a_send_to_a_stranger_conversation_writes_no_checkpoint(models):
+    from uuid import uuid4
+
+    missing = str(uuid4())
+    refused = await arun_turn(conversation_id=missing, user="gus", content="hi",
+                              model="echo")
+
+    assert refused["code"] == "conversation_not_found" and refused["status"] == 404
+    saver = await checkpointer.get_saver()
+    assert await saver.aget_tuple({"configurable": {"thread_id": missing}}) is None
+
+
 async def test_edit_resumes_with_the_approvers_text(models):
     await sync_to_async(reviewed)()
     conversation, _events = await start_reviewed_turn("eli", "rough draft")
