@@ -207,7 +207,7 @@ def _store_turn_statement(refuse_if_waiting: bool) -> tuple[str, list]:
 def finish_turn(conversation_id: str, user_message: dict[str, Any], reply: dict[str, Any],
                 window: list[dict[str, Any]]) -> dict[str, Any]:
     """Store the assistant's reply, count its tokens, refresh the cached window and,
-    once committed, ask a worker to remember what is worth keeping."""
+    once committed, ask a worker to remember the user's message if it is worth it."""
     usage = reply.get("usage") or {}
     with transaction.atomic():
         message = Message.objects.create(
@@ -220,8 +220,10 @@ def finish_turn(conversation_id: str, user_message: dict[str, Any], reply: dict[
             prompt_tokens=F("prompt_tokens") + message.prompt_tokens,
             completion_tokens=F("completion_tokens") + message.completion_tokens,
             updated_at=timezone.now())
-        ids = [user_message["id"], message.pk]
-        transaction.on_commit(lambda: _enqueue_remember(ids))
+        # Only a user's message of some length is remembered (``memory.worth_keeping``):
+        # a turn without one hands the workers nothing.
+        if len(text_of(user_message["content"]).strip()) >= settings.OPENCLAW_MEMORY_MIN_CHARS:
+            transaction.on_commit(lambda: _enqueue_remember([user_message["id"]]))
     stored = message_dict(message)
     _cache_window(conversation_id, user_message["turn"], [*window, stored])
     return stored
