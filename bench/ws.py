@@ -2,7 +2,7 @@
 engine's own, and how many concurrent streaming sessions one web process holds, with
 its memory per connection. Prints the figures and writes bench/results/ws.json.
 
-    python bench/ws.py [--turns 200] [--levels 10,50,200] [--idle 500] [--recall]
+    python bench/ws.py [--turns 200] [--rounds 4] [--levels 10,50,200] [--idle 500] [--recall]
 
 It starts ``openclaw up`` (uvicorn, a Celery worker, embedded PostgreSQL and Redis)
 in a temporary data folder and the loopback OpenAI server (tests/openai_server.py) as
@@ -11,8 +11,13 @@ the engine, registers it as a model and makes an API key for the websocket clien
 * TTFT: ``--turns`` sequential turns on one socket (the full conversation graph:
   store the message, window, plugins, routing, stream, store the answer), from
   sending ``message`` to the first ``token`` frame; the engine's own TTFT is the
-  same prompt streamed from the backend directly. Long-term recall is off unless
-  ``--recall`` (it embeds the message on the CPU before the model is called).
+  same prompt streamed from the backend directly. Both are measured back to back
+  (the next sample starts when the previous one has ended), in ``--rounds``
+  alternating blocks so that the machine's drifting load reaches both alike. (With
+  idle pauses between turns every figure is higher: a CPU that has idled for 20 ms
+  serves the next request slower, and this path does more work than the engine's.)
+  Long-term recall is off unless ``--recall`` (it embeds the message on the CPU
+  before the model is called).
 * Concurrency: at each level, that many sockets each stream a 40-token answer
   (one token every 50 ms) at once; a level is held when every session completes
   with all its tokens. The web process's RSS is sampled while they stream.
@@ -107,50 +112,61 @@ def connect(base: str, secret: str, conversation: str = "new"):
         open_timeout=60, max_queue=None)
 
 
-async def engine_ttft(backend_url: str, turns: int) -> list[float]:
+ENGINE_BODY = {"model": "bench", "stream": True,
+               "messages": [{"role": "user", "content": PROMPT}]}
+
+
+async def engine_once(client: httpx.AsyncClient) -> float:
     """The backend's own time to first content chunk, same prompt, streamed."""
-    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
-    samples = []
-    async with httpx.AsyncClient(base_url=backend_url, timeout=30) as client:
-        for _ in range(turns):
-            started = time.perf_counter()
-            first = None
-            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-                async for line in response.aiter_lines():  # read to the end, keep-alive
-                    if first is None and line.startswith("data:") and '"content"' in line:
-                        first = (time.perf_counter() - started) * 1000
-            samples.append(first)
-    return samples
+    started = time.perf_counter()
+    first = None
+    async with client.stream("POST", "/v1/chat/completions", json=ENGINE_BODY) as response:
+        async for line in response.aiter_lines():  # read to the end, keep-alive
+            if first is None and line.startswith("data:") and '"content"' in line:
+                first = (time.perf_counter() - started) * 1000
+    return first
 
 
-async def ws_ttft(base: str, secret: str, turns: int,
-                  nodes: dict | None = None) -> tuple[list[float], list[float]]:
-    """Client-side TTFT over the websocket, and the consumer's own ``ttft_ms``;
-    ``nodes`` gathers each node's duration and when the first token left the
-    graph's ``generate`` start."""
-    client, server = [], []
+async def ws_once(ws, n: int, nodes: dict) -> tuple[float, float]:
+    """Client-side TTFT of one turn over the websocket, and the consumer's own
+    ``ttft_ms``; ``nodes`` gathers each node's duration and when the graph's
+    ``generate`` started."""
+    started = time.perf_counter()
+    await ws.send(json.dumps({"type": "message", "id": f"t{n}", "content": PROMPT,
+                              "model": "bench"}))
+    first = None
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "node" and frame.get("ms") is not None:
+            nodes.setdefault(frame["node"], []).append(frame["ms"])
+        elif frame["type"] == "node" and frame["node"] == "generate":
+            nodes.setdefault("(generate starts at)", []).append(frame["at_ms"])
+        elif frame["type"] == "token" and first is None:
+            first = (time.perf_counter() - started) * 1000
+        elif frame["type"] == "error":
+            raise RuntimeError(f"turn failed: {frame}")
+        elif frame["type"] == "done":
+            return first, frame.get("ttft_ms") or 0.0
+
+
+async def ttft_rounds(base: str, secret: str, backend_url: str, turns: int, rounds: int,
+                      nodes: dict | None = None) -> tuple[list[float], list[float], list[float]]:
+    """``turns`` samples of each, in ``rounds`` alternating blocks: the engine's own
+    TTFT back to back, then as many turns over the websocket back to back, and again —
+    each kind measured as it runs under load, both through the machine's drift. The
+    engine's samples, the websocket's, and the consumer's ``ttft_ms``."""
+    engine, client, server = [], [], []
     nodes = {} if nodes is None else nodes
-    async with connect(base, secret) as ws:
-        for n in range(turns):
-            started = time.perf_counter()
-            await ws.send(json.dumps({"type": "message", "id": f"t{n}", "content": PROMPT,
-                                      "model": "bench"}))
-            first = None
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "node" and frame.get("ms") is not None:
-                    nodes.setdefault(frame["node"], []).append(frame["ms"])
-                elif frame["type"] == "node" and frame["node"] == "generate":
-                    nodes.setdefault("(generate starts at)", []).append(frame["at_ms"])
-                elif frame["type"] == "token" and first is None:
-                    first = (time.perf_counter() - started) * 1000
-                elif frame["type"] == "error":
-                    raise RuntimeError(f"turn failed: {frame}")
-                elif frame["type"] == "done":
-                    break
-            client.append(first)
-            server.append(frame.get("ttft_ms") or 0.0)
-    return client, server
+    per_round = max(1, turns // rounds)
+    async with httpx.AsyncClient(base_url=backend_url, timeout=30) as http, \
+            connect(base, secret) as ws:
+        for _round in range(rounds):
+            engine += [await engine_once(http) for _ in range(per_round)]
+            for _ in range(per_round):
+                first, consumer = await ws_once(ws, len(client), nodes)
+                client.append(first)
+                server.append(consumer)
+    return engine, client, server
 
 
 async def one_session(base: str, secret: str, n: int) -> tuple[bool, float]:
@@ -211,12 +227,11 @@ async def idle_memory(base: str, secret: str, count: int, web: psutil.Process) -
 
 async def run(args: argparse.Namespace, base: str, backend_url: str, secret: str,
               web: psutil.Process) -> dict:
-    await ws_ttft(base, secret, 10)  # warm-up: graph compiled, pools open
-    await engine_ttft(backend_url, 10)
+    await ttft_rounds(base, secret, backend_url, 10, 1)  # warm-up: graph compiled, pools open
     idle = await idle_memory(base, secret, args.idle, web)  # before load grows the heap
-    engine = await engine_ttft(backend_url, args.turns)
     nodes: dict[str, list[float]] = {}
-    client, server = await ws_ttft(base, secret, args.turns, nodes)
+    engine, client, server = await ttft_rounds(base, secret, backend_url, args.turns,
+                                               args.rounds, nodes)
     ttft = {"engine": latency_summary(engine), "websocket": latency_summary(client),
             "consumer_ttft_ms": latency_summary(server),
             "overhead_p50_ms": round(statistics.median(client) - statistics.median(engine), 2),
@@ -238,6 +253,8 @@ async def run(args: argparse.Namespace, base: str, backend_url: str, secret: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating blocks of engine and websocket samples")
     parser.add_argument("--levels", default="10,50,200",
                         type=lambda v: [int(x) for x in v.split(",")])
     parser.add_argument("--idle", type=int, default=500)
@@ -253,7 +270,7 @@ def main() -> None:
             for process in reversed(processes):
                 stop(process)
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "recall": args.recall, "turns": args.turns, **figures}
+              "recall": args.recall, "turns": args.turns, "rounds": args.rounds, **figures}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ws.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     ttft = figures["ttft"]
