@@ -99,6 +99,35 @@ async def test_message_streams_frames_each_carrying_the_request_id(alice, models
     await ws.disconnect()
 
 
+async def test_bookkeeping_frames_wait_for_the_first_token_at_most_the_hold(
+        alice, models, settings):
+    settings.OPENCLAW_WS_HOLD_MS = 25
+    ws = await connect(alice)
+
+    # a fast answer: conversation first, done last, every node's start and end there
+    await ws.send_json_to({"type": "message", "id": "f", "content": "hello there world",
+                           "model": "echo"})
+    frames = await until(ws, "done")
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "conversation" and kinds[-1] == "done" and "token" in kinds
+    nodes = [(f["node"], f["phase"]) for f in frames if f["type"] == "node"]
+    assert nodes == [(name, phase) for name in ("recall", "pre_process", "generate",
+                                                "post_process", "remember")
+                     for phase in ("start", "end")]
+
+    # a slow first token (100 ms): what happened before it goes out when the hold ends
+    await ws.send_json_to({"type": "message", "id": "s", "content": "hello slow world",
+                           "model": "slow"})
+    frames = await until(ws, "done", request="s")
+    kinds = [f["type"] for f in frames]
+    assert kinds.index("node") < kinds.index("memory") < kinds.index("token")
+    # the route, decided as the answer started, follows its first token
+    assert kinds.index("route") == kinds.index("token") + 1
+    started = next(f for f in frames if f["type"] == "node" and f["node"] == "generate")
+    assert started["at_ms"] < 100  # stamped when it happened, not when sent
+    await ws.disconnect()
+
+
 async def test_every_malformed_frame_gets_an_error_and_the_connection_stays_usable(
         alice, models, settings):
     settings.OPENCLAW_WS_MAX_FRAME = 1024
