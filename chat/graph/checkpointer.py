@@ -12,6 +12,11 @@ it), and returns it instead of reading and decrypting it again when the caller k
 the thread's head (``expected_head``, the id the turn read when it began, under the
 conversation's lease) and it is that one: a conversation served by one process loads
 its checkpoint from the database only when another process moved it on.
+
+The head is also announced in Redis (``head_key``), before the checkpoint is written:
+Redis then names either the database's head or a checkpoint that never got written
+(a failed write), never an older one, so a turn that finds there the id this process
+keeps may skip asking the database (``kept``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from routing import hot
 
 CIPHER = "aesgcm"
 NONCE_BYTES = 12
@@ -79,6 +86,21 @@ def conninfo() -> str:
 
 
 THREADS_KEPT = 1000  # threads whose latest checkpoint a saver keeps in memory
+HEAD_TTL_S = 24 * 3600
+
+
+def head_key(thread_id: str) -> str:
+    """The cache key naming a thread's latest checkpoint (see the module's docstring)."""
+    return f"chat:head:{thread_id}"
+
+
+async def _announce(thread_id: str, checkpoint_id: str | None) -> None:
+    """Name ``checkpoint_id`` as the thread's head (None: forget it), before the write."""
+    if not hot.available():
+        return
+    key = hot.full_key(head_key(thread_id))
+    await hot.execute([("SET", key, hot.dumps(checkpoint_id), "EX", HEAD_TTL_S)
+                       if checkpoint_id else ("DEL", key)])
 # The id of the thread's latest checkpoint as the run read it when it began ("": none).
 expected_head: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "expected_head", default=None)
@@ -120,6 +142,8 @@ class CachingSaver(AsyncPostgresSaver):
                    metadata: CheckpointMetadata, new_versions: ChannelVersions
                    ) -> RunnableConfig:
         self._latest.pop(str(config["configurable"]["thread_id"]), None)
+        if not config["configurable"].get("checkpoint_ns"):
+            await _announce(str(config["configurable"]["thread_id"]), checkpoint["id"])
         stored = await super().aput(config, checkpoint, metadata, new_versions)
         thread_id = str(stored["configurable"]["thread_id"])
         if not config["configurable"].get("checkpoint_ns") and \
@@ -151,12 +175,19 @@ class CachingSaver(AsyncPostgresSaver):
     async def adelete_thread(self, thread_id: str) -> None:
         self._latest.pop(str(thread_id), None)
         self._written.pop(str(thread_id), None)
+        await _announce(str(thread_id), None)
         await super().adelete_thread(thread_id)
 
     async def aprune(self, thread_ids: Sequence[str], **kwargs: Any) -> None:
         for thread_id in thread_ids:
             self._latest.pop(str(thread_id), None)
+            await _announce(str(thread_id), None)
         await super().aprune(thread_ids, **kwargs)
+
+    def kept(self, thread_id: str) -> str | None:
+        """The id of the thread's checkpoint this saver keeps in memory, if any."""
+        found = self._latest.get(str(thread_id))
+        return found[0] if found else None
 
 
 _savers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CachingSaver] = (

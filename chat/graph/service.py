@@ -59,7 +59,7 @@ from ..workflows.compiler import (
     pinned_to,
     workflows_changed,
 )
-from .checkpointer import expected_head, get_saver
+from .checkpointer import expected_head, get_saver, head_key
 from .context import Context
 from .graph import compile_graph
 from .state import turn_start
@@ -108,7 +108,7 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
     lease = runs.Lease(str(conversation_id)) if conversation_id is not None else None
     added = await _read_ahead(conversation_id, lease)
     started = None
-    head: asyncio.Future | None = None
+    head: str | asyncio.Future | None = None
     try:
         try:
             plan = await aresolve(workflow, conversation_id)
@@ -124,8 +124,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
         try:
             if lease is not None:
                 lease = await runs.claim(conversation_id, policy, lease=lease, added=added)
-                if lease.fork_from is None:  # the thread's head, read while the turn starts
-                    head = asyncio.ensure_future(_head(await get_saver(), conversation_id))
+                if lease.fork_from is None:
+                    head = await _known_head(str(conversation_id), added)
             # A workflow's run waiting for approval refuses the send (nothing stored).
             started = await astart_turn(conversation_id, user, content, model,
                                         refuse_if_waiting=plan is not None)
@@ -149,7 +149,7 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
         async for event in _run(plan, inputs, lease, "" if started.created else head):
             yield event
     finally:
-        if head is not None and not head.done():
+        if isinstance(head, asyncio.Future) and not head.done():
             head.cancel()
             await asyncio.gather(head, return_exceptions=True)
         if lease is not None:
@@ -160,21 +160,23 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
 
 
 async def _read_ahead(conversation_id: str | None, lease: runs.Lease | None) -> bool | None:
-    """One Redis round trip for what the turn's steps would each ask Redis: the version
-    tokens of the per-process copies they consult (workflows, plugins, routing rules),
-    the conversation's cached window, and an attempt to take its ``lease`` — whether
-    it was taken (None: not tried). The values are kept in the turn's context
-    (``hot.seen``): a change that commits while the turn runs applies from the next."""
+    """One Redis round trip for what the turn's steps would each ask Redis: an attempt
+    to take the conversation's ``lease`` — whether it was taken (None: not tried) —,
+    the version tokens of the per-process copies they consult (workflows, plugins,
+    routing rules), the conversation's cached window and its announced checkpoint.
+    The values are kept in the turn's context (``hot.seen``): a change that commits
+    while the turn runs applies from the next."""
     if not hot.available():
         return None
     names = [WORKFLOWS_VERSION, PLUGINS_VERSION, RULES_VERSION]
     commands: list[tuple] = []
     if conversation_id is not None and lease is not None:
-        names.append(window_key(str(conversation_id)))
+        # The lease first: what is read after it, under it, no other run changes.
         commands.append(runs.claim_command(lease))
+        names += [window_key(str(conversation_id)), head_key(str(conversation_id))]
     try:
-        values, *taken = await hot.execute(
-            [("MGET", *(hot.full_key(name) for name in names)), *commands])
+        *taken, values = await hot.execute(
+            [*commands, ("MGET", *(hot.full_key(name) for name in names))])
     except RedisUnavailable:
         return None  # each step asks again, and reports what it finds
     hot.remember(dict(zip(names, map(hot.loads, values), strict=True)))
@@ -288,6 +290,17 @@ async def _head(saver: AsyncPostgresSaver, conversation_id: str) -> str:
             "checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1", [conversation_id])
         row = await cursor.fetchone()
     return row["checkpoint_id"] if row else ""
+
+
+async def _known_head(conversation_id: str, leased_ahead: bool | None) -> str | asyncio.Future:
+    """The thread's latest checkpoint id: the one announced in Redis when this process
+    keeps that very checkpoint and the announcement was read under the lease (see
+    ``checkpointer``); else a read from the database, started now."""
+    saver = await get_saver()
+    announced = hot.seen(head_key(conversation_id)) if leased_ahead else None
+    if announced is not None and announced == saver.kept(conversation_id):
+        return announced
+    return asyncio.ensure_future(_head(saver, conversation_id))
 
 
 def _pin(conversation_id: str, workflow_id: int) -> None:
