@@ -307,3 +307,41 @@ async def test_the_gateway_as_a_langchain_chat_model_streams_in_a_custom_graph(e
 
     assert "".join(tokens) == "tokens one by one" and len(tokens) == 4
     assert meta.model == "echo" and meta.models == ["echo"]
+
+
+async def test_a_checkpoint_written_by_another_process_is_not_hidden_by_the_kept_copy(echo):
+    """The saver keeps each thread's head in memory and a turn skips the database when
+    Redis announces that very head; another process that moves the thread on (its own
+    saver, its own memory) announces its checkpoint first, so the next turn here
+    starts from it."""
+    from langgraph.checkpoint.base.id import uuid6
+
+    from chat.graph.checkpointer import CachingSaver, head_key, serializer
+    from routing import hot
+
+    done = await arun_turn(conversation_id=None, user="kim", content="one two",
+                           model="echo")
+    conversation = done["conversation_id"]
+    saver = await checkpointer.get_saver()
+    head = await saver.aget_tuple(thread_config(conversation))
+    assert saver.kept(conversation) == head.checkpoint["id"]
+    (announced,) = await hot.get_many([head_key(conversation)])
+    assert announced == head.checkpoint["id"]
+
+    # when another process writes a newer checkpoint of the thread (turns: 100)
+    elsewhere = CachingSaver(saver.conn, serde=serializer())
+    newer = {**head.checkpoint, "id": str(uuid6()),
+             "channel_values": {**head.checkpoint["channel_values"], "turns": 100}}
+    await elsewhere.aput(head.config, newer, {**head.metadata, "step": 99},
+                         {"turns": elsewhere.get_next_version(None, None)})
+
+    # then this process's next turn starts from it, not from the copy it kept
+    await arun_turn(conversation_id=conversation, user="kim", content="three four",
+                    model="echo")
+    latest = await saver.aget_tuple(thread_config(conversation))
+    assert latest.checkpoint["channel_values"]["turns"] == 101
+    assert latest.parent_config["configurable"]["checkpoint_id"] == newer["id"]
+
+    # and deleting the thread forgets the announcement
+    await saver.adelete_thread(conversation)
+    assert await hot.get_many([head_key(conversation)]) == [None]
