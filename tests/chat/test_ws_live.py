@@ -1,6 +1,7 @@
 """The studio websocket end to end: the real web server (``openclaw web``'s uvicorn,
-twice for the multi-replica test, sharing the Redis channel layer), the
-``websockets`` client library, the loopback OpenAI server, the test database."""
+twice for the multi-replica test, sharing the Redis channel layer; and two daphne
+processes, Channels' own server), the ``websockets`` client library, the loopback
+OpenAI server, the test database."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -41,34 +43,64 @@ def quiet_server_env() -> Iterator[None]:
         os.environ["OPENCLAW_MEMORY_TOP_K"] = saved
 
 
-@pytest.fixture(scope="module")
-def second_replica(live_server_url) -> Iterator[str]:
-    """Another web process on the same database and Redis channel layer."""
+def start_server(argv: Callable[[int], list[str]], name: str
+                 ) -> tuple[subprocess.Popen, str]:
+    """A web process (``argv(port)``) serving the ASGI app on the test database and
+    Redis channel layer; the process and its base URL."""
     from django.db import connection
 
     port = _free_port()
+    argv = argv(port)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
                OPENCLAW_TEST_WORKER_DB=connection.settings_dict["NAME"])
-    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"web-{port}.log"
+    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"{name}-{port}.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(web_argv("127.0.0.1", port), env=env, cwd=REPO,
-                                   stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+                return process, url
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"the second replica did not start; see {log_path}")
+            pytest.fail(f"{name} did not start; see {log_path}")
         time.sleep(0.1)
-    yield url
+
+
+def stop_server(process: subprocess.Popen) -> None:
     process.terminate()
-    process.wait(15)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def second_replica(live_server_url) -> Iterator[str]:
+    """Another web process (``openclaw web``'s uvicorn) on the same database and Redis
+    channel layer."""
+    process, url = start_server(lambda port: web_argv("127.0.0.1", port), "web")
+    yield url
+    stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def daphne_replicas(live_server_url) -> Iterator[tuple[str, str]]:
+    """Two daphne processes (Channels' own ASGI server) serving the same app, on the
+    same database and Redis channel layer."""
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                "openclaw_site.asgi:application"]
+
+    started = [start_server(argv, "daphne") for _ in range(2)]
+    yield started[0][1], started[1][1]
+    for process, _url in started:
+        stop_server(process)
 
 
 @pytest.fixture
@@ -150,26 +182,39 @@ async def test_foreign_origin_and_no_credentials_are_refused(live_server_url, se
         assert ws.close_code == 4401
 
 
-async def test_two_replicas_serve_one_conversation(live_server_url, second_replica, secret):
-    async with connect(live_server_url, secret=secret) as first:
+async def watched_and_stopped_elsewhere(first_url: str, second_url: str, secret: str) -> None:
+    """A conversation begun on one server, joined on the other: the turn the first
+    runs streams to both (its tokens one by one), and the second stops it."""
+    async with connect(first_url, secret=secret) as first:
         await first.send(json.dumps({"type": "message", "content": "hello", "model": "echo"}))
         conversation = (await frames_until(first, "done"))[-1][1]["conversation"]
-        async with connect(second_replica, conversation, secret=secret) as second:
+        async with connect(second_url, conversation, secret=secret) as second:
             past = json.loads(await second.recv())
             assert past["type"] == "history" and len(past["messages"]) == 2
 
-            # when: a turn on the first replica, watched and stopped from the second
+            # when: a turn on the first server, watched and stopped from the second
             await first.send(json.dumps({"type": "message", "id": "x", "content":
                                          " ".join(["w"] * 30), "model": "slow"}))
             seen = await frames_until(second, "token", request="x")
+            seen += await frames_until(second, "token", request="x")
             await second.send(json.dumps({"type": "stop", "id": "halt"}))
             mine = await frames_until(first, "done", request="x")
             theirs = await frames_until(second, "done", request="x")
 
     # then
     assert seen[0][1]["conversation"] == conversation
+    tokens = [t for t, f in seen if f["type"] == "token"]
+    assert tokens[1] - tokens[0] > 0.05  # relayed as the model wrote them
     assert mine[-1][1]["stopped"] is True and theirs[-1][1]["stopped"] is True
     assert len(mine[-1][1]["content"].split()) < 30
+
+
+async def test_two_replicas_serve_one_conversation(live_server_url, second_replica, secret):
+    await watched_and_stopped_elsewhere(live_server_url, second_replica, secret)
+
+
+async def test_two_daphne_processes_serve_one_conversation(daphne_replicas, secret):
+    await watched_and_stopped_elsewhere(*daphne_replicas, secret)
 
 
 async def test_reconnect_shows_the_result_persisted_meanwhile(live_server_url, secret):
