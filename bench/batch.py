@@ -72,10 +72,10 @@ def lines(model: str, count: int, max_tokens: int) -> bytes:
 
 
 def measure(model: str, count: int, max_tokens: int, chunk_size: int) -> dict:
-    from inference import batch
-    from inference.models import BatchJob
+    from jobs import batch, batch_files
+    from jobs.models import BatchJob
 
-    upload = batch.create_file(lines(model, count, max_tokens), f"{model}.jsonl")
+    upload = batch_files.create_file(lines(model, count, max_tokens), f"{model}.jsonl")
     started = time.perf_counter()
     job = batch.create_job(upload, chunk_size=chunk_size)
     while not job.finished:

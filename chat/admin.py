@@ -15,8 +15,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from . import curated, workflow_admin  # noqa: F401  (workflow_admin: workflows, runs, schedules)
 from .conversations import ConversationError, export_session, import_session
-from .models import Conversation, MemoryItem, Message
+from .models import Conversation, MemoryItem, Message, QAPair
 
 CONTENT_PERMISSION = "chat.view_message_content"
 HIDDEN = _("(encrypted: needs the “Can read decrypted message content” permission)")
@@ -175,4 +176,15 @@ class MemoryItemAdmin(admin.ModelAdmin):
         if not (user.is_active and user.is_staff):
             return False
         return user.is_superuser or obj is None or obj.owner_id == user.pk
-from . import workflow_admin  # noqa: E402,F401  (workflows, their runs and schedules)
+
+
+@admin.register(QAPair)
+class QAPairAdmin(admin.ModelAdmin):
+    list_display = ("question", "threshold", "enabled", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("question", "answer")
+    fields = ("question", "answer", "threshold", "enabled")
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Saving embeds the question (the offline MiniLM), so matching sees it at once."""
+        curated.save_pair(obj)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
 
 
@@ -7,11 +8,15 @@ class ChatConfig(AppConfig):
     verbose_name = _("Conversations")
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
+        # Imported here, once the app registry is ready (Django's rule for models).
+        from core.rotation import register_rotator
 
+        from .encryption import rotate_checkpoints
         from .models import Conversation, Workflow
         from .workflows import nodes  # noqa: F401  (registers the workflow node types)
         from .workflows.compiler import pin_changed, workflows_changed
+
+        register_rotator(rotate_checkpoints)  # ``openclaw keys rotate-data``
 
         for signal in (post_save, post_delete):
             signal.connect(workflows_changed, sender=Workflow,

@@ -26,62 +26,36 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from openclaw_site.i18n import language_for_scope
+from core.i18n import language_for_scope
+from core.metrics import websocket_closed, websocket_opened
+from routing.admission import authenticate
+from routing.keys import KeyRefused
 
 from . import studio
 from .conversations import ConversationError, check_content, key_identity
 from .graph.service import astream_resume, astream_turn
+from .ws_frames import (
+    FrameError,
+    TokenBucket,
+    TurnRelay,
+    decision_of,
+    model_of,
+    params_of,
+    request_id_of,
+    workflow_of,
+)
 
 logger = logging.getLogger(__name__)
 
 CONSUMER = "chat"
-MAX_ID_CHARS = 64
-PARAMS = {"temperature", "top_p", "max_tokens", "seed", "stop"}
 # What a turn reports about itself; before its answer's first token, these frames wait.
 HELD = frozenset({"node", "memory", "plugin", "route", "branch", "tool", "annotation"})
 # Runs left to finish after their socket closed (OPENCLAW_WS_CANCEL_ON_DISCONNECT off).
 _detached: set[asyncio.Task] = set()
 
 
-class FrameError(Exception):
-    """A client frame the protocol refuses: answered with an ``error`` frame."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class TokenBucket:
-    """``rate`` frames a second sustained, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, float(max(1, burst))
-        self.tokens, self.stamp = self.burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 def group_name(conversation_id: str) -> str:
     return f"chat.{conversation_id}"
-
-
-def _request_id(frame: dict[str, Any]) -> str | None:
-    """The client's ``id`` for this request (a short string or number), if it gave one."""
-    value = frame.get("id")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int) or \
-            len(str(value)) > MAX_ID_CHARS:
-        raise FrameError("invalid_id", _("“id” must be a string of at most %(n)d "
-                                         "characters or a number.") % {"n": MAX_ID_CHARS})
-    return str(value)
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -118,8 +92,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._join(past["id"])
             await self.send_json({"type": "history", **past, "id": None,
                                   "conversation": past["id"], "running": None})
-        from openclaw_site.metrics import websocket_opened
-
         websocket_opened(CONSUMER)
         self.counted = True
 
@@ -154,8 +126,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.open = False
         if getattr(self, "counted", False):
-            from openclaw_site.metrics import websocket_closed
-
             websocket_closed(CONSUMER)
             self.counted = False
         if self.run is not None and not self.run.done():
@@ -176,7 +146,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         request_id = None
         try:
             frame = self._parse(text_data, bytes_data)
-            request_id = _request_id(frame)
+            request_id = request_id_of(frame)
             kind = frame.get("type")
             handler = self._handlers().get(kind) if isinstance(kind, str) else None
             if handler is None:
@@ -232,7 +202,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_message(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
         content = check_content(frame.get("content"))
-        model, workflow, params = _model(frame), _workflow(frame), _params(frame)
+        model, workflow, params = model_of(frame), workflow_of(frame), params_of(frame)
         await self._start(request_id, lambda: astream_turn(
             conversation_id=self.conversation_id, user=self.identity, content=content,
             model=model, params=params, workflow=workflow))
@@ -240,14 +210,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
         conversation = self._require_conversation()
-        model = _model(frame, required=False)
+        model = model_of(frame, required=False)
         source = await database_sync_to_async(studio.regenerate_source)(
             conversation, self.identity)
         if model is None:
             past = await database_sync_to_async(studio.conversation_of)(
                 conversation, self.identity)
             model = past.model
-        params = _params(frame)
+        params = params_of(frame)
         await self._emit({"type": "regenerate", "id": request_id,
                           "conversation": conversation, "turn": source["turn"]})
         await self._start(request_id, lambda: astream_turn(
@@ -280,7 +250,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         approve an edited value) or ``reject`` (optional ``reason``)."""
         self._require_idle()
         conversation = self._require_conversation()
-        resume = _decision(frame)
+        resume = decision_of(frame)
         await self._start(request_id, lambda: astream_resume(
             conversation_id=conversation, user=self.identity, resume=resume))
 
@@ -409,104 +379,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return json.dumps(content, ensure_ascii=False, default=str)
 
 
-class TurnRelay:
-    """Stamps a turn's events as protocol frames: the request ``id``, the
-    conversation, node timings, time to first token and total latency."""
-
-    def __init__(self, request_id: str, conversation_id: str | None):
-        self.request_id, self.conversation_id = request_id, conversation_id
-        self.started = time.perf_counter()
-        self.node_started: dict[str, float] = {}
-        self.first_token_ms: float | None = None
-        self.text: list[str] = []
-        self.model: str | None = None
-        self.storing = False  # the graph's remember node stores the answer itself
-        self.finished = False  # its last frame (done or error) was relayed
-        self.begun = False  # the graph service began the turn (``conversation``)
-        self.answering = False  # the answer's first token was sent
-        self.held: list[tuple[dict[str, Any], bool]] = []  # frames waiting for it
-        self.timer: asyncio.TimerHandle | None = None  # when they stop waiting
-        self.flushing: asyncio.Future | None = None  # the timer's flush
-
-    def _ms(self, since: float) -> float:
-        return round((time.perf_counter() - since) * 1000, 2)
-
-    def frame(self, event: dict[str, Any]) -> dict[str, Any]:
-        kind = event.get("type")
-        frame = {**event, "id": self.request_id}
-        if kind == "conversation":
-            self.conversation_id, self.begun = event["id"], True
-            frame["id"], frame["conversation"] = self.request_id, event["id"]
-        frame["conversation"] = self.conversation_id
-        if kind == "node":
-            if event.get("phase") == "start":
-                self.storing = self.storing or event["node"] == "remember"
-                self.node_started[event["node"]] = time.perf_counter()
-                frame["at_ms"] = self._ms(self.started)
-            elif event["node"] in self.node_started:
-                frame["ms"] = self._ms(self.node_started[event["node"]])
-        elif kind == "token":
-            if self.first_token_ms is None:
-                self.first_token_ms = self._ms(self.started)
-            self.text.append(event.get("text", ""))
-        elif kind == "route":
-            self.model = event.get("target")
-        elif kind == "done":
-            frame["latency_ms"] = self._ms(self.started)
-            frame["ttft_ms"] = self.first_token_ms
-        return frame
-
-    def stopped(self) -> dict[str, Any]:
-        return {"type": "done", "id": self.request_id, "conversation": self.conversation_id,
-                "stopped": True, "message_id": None, "content": "".join(self.text),
-                "latency_ms": self._ms(self.started), "ttft_ms": self.first_token_ms}
-
-
-def _model(frame: dict, required: bool = True) -> str | None:
-    model = frame.get("model")
-    if model is None and not required:
-        return None
-    if not isinstance(model, str) or not model.strip() or len(model) > 200:
-        raise FrameError("invalid_model", _("“model” must be a model name from the "
-                                            "registry."))
-    return model
-
-
-def _workflow(frame: dict) -> str | None:
-    """The workflow's slug, or None: the conversation's, else the default one."""
-    workflow = frame.get("workflow")
-    if workflow in (None, "", studio.BUILT_IN):
-        return None
-    if not isinstance(workflow, str) or len(workflow) > 100:
-        raise FrameError("unknown_workflow", _("“workflow” must be a workflow's slug."))
-    return workflow
-
-
-def _decision(frame: dict) -> dict[str, Any]:
-    """The resume value of an ``approve`` / ``reject`` frame."""
-    if frame["type"] == "reject":
-        reason = frame.get("reason", "")
-        if not isinstance(reason, str):
-            raise FrameError("invalid_reason", _("“reason” must be a string."))
-        return {"action": "reject", "reason": reason}
-    if frame.get("content") is None:
-        return {"action": "approve"}
-    return {"action": "edit", "content": check_content(frame.get("content"))}
-
-
-def _params(frame: dict) -> dict[str, Any]:
-    params = frame.get("params")
-    if params is None:
-        return {}
-    if not isinstance(params, dict) or set(params) - PARAMS:
-        raise FrameError("invalid_params", _("“params” may set only: %(names)s.")
-                         % {"names": ", ".join(sorted(PARAMS))})
-    return params
-
-
 def _key_identity(secret: str, client_addr: str) -> str | None:
-    from routing.key_services import KeyRefused, authenticate
-
     try:
         return key_identity(authenticate(secret, client_addr))
     except KeyRefused:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -27,11 +28,14 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from openclaw_site import crypto
+from core import crypto, shared_state
 
-from .models import EMBEDDING_DIMENSIONS, Conversation, Message, Role
+from .graph.checkpointer import database
+from .models import EMBEDDING_DIMENSIONS, Conversation, Message, Role, RunStatus, WorkflowRun
 
 logger = logging.getLogger(__name__)
+
+REMEMBER_TASK = "chat.remember_messages"  # chat.tasks.remember_messages
 
 WINDOW_CACHE_TIMEOUT_S = 24 * 3600
 TITLE_CHARS = 80
@@ -132,8 +136,6 @@ async def astart_turn(conversation_id: str | None, user: str, content: Any, mode
     but a conversation's first — is stored from the event loop on its own database
     pool, with no thread hop; the rest (a new conversation, a refusal's reason) goes
     through ``start_turn`` in a thread."""
-    from .graph.checkpointer import database
-
     try:
         pk = uuid.UUID(str(conversation_id)) if conversation_id is not None else None
     except ValueError:
@@ -175,8 +177,6 @@ def _store_turn_sql(pk: uuid.UUID, user: str, model: str, message: Message,
     """``UPDATE`` the conversation's turn count ``RETURNING`` it, and ``INSERT`` the
     message as that turn from it: one round trip, the path of every turn to its first
     token. Columns and values come from the models' own fields."""
-    from .models import RunStatus
-
     sql, fields = _store_turn_statement(refuse_if_waiting)
     values = [f.get_db_prep_save(f.pre_save(message, True), connection) for f in fields]
     params = [model, timezone.now(), pk, user,
@@ -187,8 +187,6 @@ def _store_turn_sql(pk: uuid.UUID, user: str, model: str, message: Message,
 @functools.cache
 def _store_turn_statement(refuse_if_waiting: bool) -> tuple[str, list]:
     """The statement of ``_store_turn_sql`` and the message fields it inserts."""
-    from .models import WorkflowRun
-
     quote = connection.ops.quote_name
     fields = [f for f in Message._meta.concrete_fields
               if not f.primary_key and f.attname not in ("conversation_id", "turn")]
@@ -235,10 +233,9 @@ def refuse_message(message_id: int) -> None:
 
 
 def _enqueue_remember(message_ids: list[int]) -> None:
-    from .tasks import remember_messages
-
     try:
-        remember_messages.apply_async([message_ids], queue=settings.OPENCLAW_MEMORY_QUEUE)
+        current_app.send_task(REMEMBER_TASK, [message_ids],
+                              queue=settings.OPENCLAW_MEMORY_QUEUE)
     except Exception:  # the broker is down: the answer stands, the memory is missed
         logger.exception("could not enqueue remembering messages %s", message_ids)
 
@@ -268,15 +265,14 @@ def window(conversation_id: str, current: dict[str, Any]) -> list[dict[str, Any]
 async def awindow(conversation_id: str, current: dict[str, Any]) -> list[dict[str, Any]]:
     """``window`` for async code: the cache read from the event loop (no thread hop);
     the database, in a thread, only on a miss."""
-    from routing import hot
 
-    if not hot.available():
+    if not shared_state.available():
         return await sync_to_async(window)(conversation_id, current)
     key = window_key(conversation_id)
-    token = hot.seen(key, _UNREAD)  # the turn may have read it ahead
+    token = shared_state.seen(key, _UNREAD)  # the turn may have read it ahead
     if token is _UNREAD:
         try:
-            (token,) = await hot.get_many([key])
+            (token,) = await shared_state.get_many([key])
         except Exception:
             logger.warning("window cache unavailable", exc_info=True)
             token = None

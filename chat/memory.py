@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from pgvector.django import CosineDistance
@@ -112,8 +113,6 @@ async def arecall(user: str, query: str, exclude_messages: Iterable[int] = ()) -
     """Embed ``query`` and search the user's memories (nothing for an empty query)."""
     if not query.strip() or settings.OPENCLAW_MEMORY_TOP_K <= 0:
         return []
-    from asgiref.sync import sync_to_async
-
     vector = (await aembed([query]))[0]
     return await sync_to_async(search)(user, vector, exclude_messages=list(exclude_messages))
 

@@ -7,12 +7,16 @@ import json
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import HnswIndex, VectorField
 
-from openclaw_site.fields import EncryptedTextField
+from core.fields import EncryptedTextField
+
+from .workflows.validation import schedule_problems, validate
 
 EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2
 
@@ -210,10 +214,6 @@ class Workflow(models.Model):
             self.refresh_from_db(fields=["version"])
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from .workflows.validation import validate
-
         def lookup(slug: str) -> dict | None:
             found = Workflow.objects.filter(slug=slug, enabled=True).exclude(pk=self.pk)
             return found.values_list("definition", flat=True).first()
@@ -306,10 +306,6 @@ class WorkflowSchedule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from .workflows.schedule import schedule_problems
-
         problems = schedule_problems(self.cron, self.every_seconds)
         if not self.model and self.workflow_id and not self.workflow.default_model:
             problems["model"] = _("The workflow has no default model: name one here.")
@@ -319,7 +315,7 @@ class WorkflowSchedule(models.Model):
 
 class UserPreference(models.Model):
     """What a signed-in user chose once and keeps on every browser: the language of the
-    studio and the admin (set by ``?lang=``; openclaw_site/i18n.py)."""
+    studio and the admin (set by ``?lang=``; core/i18n.py)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, verbose_name=_("user"),
                                 on_delete=models.CASCADE, related_name="preference")
@@ -332,3 +328,29 @@ class UserPreference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.language or '-'}"
+
+
+class QAPair(models.Model):
+    """A curated question and its answer. A turn whose question embeds within
+    ``threshold`` cosine similarity of ``question`` is answered with ``answer``
+    directly (annotation reply: ``chat.curated``)."""
+
+    question = models.TextField(_("question"))
+    answer = models.TextField(_("answer"))
+    embedding = VectorField(_("question embedding"), dimensions=384, null=True,
+                            editable=False)
+    threshold = models.FloatField(
+        _("similarity threshold"), default=0.85,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=_("Least cosine similarity of a question to be answered with this."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("question/answer pair")
+        verbose_name_plural = _("question/answer pairs")
+        ordering = ["question"]
+
+    def __str__(self) -> str:
+        return self.question[:80]

@@ -22,8 +22,13 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from .conversations import ConversationError, message_dict, text_of
+from routing.models import ModelEndpoint
+
+from .conversations import ConversationError, forget_window, message_dict, text_of
+from .graph.graph import compile_graph
+from .graph.service import waiting_runs
 from .models import Conversation, MemoryItem, Message, Role, Workflow
+from .workflows.compiler import compile_plan, plan_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +68,6 @@ def history(conversation_id: Any, user: str) -> dict[str, Any]:
                  "usage": {"prompt_tokens": m.prompt_tokens,
                            "completion_tokens": m.completion_tokens}}
                 for m in conversation.messages.order_by("turn", "id")]
-    from .graph.service import waiting_runs
-
     waiting = [run for run in waiting_runs(user) if run["conversation_id"] == str(conversation.pk)]
     return {"id": str(conversation.pk), "title": conversation.title,
             "model": conversation.model, "messages": messages,
@@ -119,8 +122,6 @@ def regenerate_source(conversation_id: Any, user: str) -> dict[str, Any]:
         raise ConversationError("nothing_to_regenerate", _(
             "This conversation has no message to answer again."))
     conversation.messages.filter(turn=last.turn).update(in_context=False)
-    from .conversations import forget_window
-
     forget_window(str(conversation.pk))
     return {"content": last.value, "turn": last.turn, "text": text_of(last.value)}
 
@@ -141,8 +142,6 @@ def keep_stopped_answer(conversation_id: str, content: str, model: str) -> int |
 def available_models() -> list[dict[str, str]]:
     """The registry's enabled models, one entry per name; label and description in the
     active language (django-modeltranslation falls back to English when empty)."""
-    from routing.models import ModelEndpoint
-
     seen: dict[str, dict[str, str]] = {}
     for endpoint in ModelEndpoint.objects.filter(enabled=True).order_by("name", "pk"):
         seen.setdefault(endpoint.name, {"name": endpoint.name,
@@ -162,16 +161,12 @@ def _shape(graph) -> dict[str, Any]:
 @cache
 def graph_shape() -> dict[str, Any]:
     """The built-in conversation graph's nodes and edges, for drawing."""
-    from .graph.graph import compile_graph
-
     return _shape(compile_graph())
 
 
 def workflow_shape(workflow: Workflow) -> dict[str, Any]:
     """An admin-defined workflow's nodes and edges (the built-in graph's if it does not
     compile: the admin reports why)."""
-    from .workflows.compiler import compile_plan, plan_of
-
     try:
         return _shape(compile_plan(plan_of(workflow)))
     except Exception:

@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 
 from . import memory
+from .workflows import schedule
 
 logger = logging.getLogger(__name__)
 
@@ -24,16 +25,12 @@ def remember_messages(message_ids: list[int]) -> int:
 @shared_task(name="chat.run_due_schedules", ignore_result=True)
 def run_due_schedules() -> int:
     """Beat, every ``OPENCLAW_SCHEDULE_TICK_S``: hand the due workflow schedules out."""
-    from .workflows.schedule import hand_out_due
-
-    return len(hand_out_due())
+    return len(schedule.hand_out_due())
 
 
 @shared_task(name="chat.run_scheduled_workflow", ignore_result=True)
 def run_scheduled_workflow(schedule_id: int) -> str:
     """One run of a scheduled workflow; the outcome is recorded on the schedule."""
-    from .workflows.schedule import run_schedule
-
-    status = run_schedule(schedule_id)
+    status = schedule.run_schedule(schedule_id)
     logger.info("scheduled workflow %s: %s", schedule_id, status)
     return status

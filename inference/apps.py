@@ -20,6 +20,11 @@ class InferenceConfig(AppConfig):
     verbose_name = _("Inference")
 
     def ready(self) -> None:
+        from core.metrics import ENGINES_LOADED
+
+        from .pool import get_pool
+
+        ENGINES_LOADED.set_function(lambda: len(get_pool().loaded()))
         for module in ENGINE_MODULES:
             try:
                 importlib.import_module(module)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from openclaw_site import metrics
+from core import metrics
 
 from .engines.base import EndpointConfig, Engine
 from .registry import build_local_engine

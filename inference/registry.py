@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .engines.base import EndpointConfig, Engine
 from .errors import EngineUnavailable
+from .remote import WorkerEngine
 
 _engines: dict[str, type[Engine]] = {}
 
@@ -53,8 +54,6 @@ def build_engine(config: EndpointConfig) -> Engine:
     """The engine to call from this process: the real one, or a worker proxy."""
     cls = engine_class(config.engine)
     if cls.runs_in == "worker":
-        from .remote import WorkerEngine
-
         return WorkerEngine(config)
     return cls(config)
 

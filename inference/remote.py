@@ -14,10 +14,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 
 from asgiref.sync import sync_to_async
+from celery import current_app
 from channels.layers import get_channel_layer
 
 from .engines.base import ChatRequest, Delta, Engine
@@ -27,6 +28,12 @@ from .protocol import HEARTBEAT_S, delta_from_message, error_from_message, reque
 logger = logging.getLogger(__name__)
 
 LIVENESS_S = 4 * HEARTBEAT_S  # silence this long from a started worker means it is gone
+GENERATE_TASK = "inference.generate"  # inference.tasks.generate, which calls this module's peer
+
+# Told of each worker call's outcome: (endpoint id, ok, detail). The registry's owner
+# (``routing``) adds its health bookkeeping here in ``RoutingConfig.ready()``.
+HealthListener = Callable[[int, bool, str], None]
+health_listeners: list[HealthListener] = []
 
 
 def engine_queue(gpu_id: int | None) -> str:
@@ -63,11 +70,9 @@ class WorkerEngine(Engine):
         await self._mark(True, "")
 
     async def _dispatch(self, request: ChatRequest, reply: str) -> None:
-        from .tasks import generate
-
         config = {k: v for k, v in asdict(self.config).items() if k != "api_key"}
         await asyncio.to_thread(
-            generate.apply_async,
+            current_app.send_task, GENERATE_TASK,
             kwargs={"config": config, "request": request_to_dict(request),
                     "reply_channel": reply},
             queue=engine_queue(self.config.gpu_id), expires=self.config.first_byte_timeout,
@@ -122,10 +127,11 @@ class WorkerEngine(Engine):
                 await get_channel_layer().send(control, {"type": "gen.cancel"})
 
     async def _mark(self, ok: bool, detail: str) -> None:
-        from routing.models import HealthState
-        from routing.services import record_health
-
-        if self.config.id is None:
+        if self.config.id is None or not health_listeners:
             return
-        state = HealthState.HEALTHY if ok else HealthState.UNHEALTHY
-        await sync_to_async(record_health)(self.config.id, state, detail, only_if_changed=ok)
+
+        def tell() -> None:
+            for listener in health_listeners:
+                listener(self.config.id, ok, detail)
+
+        await sync_to_async(tell)()

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterable
 
 from channels.layers import get_channel_layer
 
@@ -15,6 +16,7 @@ from .engines.base import ChatRequest, EndpointConfig
 from .errors import EngineError, EngineTimeout
 from .pool import get_pool
 from .protocol import HEARTBEAT_S, delta_message, error_message, request_from_dict
+from .registry import engine_class
 from .remote import engine_queue
 
 logger = logging.getLogger(__name__)
@@ -74,21 +76,18 @@ async def _watch_cancel(layer, control: str, engine, request_id: str) -> None:
         await engine.cancel(request_id)
 
 
-def reconcile_pool(queues: set[str]) -> None:
-    """Unload what was disabled or edited, warm what should be warm (this worker's queues)."""
-    from routing.models import ModelEndpoint
-    from routing.services import endpoint_config
-
-    from .registry import engine_class
-
+def reconcile_pool(endpoints: Iterable[tuple[EndpointConfig, bool]], queues: set[str]) -> None:
+    """Keep this worker's engine pool in step with the registry's enabled endpoints
+    (``(config, warm)``, read by the registry's owner): unload what was disabled or
+    edited, warm what should be warm — of the endpoints this worker's queues serve."""
     wanted, warm = {}, set()
-    for endpoint in ModelEndpoint.objects.filter(enabled=True):
+    for config, keep_warm in endpoints:
         with contextlib.suppress(EngineError):
-            if engine_class(endpoint.engine).runs_in != "worker":
+            if engine_class(config.engine).runs_in != "worker":
                 continue
-            if engine_queue(endpoint.gpu_id) not in queues:
+            if engine_queue(config.gpu_id) not in queues:
                 continue
-            wanted[endpoint.pk] = endpoint_config(endpoint)
-            if endpoint.warm:
-                warm.add(endpoint.pk)
+            wanted[config.id] = config
+            if keep_warm:
+                warm.add(config.id)
     get_pool().run(get_pool().reconcile(wanted, warm))

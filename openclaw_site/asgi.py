@@ -1,5 +1,5 @@
 """ASGI entry point: the hot ``/v1`` routes go straight to their views
-(``chat.v1_asgi``), the rest of HTTP to Django; websockets go through the origin
+(``chat.v1.asgi``), the rest of HTTP to Django; websockets go through the origin
 check and session auth to the apps' websocket routes."""
 
 import os
@@ -15,9 +15,9 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from chat.v1_asgi import V1Router  # noqa: E402
+from chat.v1.asgi import V1Router  # noqa: E402
 
-from .routing import websocket_urlpatterns  # noqa: E402
+from .websocket_urls import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

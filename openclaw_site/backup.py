@@ -34,6 +34,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from django.apps import apps
+from django.db import connection, connections
+
+from core.fields import EncryptedTextField
+
 from .embedded import EmbeddedPostgres, StartupError
 
 FORMAT = "openclaw-backup"
@@ -107,10 +112,6 @@ def key_fingerprint(key: bytes) -> str:
 
 def encrypted_columns() -> list[tuple[str, str]]:
     """(table, column) of every ``EncryptedTextField`` in the installed apps."""
-    from django.apps import apps
-
-    from .fields import EncryptedTextField
-
     return [(model._meta.db_table, field.column)
             for model in apps.get_models()
             for field in model._meta.concrete_fields
@@ -119,8 +120,6 @@ def encrypted_columns() -> list[tuple[str, str]]:
 
 def key_ids_in_use() -> set[str]:
     """The encryption key ids the stored values name (``v1:<key id>:…``)."""
-    from django.db import connection
-
     existing = set(connection.introspection.table_names())
     ids: set[str] = set()
     with connection.cursor() as cursor:
@@ -136,8 +135,6 @@ def key_ids_in_use() -> set[str]:
 
 
 def latest_migrations() -> dict[str, str]:
-    from django.db import connection
-
     if "django_migrations" not in connection.introspection.table_names():
         return {}
     with connection.cursor() as cursor:
@@ -233,8 +230,6 @@ def check_keys(manifest: dict, keys: dict[str, bytes], where: str) -> None:
 
 
 def existing_tables() -> list[str]:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return sorted(row[0] for row in cursor.fetchall())
@@ -251,8 +246,6 @@ def restore(path: Path, settings_dict: dict, keys: dict[str, bytes], where: str,
         raise BackupError(f"the database {settings_dict['NAME']!r} already holds "
                           f"{len(present)} tables; restore replaces all of them: run again "
                           "with --force to do that")
-    from django.db import connections
-
     connections.close_all()  # pg_restore --clean must not wait on our own sessions
     database = Database.from_settings(settings_dict)
     with tempfile.TemporaryDirectory(prefix="openclaw-restore-") as work:

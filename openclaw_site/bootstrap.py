@@ -11,6 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
+import redis
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import DatabaseError, connection
+from django.db.migrations.recorder import MigrationRecorder
+from django.utils.translation import gettext as _
+from kombu import Connection
+
+from core.i18n import compile_catalogue
+
 from .embedded import StartupError
 
 
@@ -39,8 +50,6 @@ def redact_url(url: str) -> str:
 
 
 def check_database(settings_dict: dict, url: str) -> None:
-    import psycopg
-
     options = {k: v for k, v in settings_dict.get("OPTIONS", {}).items() if k != "pool"}
     try:
         with psycopg.connect(
@@ -62,8 +71,6 @@ def check_database(settings_dict: dict, url: str) -> None:
 
 
 def check_redis(url: str) -> None:
-    import redis
-
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except (redis.RedisError, ValueError) as exc:
@@ -74,8 +81,6 @@ def check_redis(url: str) -> None:
 
 
 def check_broker(url: str) -> None:
-    from kombu import Connection
-
     try:
         with Connection(url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
@@ -87,10 +92,6 @@ def check_broker(url: str) -> None:
 
 def migrate() -> bool:
     """Bring the schema up to date; True when the database was empty before."""
-    from django.core.management import call_command
-    from django.db import DatabaseError, connection
-    from django.db.migrations.recorder import MigrationRecorder
-
     try:
         fresh = not MigrationRecorder(connection).applied_migrations()
         call_command("migrate", interactive=False, verbosity=0)
@@ -103,8 +104,6 @@ def migrate() -> bool:
 def compile_catalogues(locale_dir: Path, say: Callable[[str], None]) -> list[Path]:
     """Build each ``.mo`` that is missing or older than its ``.po`` (a fresh checkout or
     a pull that changed a catalogue); GNU gettext is not needed. Returns those built."""
-    from .i18n import compile_catalogue
-
     built = []
     for po in sorted(locale_dir.glob("*/LC_MESSAGES/*.po")):
         mo = po.with_suffix(".mo")
@@ -121,8 +120,6 @@ def compile_catalogues(locale_dir: Path, say: Callable[[str], None]) -> list[Pat
 
 def load_demo_fixtures(fixtures_dir: Path) -> list[str]:
     """Load every ``fixtures/*.json``, in name order."""
-    from django.core.management import call_command
-
     names = sorted(p.name for p in fixtures_dir.glob("*.json"))
     for name in names:
         call_command("loaddata", str(fixtures_dir / name), verbosity=0)
@@ -131,9 +128,6 @@ def load_demo_fixtures(fixtures_dir: Path) -> list[str]:
 
 def ensure_admin(username: str | None, password: str | None, say: Callable[[str], None]) -> None:
     """Create the administrator on first start; the generated password is said once."""
-    from django.contrib.auth import get_user_model
-    from django.utils.translation import gettext as _
-
     user_model = get_user_model()
     if username is None:
         if user_model.objects.filter(is_superuser=True).exists():

@@ -12,13 +12,46 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib
 import os
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from .embedded import EmbeddedPostgres, EmbeddedRedis, StartupError, ensure_writable_dir
+import django
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import execute_from_command_line
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import translation
+from django.utils.translation import gettext as _
+
+from core.i18n import language_from_environment
+from core.snapshot import bump_all
+
+from .backup import backup, restore
+from .bootstrap import (
+    check_broker,
+    check_database,
+    check_port_free,
+    check_redis,
+    compile_catalogues,
+    ensure_admin,
+    load_demo_fixtures,
+    migrate,
+)
+from .embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    StartupError,
+    embedded_services,
+    ensure_writable_dir,
+    up_is_running,
+    up_lock_path,
+)
+from .processes import beat_argv, child_env, web_argv, worker_argv
+from .supervisor import Child, Supervisor
 
 PROCESS_COMMANDS = ("up", "web", "worker", "beat")
 DATA_COMMANDS = ("backup", "restore")
@@ -145,11 +178,7 @@ def load_settings():
     data_dir = os.environ.get("OPENCLAW_DATA_DIR")
     if data_dir:
         ensure_writable_dir(Path(data_dir))
-    from django.core.exceptions import ImproperlyConfigured
-
     try:
-        import importlib
-
         module = importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"])
     except ImproperlyConfigured as exc:
         raise StartupError(str(exc)) from None
@@ -160,12 +189,7 @@ def load_settings():
 def setup_django() -> None:
     """Django, answering in the shell's language from here on (``LANG=zh_CN.UTF-8`` or
     ``OPENCLAW_LANGUAGE=zh-hans``; English otherwise)."""
-    import django
-    from django.utils import translation
-
     django.setup()
-    from .i18n import language_from_environment
-
     translation.activate(language_from_environment())
 
 
@@ -175,16 +199,12 @@ SCHEMA_COMMANDS = {"migrate", "makemigrations", "showmigrations", "sqlmigrate", 
 
 
 def run_management_command(argv: list[str]) -> int:
-    from .embedded import embedded_services
-
     try:
         settings_module = load_settings()
         with embedded_services(settings_module):
             setup_django()
             if argv[0] not in SCHEMA_COMMANDS:
                 _ensure_schema(settings_module)
-            from django.core.management import execute_from_command_line
-
             execute_from_command_line(["openclaw", *argv])
     except StartupError as exc:
         return fail(str(exc))
@@ -194,16 +214,11 @@ def run_management_command(argv: list[str]) -> int:
 def _ensure_schema(settings_module) -> None:
     """A command on a data folder `up` never prepared: migrate the embedded database
     first; an external one is the operator's to migrate."""
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
     executor = MigrationExecutor(connection)
     if not executor.migration_plan(executor.loader.graph.leaf_nodes()):
         return
     if not settings_module.EMBEDDED_DATABASE:
         raise StartupError("the database schema is not up to date; run `openclaw migrate`")
-    from .bootstrap import migrate
-
     migrate()
     sys.stderr.write("openclaw: database schema created/updated\n")
 
@@ -212,8 +227,6 @@ def _ensure_schema(settings_module) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .bootstrap import check_port_free
-
     port = _port(args)
     started = time.monotonic()
     settings_module = load_settings()
@@ -234,8 +247,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _take_up_lock(data_dir: Path) -> int:
-    from .embedded import up_lock_path
-
     fd = os.open(up_lock_path(data_dir), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,8 +260,6 @@ def _take_up_lock(data_dir: Path) -> int:
 
 
 def _check_external_services(settings_module) -> None:
-    from .bootstrap import check_broker, check_database, check_redis
-
     if not settings_module.EMBEDDED_DATABASE:
         check_database(settings_module.DATABASES["default"], settings_module.DATABASE_URL)
     if not settings_module.EMBEDDED_REDIS:
@@ -284,8 +293,6 @@ def _start_embedded(settings_module) -> tuple[EmbeddedPostgres | None, EmbeddedR
 
 
 def _prepare_database(settings_module) -> None:
-    from .bootstrap import compile_catalogues, ensure_admin, load_demo_fixtures, migrate
-
     compile_catalogues(settings_module.BASE_DIR / "locale", say)  # the zh-hans .mo files
     setup_django()
     if migrate():  # first start of this database: load the demo data once
@@ -297,94 +304,11 @@ def _prepare_database(settings_module) -> None:
         os.environ.get("OPENCLAW_ADMIN_PASSWORD") or None,
         say,
     )
-    from django.db import connections
-
     connections.close_all()
 
 
-def _child_env(settings_module) -> dict[str, str]:
-    env = dict(os.environ)
-    env["OPENCLAW_DATA_DIR"] = str(settings_module.DATA_DIR)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def web_argv(host: str, port: int) -> list[str]:
-    """The web server: uvicorn on uvloop + httptools. (daphne serves the same ASGI app,
-    but its HTTP layer alone caps a bare proxy at about 1,700 req/s on 2 cores where
-    uvicorn does 6,700 — see README, "Benchmarks".) Forwarded headers are not applied
-    by the server: ``OPENCLAW_TRUSTED_PROXIES`` decides whom to believe. Websocket
-    frames are not compressed: the studio's are small (a token, a node's timing), and
-    deflating each one cost more CPU than it saved bytes."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--ws",
-        "websockets-sansio",
-        "--ws-per-message-deflate",
-        "false",
-        "--no-proxy-headers",
-        "--no-access-log",
-        "--lifespan",
-        "off",
-        "--timeout-graceful-shutdown",
-        "10",
-        "openclaw_site.asgi:application",
-    ]
-
-
-def worker_argv(queues: str, pool: str, concurrency: int, name: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "openclaw_site",
-        "worker",
-        "-Q",
-        queues,
-        "-P",
-        pool,
-        "-c",
-        str(concurrency),
-        "-n",
-        name,
-        "-l",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-
-
-def beat_argv(schedule_file: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "openclaw_site",
-        "beat",
-        "-s",
-        schedule_file,
-        "-l",
-        "INFO",
-    ]
-
-
 def _run_servers(args: argparse.Namespace, port: int, settings_module, started: float) -> int:
-    from .supervisor import Child, Supervisor
-
-    env = _child_env(settings_module)
+    env = child_env(settings_module)
     children = [
         Child("web", web_argv(args.host, port), env),
         Child(
@@ -434,8 +358,6 @@ def _wait_ready(base: str, supervisor) -> bool:
 
 
 def _announce(base: str, elapsed: float) -> None:
-    from django.utils.translation import gettext as _
-
     say(_("ready in %(seconds).1f s") % {"seconds": elapsed})
     for label, path in [
         ("admin", "/admin/"),
@@ -473,13 +395,11 @@ def _require_services(settings_module) -> None:
 
 
 def _exec(argv: list[str], settings_module) -> int:
-    os.execve(argv[0], argv, _child_env(settings_module))
+    os.execve(argv[0], argv, child_env(settings_module))
     return 0  # not reached
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from .bootstrap import check_port_free
-
     settings_module = load_settings()
     port = _port(args)
     check_port_free(args.host, port)
@@ -513,26 +433,18 @@ def _keys_source(settings_module) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .backup import backup
-    from .embedded import embedded_services
-
     settings_module = load_settings()
     with embedded_services(settings_module):
         setup_django()
         manifest = backup(Path(args.file), settings_module.DATABASES["default"],
                           settings_module.ENCRYPTION_KEYS)
     keys = ", ".join(manifest["encryption_keys"]) or "none"
-    from django.utils.translation import gettext as _
-
     say(_("backup written to %(file)s (encryption keys in use: %(keys)s)")
         % {"file": Path(args.file).resolve(), "keys": keys})
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .backup import restore
-    from .embedded import embedded_services, up_is_running
-
     settings_module = load_settings()
     if settings_module.EMBEDDED_DATABASE and up_is_running(settings_module.DATA_DIR):
         raise StartupError("`openclaw up` is running on this data folder; stop it, restore, "
@@ -542,11 +454,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         manifest, tables = restore(Path(args.file), settings_module.DATABASES["default"],
                                    settings_module.ENCRYPTION_KEYS,
                                    _keys_source(settings_module), force=args.force)
-        from routing.rules import bump_version
-
-        bump_version()  # running processes reload the registry and rules
-    from django.utils.translation import gettext as _
-
+        bump_all()  # running processes reload the registry, rules, keys, plugins, workflows
     say(_("restored %(tables)d tables from the backup made %(created)s")
         % {"tables": tables, "created": manifest["created_at"]})
     return 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import importlib.util
 import logging
 import os
+import pwd
 import signal
 import socket
 import stat
@@ -21,6 +23,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +164,6 @@ class EmbeddedPostgres:
             )
 
     def _ensure_database(self) -> None:
-        import psycopg
-
         with psycopg.connect(self.uri("postgres"), autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", [self.database]
@@ -172,8 +174,6 @@ class EmbeddedPostgres:
 
 def _grant_system_user(user: str, pgdata: Path, bin_dir: Path) -> None:
     """As root: make sure ``user`` exists, owns ``pgdata`` and can reach the binaries."""
-    import pwd
-
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
@@ -323,8 +323,6 @@ def up_lock_path(data_dir: Path) -> Path:
 
 def up_is_running(data_dir: Path) -> bool:
     """True while an ``openclaw up`` holds the data folder's lock."""
-    import fcntl
-
     try:
         fd = os.open(up_lock_path(data_dir), os.O_RDONLY)
     except FileNotFoundError:

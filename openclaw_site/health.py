@@ -11,14 +11,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import connection
+
+from inference.tasks import ping
+from openclaw_site.celery import app
 
 CHECK_TIMEOUT_S = 3.0
 WORKER_TIMEOUT_S = 10.0
 
 
 def _database() -> None:
-    from django.db import connection
-
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -27,15 +31,11 @@ def _database() -> None:
 
 
 def _broker() -> None:
-    from openclaw_site.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
 
 
 async def _channel_layer() -> None:
-    from channels.layers import get_channel_layer
-
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.send(channel, {"type": "readyz.ping"})
@@ -45,8 +45,6 @@ async def _channel_layer() -> None:
 
 
 async def _cache() -> None:
-    from django.core.cache import cache
-
     key = f"readyz:{uuid.uuid4().hex}"
     await cache.aset(key, "ok", 10)
     if await cache.aget(key) != "ok":
@@ -56,8 +54,6 @@ async def _cache() -> None:
 
 def _worker_round_trip() -> dict[str, Any]:
     """Send a task from this (web) process and wait for a worker's answer."""
-    from inference.tasks import ping
-
     result = ping.apply_async(kwargs={"sent_at": time.time()})
     answer = result.get(timeout=WORKER_TIMEOUT_S)
     result.forget()

@@ -16,6 +16,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.translation import gettext_lazy as _
 
+from core.client_ip import client_ip
+
 # --- content security policy ----------------------------------------------------------
 
 
@@ -44,8 +46,6 @@ def _subjects(request: HttpRequest | None, username: str | None) -> list[str]:
     """The counters a sign-in attempt is charged to: its client address and username."""
     subjects = []
     if request is not None:
-        from routing.key_services import client_ip
-
         address = client_ip(request.META.get("REMOTE_ADDR", ""),
                             request.headers.get("X-Forwarded-For"))
         if address:

@@ -12,101 +12,28 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from platformdirs import user_data_dir
+
+from core.crypto import new_key_spec, parse_keys
+from core.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+    redis_socket_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-# --- helpers ---------------------------------------------------------------
-
-
-def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no)")
-
-
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return list(default)
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
-def parse_database_url(url: str) -> dict:
-    """Turn ``postgres://user:pass@host:port/name?opt=v`` into a ``DATABASES`` entry.
-
-    A unix socket is given as ``?host=/path/to/dir`` (libpq style).
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
-        raise ImproperlyConfigured(
-            f"DATABASE_URL must start with postgresql:// (got scheme {parts.scheme!r})"
-        )
-    options = dict(parse_qsl(parts.query))
-    host = options.pop("host", None) or unquote(parts.hostname or "")
-    name = unquote(parts.path.lstrip("/"))
-    if not name:
-        raise ImproperlyConfigured("DATABASE_URL names no database (postgresql://…/NAME)")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ImproperlyConfigured("DATABASE_URL has a port that is not a number") from None
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": host,
-        "PORT": str(port or ""),
-        "OPTIONS": options,
-    }
-
-
-def redis_socket_url(socket_path: Path, scheme: str = "unix", db: int = 0) -> str:
-    if scheme == "unix":
-        return f"unix://{socket_path}?db={db}"
-    return f"redis+socket://{socket_path}?virtual_host={db}"
 
 
 # --- where things live -------------------------------------------------------
 
 
 def _default_data_dir() -> Path:
-    from platformdirs import user_data_dir
-
     return Path(user_data_dir("openclaw", appauthor=False))
 
 
@@ -162,14 +89,12 @@ SECRET_KEY = _secret_key()
 def _encryption_keys() -> dict[str, bytes]:
     """AES-256-GCM keys for data at rest: ``OPENCLAW_ENCRYPTION_KEYS`` or, embedded,
     a generated key kept under the data folder."""
-    from openclaw_site.crypto import new_key_spec, parse_keys
-
     spec = env_str("OPENCLAW_ENCRYPTION_KEYS")
     if not spec:
         if not EMBEDDED_DATABASE:
             raise ImproperlyConfigured(
                 "OPENCLAW_ENCRYPTION_KEYS must be set when DATABASE_URL is set; generate one with:"
-                ' python -c "from openclaw_site.crypto import new_key_spec; print(new_key_spec())"'
+                ' python -c "from core.crypto import new_key_spec; print(new_key_spec())"'
             )
         spec = _data_file("encryption_keys", new_key_spec)
     try:
@@ -194,20 +119,22 @@ INSTALLED_APPS = [
     "django.contrib.postgres",  # HnswIndex and friends
     "django_prometheus",
     "channels",
-    "routing",
+    # OpenClaw's apps, lowest layer first (docs/architecture.md)
     "inference",
-    "chat",
+    "routing",
     "plugins",
+    "chat",
+    "jobs",
 ]
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "openclaw_site.logging.RequestContextMiddleware",  # request id on every log line
+    "core.logging.RequestContextMiddleware",  # request id on every log line
     "django.middleware.security.SecurityMiddleware",
     "openclaw_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin/studio assets, no CDN
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "openclaw_site.i18n.LanguageMiddleware",  # ?lang=, session/cookie, saved, Accept-Language
+    "core.i18n.LanguageMiddleware",  # ?lang=, session/cookie, saved, Accept-Language
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -301,8 +228,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # Usage and audit rows are written by workers consuming this queue (`up`'s worker does).
 OPENCLAW_LOG_QUEUE = env_str("OPENCLAW_LOG_QUEUE", "logs")
 CELERY_TASK_ROUTES = {
-    "inference.batch_*": {"queue": "batch"},
-    "inference.finetune": {"queue": "cpu"},  # each job names its queue (cpu or gpu)
+    "jobs.batch_*": {"queue": "batch"},
+    "jobs.finetune": {"queue": "cpu"},  # each job names its queue (cpu or gpu)
     "routing.write_usage": {"queue": OPENCLAW_LOG_QUEUE},
     "routing.write_audit": {"queue": OPENCLAW_LOG_QUEUE},
 }
@@ -331,7 +258,7 @@ CHANNEL_LAYERS = {
 CACHES = {
     "default": {
         # Django's RedisCache, its connection pools shared across threads and tasks.
-        "BACKEND": "openclaw_site.cache.SharedPoolRedisCache",
+        "BACKEND": "core.cache.SharedPoolRedisCache",
         "LOCATION": CACHE_LOCATION,
         "KEY_PREFIX": "openclaw",
     }
@@ -350,7 +277,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
-# ?lang= is remembered in the session and in this cookie (openclaw_site/i18n.py).
+# ?lang= is remembered in the session and in this cookie (core/i18n.py).
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 LANGUAGE_COOKIE_SAMESITE = "Lax"
 MODELTRANSLATION_DEFAULT_LANGUAGE = "en"
@@ -423,6 +350,12 @@ OPENCLAW_METRICS_QUEUES = env_list("OPENCLAW_METRICS_QUEUES",
 # A worker serves its own metrics on this port (0: off); one scrape target per worker.
 OPENCLAW_WORKER_METRICS_PORT = env_int("OPENCLAW_WORKER_METRICS_PORT", 0)
 OPENCLAW_WORKER_METRICS_ADDR = env_str("OPENCLAW_WORKER_METRICS_ADDR", "127.0.0.1")
+
+
+# --- the /v1 API ------------------------------------------------------------------------
+
+# The largest request body the /v1 fast path reads (chat.v1.asgi); a larger one gets 413.
+OPENCLAW_MAX_REQUEST_BYTES = env_int("OPENCLAW_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
 
 
 # --- response cache (temperature-0 /v1 answers) --------------------------------------
@@ -536,11 +469,11 @@ if LOG_FORMAT not in {"json", "plain"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "openclaw_site.logging.ContextFilter"}},
+    "filters": {"context": {"()": "core.logging.ContextFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d "
                             "[%(request_id)s] %(message)s"},
-        "json": {"()": "openclaw_site.logging.JsonFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
                              "filters": ["context"]}},

@@ -1,5 +1,10 @@
-from django.http import HttpRequest, JsonResponse
+"""The shell's own views: liveness, readiness and the Prometheus scrape."""
+
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from core.metrics import access_allowed, exposition
 
 from .health import readiness
 
@@ -17,3 +22,11 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     include_worker = request.GET.get("workers", "").lower() in {"1", "true", "yes"}
     report = await readiness(include_worker=include_worker)
     return JsonResponse(report, status=200 if report["status"] == "ready" else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: Prometheus text format, 403 for a caller not allowed."""
+    if not access_allowed(request):
+        return HttpResponseForbidden("metrics: send the bearer token or scrape from an "
+                                     "allowed network\n", content_type="text/plain")
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

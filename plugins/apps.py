@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
 
 
@@ -7,8 +8,6 @@ class PluginsConfig(AppConfig):
     verbose_name = _("Plugins")
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
-
         from .chain import plugins_changed
         from .models import Plugin
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from core import audit as audit_trail
+
 logger = logging.getLogger(__name__)
 
 ACTIONS_KEY = "plugin_actions"
@@ -128,12 +130,7 @@ def audit_event(action: str, *, actor: str = "", target: str = "",
                 detail: dict | None = None) -> None:
     """Record an audit event without ever failing the request that causes it."""
     try:
-        from openclaw_site.audit import audit
-    except ImportError:  # no audit trail in this deployment: the log keeps the event
-        logger.info("audit %s actor=%r target=%r detail=%r", action, actor, target, detail)
-        return
-    try:
-        audit(action, actor=actor, target=target, detail=detail)
+        audit_trail.audit(action, actor=actor, target=target, detail=detail)
     except Exception:  # an audit failure must not fail or block the request
         logger.exception("could not record audit event %s", action)
 

@@ -11,33 +11,30 @@ refuses every request until it is fixed.
 When streaming, feed each delta through ``chain.stream_filter(request)`` and emit what
 ``feed`` returns, then ``flush()`` at the end; ``post_process`` is for whole answers.
 
-The copy is invalidated across processes through a version token in the Django cache,
-as routing rules are: saving or deleting a ``Plugin`` row replaces the token once the
-transaction commits (and so does ``reload_plugins``, for a changed plugin folder).
+The chain is kept per process as a ``core.snapshot.VersionedSnapshot``: saving or
+deleting a ``Plugin`` row replaces its token once the transaction commits (and so does
+``reload_plugins``, for a changed plugin folder), and every process rebuilds it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
-from routing import hot
-from routing.versions import VersionToken
+from core.snapshot import VersionedSnapshot
 
 from .base import PluginBase, PluginBlocked, PluginRequest, PluginResponse, audit_event
 from .discovery import Problem, config_problems, discover, resolve
+from .models import Plugin
 
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "plugins:chain:version"
-hot.prefetch(VERSION_KEY)
 
 
 @dataclass
@@ -181,8 +178,6 @@ class PluginChain:
 
 def build_chain(version: str | None = None) -> PluginChain:
     """Load the enabled rows in order; a row that cannot be loaded is a problem."""
-    from .models import Plugin
-
     found = discover()
     chain = PluginChain(problems=list(found.problems), version=version)
     for row in Plugin.objects.filter(enabled=True).order_by("order", "id"):
@@ -211,50 +206,13 @@ def _load(name: str, config: Any, found) -> PluginBase:
 
 # --- the per-process copy and its cross-process version ------------------------------
 
-
-_local: PluginChain | None = None
-_lock = threading.Lock()
-
-
-TOKEN = VersionToken(VERSION_KEY)
-current_version = TOKEN.current
-bump_version = TOKEN.bump  # invalidate every process's chain (after a change is committed)
-plugins_changed = TOKEN.changed  # post_save/post_delete receiver
-
-
-def clear_local_copy() -> None:
-    """Forget this process's chain (tests; the next call rebuilds)."""
-    global _local
-    _local = None
-
-
-def _current(version: str) -> PluginChain:
-    global _local
-    with _lock:
-        if _local is None or _local.version != version:
-            _local = build_chain(version)
-        return _local
-
-
-def get_chain() -> PluginChain:
-    """This process's chain, rebuilt when any process changed a ``Plugin`` row."""
-    version = current_version()
-    chain = _local
-    if chain is not None and chain.version == version:
-        return chain
-    return _current(version)
-
-
-async def aget_chain() -> PluginChain:
-    """``get_chain`` for async code: the database is read (in a thread) only when the
-    version changed."""
-    chain = _local
-    if chain is not None and hot.available():
-        # The version as this request's first Redis trip read it (``/v1``), else one GET
-        # on the event loop's Redis client: no thread hop, no new connection.
-        version = hot.seen(VERSION_KEY)
-        if version is None:
-            (version,) = await hot.get_many([VERSION_KEY])
-        if version is not None and chain.version == version:
-            return chain
-    return await sync_to_async(get_chain)()
+# ``/v1`` reads the token in its first Redis round trip (prefetch), so a request that
+# finds the chain current makes no query and no extra trip.
+CHAIN: VersionedSnapshot[PluginChain] = VersionedSnapshot(VERSION_KEY, build_chain,
+                                                          prefetch=True)
+current_version = CHAIN.current_version
+bump_version = CHAIN.bump  # invalidate every process's chain (after a change is committed)
+plugins_changed = CHAIN.changed  # post_save/post_delete receiver
+clear_local_copy = CHAIN.clear  # tests; the next call rebuilds
+get_chain = CHAIN.get  # this process's chain, rebuilt when any process changed a row
+aget_chain = CHAIN.aget  # the same for async code: a thread only to rebuild

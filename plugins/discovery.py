@@ -23,6 +23,7 @@ from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
 from .base import PluginBase
+from .builtins import BUILTINS
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,6 @@ def _shown(value: Any) -> str:
 def discover() -> Discovery:
     """Every plugin this process can load: built-ins, entry points, then folders (the
     first of two different plugins with one name wins; the other is a problem)."""
-    from .builtins import BUILTINS
-
     found = Discovery()
     for cls in BUILTINS:
         found.add(cls, f"built-in {cls.__module__}.{cls.__qualname__}")
@@ -286,3 +285,19 @@ def resolve(name: str, found: Discovery) -> type[PluginBase]:
     if problems:
         raise LookupError("; ".join(problems))
     return cls
+
+
+def row_problems(name: str, config: object, found: Discovery | None = None
+                 ) -> dict[str, list[str]]:
+    """Why a row naming ``name`` with ``config`` would not load, by form field; each
+    config problem starts with its path in the config (``words[2]: …``)."""
+    found = found or discover()
+    try:
+        cls = resolve(name, found)
+    except LookupError as exc:
+        return {"name": [str(exc)]}
+    problems = config_problems(cls, config)
+    if problems:
+        return {"config": [f"{path}: {message}" if path else message
+                           for path, message in problems]}
+    return {}

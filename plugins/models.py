@@ -6,6 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .discovery import row_problems
+
 
 class Plugin(models.Model):
     """One link of the plugin chain: which plugin (by name or dotted path), where in
@@ -43,8 +45,6 @@ class Plugin(models.Model):
     def clean(self) -> None:
         """The plugin must load and the config must fit its schema; each problem of the
         config is reported with its path (``words[2]``)."""
-        from .services import row_problems
-
         errors = row_problems(self.name, self.config)
         if errors:
             raise ValidationError(errors)

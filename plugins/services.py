@@ -7,25 +7,9 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
-from .chain import bump_version
-from .discovery import Discovery, config_problems, discover, resolve
+from .chain import CHAIN
+from .discovery import Discovery, row_problems
 from .models import Plugin
-
-
-def row_problems(name: str, config: object, found: Discovery | None = None
-                 ) -> dict[str, list[str]]:
-    """Why a row naming ``name`` with ``config`` would not load, by form field; each
-    config problem starts with its path in the config (``words[2]: …``)."""
-    found = found or discover()
-    try:
-        cls = resolve(name, found)
-    except LookupError as exc:
-        return {"name": [str(exc)]}
-    problems = config_problems(cls, config)
-    if problems:
-        return {"config": [f"{path}: {message}" if path else message
-                           for path, message in problems]}
-    return {}
 
 
 def row_status(row: Plugin, found: Discovery) -> str:
@@ -55,4 +39,4 @@ def set_enabled(rows: Iterable[Plugin], enabled: bool) -> int:
 def reload_plugins() -> None:
     """Discover and load the plugins again in every process (after a plugin folder or
     an installed package changed; row changes reload by themselves)."""
-    transaction.on_commit(bump_version)
+    transaction.on_commit(CHAIN.bump)

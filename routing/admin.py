@@ -15,17 +15,12 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from modeltranslation.admin import TranslationAdmin
 
+from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES
+
 from . import key_admin, usage_admin  # noqa: F401 - register the key, usage, audit admins
 from .balancer import disagreeing_names
 from .breaker import Breaker, describe
-from .models import (
-    HTTP_ENGINES,
-    LOCAL_ENGINES,
-    Balancing,
-    ModelEndpoint,
-    RoutingRule,
-    describe_condition,
-)
+from .models import Balancing, ModelEndpoint, RoutingRule, describe_condition
 from .rules import RequestFacts, resolve_route
 from .services import check_connection, model_folder_problems, set_enabled, url_unreachable
 

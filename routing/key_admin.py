@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .key_models import ApiKey, validate_cidr_list
-from .key_services import KeyRefused, assign_secret, revoke_key, rotate_key
+from .keys import KeyRefused, assign_secret, revoke_key, rotate_key
 
 
 class ListField(forms.CharField):

@@ -1,5 +1,6 @@
 """API keys: a visible prefix plus a hash of the secret, scopes, CIDR allowlist,
-limits, expiry and rotation. Behaviour lives in ``routing.key_services``."""
+limits, expiry and rotation. Behaviour lives in ``routing.keys``, ``routing.admission``
+and ``routing.limits``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from openclaw_site.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 
 
 class BudgetPeriod(models.TextChoices):

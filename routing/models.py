@@ -14,26 +14,13 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from openclaw_site.fields import EncryptedTextField
+from core.fields import EncryptedTextField
+from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind
 
 from .key_models import ApiKey  # noqa: F401 - defined in its own module, an app model here
 from .usage_models import AuditEvent, UsageRecord  # noqa: F401 - likewise
 
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
-
-
-class EngineKind(models.TextChoices):
-    OPENAI = "openai", _("OpenAI-compatible HTTP (cloud, trtllm-serve, llama.cpp, Ollama)")
-    VLLM = "vllm", _("vLLM server (OpenAI-compatible HTTP)")
-    TENSORRT_LLM = "tensorrt_llm", _("TensorRT-LLM (GPU worker)")
-    TRANSFORMERS = "transformers", _("Hugging Face transformers (CPU/GPU worker)")
-    ONNX = "onnx", _("ONNX Runtime (CPU/GPU worker)")
-    ECHO = "echo", _("Echo (wiring check: repeats the input)")
-    EMBEDDING = "embedding", _("Sentence embeddings (local, in process)")
-
-
-HTTP_ENGINES = {EngineKind.OPENAI, EngineKind.VLLM}
-LOCAL_ENGINES = {EngineKind.TENSORRT_LLM, EngineKind.TRANSFORMERS, EngineKind.ONNX}
 
 
 class HealthState(models.TextChoices):

@@ -30,14 +30,13 @@ import json
 import logging
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 
-from openclaw_site import metrics
+from core import metrics, redis_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -143,32 +142,19 @@ class LocalStore:
 
 
 class RedisStore:
-    """The cache Redis (``CACHE_URL`` / ``REDIS_URL``, embedded: its socket), through
-    redis-py's asyncio client: one client per event loop, as its connections are."""
+    """The cache Redis (``CACHE_URL`` / ``REDIS_URL``, embedded: its socket), through the
+    event loop's pipeline client (``core.redis_pipeline``). Its own keys
+    (``openclaw:rc:…``), not Django's: plain JSON text with a TTL."""
 
     def __init__(self, url: str):
         self.url = url
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def _client(self):
-        import asyncio
-
-        import redis.asyncio
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=1,
-                                                  socket_connect_timeout=1)
-            self._clients[loop] = client
-        return client
 
     async def get(self, key: str) -> str | None:
-        raw = await self._client().get(key)
+        (raw,) = await redis_pipeline.pool_for(self.url).execute([("GET", key)])
         return raw.decode() if raw is not None else None
 
     async def set(self, key: str, value: str, ttl: int) -> None:
-        await self._client().set(key, value, ex=ttl)
+        await redis_pipeline.pool_for(self.url).execute([("SET", key, value, "EX", ttl)])
 
 
 _stores: dict[tuple, LocalStore | RedisStore] = {}

@@ -1,23 +1,23 @@
 """Services of routing rules: the facts of a request, evaluating a condition with
 an explanation, and ``resolve_route`` over a per-process copy of the rules.
 
-The copy is invalidated across processes (web replicas, workers) through a
-version token in the Django cache (Redis, shared by all of them): saving or
-deleting a rule or an endpoint replaces the token once the transaction commits,
-and every ``resolve_route`` compares it (one cache GET) before using its copy.
+The rules and endpoints are read per process as one ``RoutingTable``, a
+``core.snapshot.VersionedSnapshot``: saving or deleting a rule or an endpoint, in any
+process, replaces its version token once the transaction commits, and the next request
+everywhere reloads the table (once per change; no query otherwise).
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from core.snapshot import VersionedSnapshot
+
 from .models import CONDITION_FIELDS, ModelEndpoint, RoutingRule, describe_condition
-from .versions import VersionToken
 
 VERSION_KEY = "routing:rules:version"
 
@@ -160,48 +160,38 @@ class RuleSnapshot:
     fallbacks: tuple[str, ...]
 
 
-@dataclass
-class _Copy:
-    version: str | None = None
+@dataclass(frozen=True)
+class RoutingTable:
+    """What routing reads on every request, as one version of the rows: the enabled
+    rules in priority order, the global last resort (the last catch-all rule's
+    fallbacks) and the enabled endpoints by model name (by id within a name)."""
+
     rules: tuple[RuleSnapshot, ...] = ()
     last_resort: tuple[str, ...] = ()
+    endpoints: dict[str, list[ModelEndpoint]] = field(default_factory=dict)
     registered: frozenset[str] = frozenset()
 
 
-_local = _Copy()
-_lock = threading.Lock()
-
-
-TOKEN = VersionToken(VERSION_KEY)
-current_version = TOKEN.current
-bump_version = TOKEN.bump  # invalidate every process's copy (after a change is committed)
-rules_changed = TOKEN.changed  # post_save/post_delete receiver
-
-
-def clear_local_copy() -> None:
-    """Forget this process's copy (tests; the next resolve reloads)."""
-    global _local
-    _local = _Copy()
-
-
-def _load(version: str) -> _Copy:
+def load_table(version: str) -> RoutingTable:
     rules = tuple(RuleSnapshot(r.pk, r.name, r.priority, r.condition or {}, r.target_model,
                                tuple(r.fallbacks or ()))
                   for r in RoutingRule.objects.filter(enabled=True).order_by("priority", "id"))
     catch_alls = [r for r in rules if not r.condition]
-    registered = frozenset(ModelEndpoint.objects.filter(enabled=True)
-                           .values_list("name", flat=True))
-    return _Copy(version, rules, catch_alls[-1].fallbacks if catch_alls else (), registered)
+    endpoints: dict[str, list[ModelEndpoint]] = {}
+    for endpoint in ModelEndpoint.objects.filter(enabled=True).order_by("name", "id"):
+        endpoints.setdefault(endpoint.name, []).append(endpoint)
+    return RoutingTable(rules, catch_alls[-1].fallbacks if catch_alls else (), endpoints,
+                        frozenset(endpoints))
 
 
-def _rules() -> _Copy:
-    global _local
-    version = current_version()
-    if _local.version != version:
-        with _lock:
-            if _local.version != version:
-                _local = _load(version)
-    return _local
+# Saving or deleting a rule or an endpoint replaces the token once the transaction
+# commits (``rules_changed`` is their post_save/post_delete receiver); health written with
+# ``.update()`` does not, so the gateway reads health from the circuits, never the rows.
+TABLE: VersionedSnapshot[RoutingTable] = VersionedSnapshot(VERSION_KEY, load_table)
+current_version = TABLE.current_version
+bump_version = TABLE.bump  # invalidate every process's copy (after a change is committed)
+rules_changed = TABLE.changed
+clear_local_copy = TABLE.clear  # tests; the next resolve reloads
 
 
 # --- resolving ------------------------------------------------------------------------
@@ -231,10 +221,10 @@ class RouteDecision:
         return [self.target_model, *self.fallbacks]
 
 
-def resolve_route(facts: RequestFacts, copy: _Copy | None = None) -> RouteDecision:
+def resolve_route(facts: RequestFacts, copy: RoutingTable | None = None) -> RouteDecision:
     """Evaluate the enabled rules in priority order; the first match decides. ``copy``:
-    a copy of the rules the caller has checked against the version token itself."""
-    copy = copy or _rules()
+    a routing table the caller has checked against the version token itself."""
+    copy = copy or TABLE.get()
     explanation = [f"model {facts.model!r}, context_length ≈ {facts.context_length} tokens "
                    "(estimate)"]
     trace: list[RuleTrace] = []
@@ -259,24 +249,13 @@ def resolve_route(facts: RequestFacts, copy: _Copy | None = None) -> RouteDecisi
 
 
 async def aresolve_route(facts: RequestFacts) -> RouteDecision:
-    """``resolve_route`` for async code: this process's copy checked against the token
-    from the event loop (the request's own read of it, else one GET); the rules are
-    (re)loaded in a thread only when they changed."""
-    from asgiref.sync import sync_to_async
-
-    from . import hot
-
-    copy = _local
-    if copy.version is not None and hot.available():
-        version = hot.seen(VERSION_KEY)
-        if version is None:
-            (version,) = await hot.get_many([VERSION_KEY])
-        if version == copy.version:
-            return resolve_route(facts, copy)
-    return await sync_to_async(resolve_route)(facts)
+    """``resolve_route`` for async code: this process's table checked against the token
+    from the event loop; it is (re)loaded in a thread only when it changed."""
+    return resolve_route(facts, await TABLE.aget())
 
 
-def _decision(rule: RuleSnapshot | None, target: str, fallbacks: list[str], copy: _Copy,
+def _decision(rule: RuleSnapshot | None, target: str, fallbacks: list[str],
+              copy: RoutingTable,
               explanation: list[str], trace: list[RuleTrace]) -> RouteDecision:
     for name in copy.last_resort:  # the global last resort ends every chain
         if name != target and name not in fallbacks:

@@ -17,9 +17,10 @@ from django.utils.translation import gettext as _
 
 from inference.engines.base import ChatRequest, EndpointConfig
 from inference.errors import EngineError
+from inference.kinds import EngineKind
 from inference.registry import build_engine
 
-from .models import EngineKind, HealthState, ModelEndpoint
+from .models import HealthState, ModelEndpoint
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
@@ -115,6 +116,13 @@ def record_health(endpoint_id: int, state: str, detail: str = "",
     if only_if_changed:
         rows = rows.exclude(health=state)
     rows.update(health=state, health_detail=detail[:500], health_checked_at=timezone.now())
+
+
+def record_worker_outcome(endpoint_id: int, ok: bool, detail: str) -> None:
+    """A call run on a worker ended (``inference.remote``): healthy on success (written
+    only when it was not), unhealthy with the reason otherwise."""
+    state = HealthState.HEALTHY if ok else HealthState.UNHEALTHY
+    record_health(endpoint_id, state, detail, only_if_changed=ok)
 
 
 def set_enabled(endpoints: Iterable[ModelEndpoint], enabled: bool) -> int:

@@ -1,6 +1,6 @@
 """Usage and audit logging off the hot path.
 
-``log_usage(...)`` and ``openclaw_site.audit.audit(...)`` only append a small dict to
+``log_usage(...)`` and ``core.audit.audit(...)`` only append a small dict to
 an in-process buffer (a few microseconds). A daemon thread per process sends the
 buffer, in batches, to the ``routing.write_usage`` / ``routing.write_audit`` Celery
 tasks on the ``OPENCLAW_LOG_QUEUE`` queue; a worker writes each batch with one
@@ -11,91 +11,26 @@ broker delivers twice (``acks_late``, a worker killed mid-write) is written once
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from celery import shared_task
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.signals import user_login_failed
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncDate
+from django.db.models.signals import post_save
+
+from core.audit import TaskBuffer, audit, audit_buffer, send_to_task
+
+from .usage_models import AuditEvent, UsageRecord
+
+__all__ = ["TaskBuffer", "audit_buffer", "log_usage", "usage_buffer", "usage_summary",
+           "write_audit", "write_usage"]
 
 logger = logging.getLogger(__name__)
-
-
-class TaskBuffer:
-    """Items waiting to be sent to a Celery task in batches by a background thread.
-
-    ``add`` never blocks and never raises; past ``max_pending`` items (a broker that
-    has been unreachable for long) new items are dropped and counted in ``dropped``.
-    """
-
-    def __init__(self, send: Callable[[list[dict]], None], name: str, max_batch: int = 500,
-                 interval_s: float = 0.25, max_pending: int = 100_000):
-        self._send, self.name = send, name
-        self.max_batch, self.interval_s, self.max_pending = max_batch, interval_s, max_pending
-        self._items: deque[dict] = deque()
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self.dropped = 0
-
-    def add(self, item: dict) -> None:
-        if self._pid != os.getpid():
-            self._start()
-        if len(self._items) >= self.max_pending:
-            self.dropped += 1
-            return
-        self._items.append(item)
-        if len(self._items) >= self.max_batch:
-            self._wake.set()
-
-    def pending(self) -> int:
-        return len(self._items)
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            if self._pid is not None:  # a forked child: the parent sends its own copies
-                self._items = deque()
-            self._pid = os.getpid()
-            threading.Thread(target=self._run, name=f"{self.name}-flusher", daemon=True).start()
-            atexit.register(self.flush)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if not self.flush():
-                time.sleep(1.0)  # the broker is away: keep the items, try again soon
-
-    def flush(self) -> bool:
-        """Send everything buffered now; False (items kept) when sending failed."""
-        while self._items:
-            batch = []
-            while self._items and len(batch) < self.max_batch:
-                item = self._items.popleft()
-                # Made here, off the caller's path; kept if the send is retried.
-                item.setdefault("id", uuid.uuid4().hex)
-                batch.append(item)
-            try:
-                self._send(batch)
-            except Exception:  # noqa: BLE001 - any broker failure: keep the rows
-                self._items.extendleft(reversed(batch))
-                logger.warning("%s: could not hand %d rows to the broker; will retry",
-                               self.name, len(batch), exc_info=True)
-                return False
-        if self.dropped:
-            logger.error("%s: dropped %d rows (buffer full)", self.name, self.dropped)
-            self.dropped = 0
-        return True
 
 
 # --- tasks ----------------------------------------------------------------------------
@@ -111,8 +46,6 @@ def _when(value: Any) -> datetime:
              reject_on_worker_lost=True)
 def write_usage(records: list[dict]) -> int:
     """Write a batch of usage records (one INSERT; ids already written are skipped)."""
-    from .usage_models import UsageRecord
-
     rows = [UsageRecord(**{**r, "created_at": _when(r["created_at"])}) for r in records]
     UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
@@ -122,23 +55,12 @@ def write_usage(records: list[dict]) -> int:
              reject_on_worker_lost=True)
 def write_audit(events: list[dict]) -> int:
     """Write a batch of audit events (one INSERT; ids already written are skipped)."""
-    from .usage_models import AuditEvent
-
     rows = [AuditEvent(**{**e, "created_at": _when(e["created_at"])}) for e in events]
     AuditEvent.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 
-def _queue() -> str:
-    from django.conf import settings
-
-    return settings.OPENCLAW_LOG_QUEUE
-
-
-usage_buffer = TaskBuffer(lambda rows: write_usage.apply_async((rows,), queue=_queue()),
-                          "usage")
-audit_buffer = TaskBuffer(lambda rows: write_audit.apply_async((rows,), queue=_queue()),
-                          "audit")
+usage_buffer = TaskBuffer(send_to_task("routing.write_usage"), "usage")
 
 
 def log_usage(*, key_prefix: str = "", user: str = "", model: str = "",
@@ -163,8 +85,6 @@ def usage_summary(since: date | None = None, until: date | None = None,
                   key_prefix: str = "", model: str = "") -> list[dict[str, Any]]:
     """Usage per key, model and UTC day (newest day first): requests, errors, tokens
     in/out and mean latency."""
-    from .usage_models import UsageRecord
-
     rows = UsageRecord.objects.all()
     if since:
         rows = rows.filter(created_at__gte=datetime.combine(since, datetime.min.time(), UTC))
@@ -191,8 +111,6 @@ ADMIN_ACTIONS = {1: "admin.add", 2: "admin.change", 3: "admin.delete"}
 
 def admin_logged(sender: type, instance: Any, created: bool, **kwargs: Any) -> None:
     """Every change made through the Django admin (registry, rules, plugins, keys…)."""
-    from openclaw_site.audit import audit
-
     if not created:
         return
     content_type = instance.content_type
@@ -204,8 +122,6 @@ def admin_logged(sender: type, instance: Any, created: bool, **kwargs: Any) -> N
 
 
 def login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
-    from openclaw_site.audit import audit
-
     address = request.META.get("REMOTE_ADDR", "") if request is not None else ""
     audit("auth.login_failed", actor=str(credentials.get("username", "")),
           detail={"address": address})
@@ -213,9 +129,5 @@ def login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: 
 
 def connect_signals() -> None:
     """Called from ``RoutingConfig.ready()``."""
-    from django.contrib.admin.models import LogEntry
-    from django.contrib.auth.signals import user_login_failed
-    from django.db.models.signals import post_save
-
     post_save.connect(admin_logged, sender=LogEntry, dispatch_uid="routing.usage.admin_logged")
     user_login_failed.connect(login_failed, dispatch_uid="routing.usage.login_failed")

@@ -50,15 +50,23 @@ def english_at_start():
 
 
 @pytest.fixture(autouse=True)
-def fresh_workflow_plans():
-    """Each test reads workflows and conversations' pins afresh: this process's copy
-    is invalidated by a token bumped when a change commits, and most tests' changes
-    never commit (they are rolled back)."""
-    from chat.workflows import compiler
+def fresh_state():
+    """Each test reads the routing table, the API keys, the plugin chain and the
+    workflow plans afresh: every process keeps copies of them (``core.snapshot``) that a
+    token bumped when a change commits invalidates, and most tests' changes never
+    commit (they are rolled back). Before and after: this process's copies dropped,
+    every process's tokens replaced, and no token left "already read" in this thread's
+    context (asgiref copies a context's changes back to the caller)."""
+    from core import shared_state, snapshot
 
-    compiler.clear_local_copy()
+    def reset() -> None:
+        snapshot.clear_all()
+        snapshot.bump_all()
+        shared_state.forget()
+
+    reset()
     yield
-    compiler.clear_local_copy()
+    reset()
 
 
 @pytest.fixture(scope="session")

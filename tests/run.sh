@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): install what the tests need, lint, run pytest.
+# The one test command (README, .ci/run): install what the tests need, lint, check the
+# layers and the types, run pytest with coverage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +25,20 @@ env -u DJANGO_SETTINGS_MODULE .venv/bin/python -m django compilemessages --verbo
 
 .venv/bin/ruff check .
 
+# The layers (docs/architecture.md): import-linter's contract, then every import at any
+# depth (cycles, upward or deferred imports); then the types.
+.venv/bin/lint-imports --no-cache
+.venv/bin/python tests/scan_imports.py
+.venv/bin/mypy
+
+# The whole suite measures coverage against the floor of pyproject.toml
+# ([tool.coverage.report] fail_under); a run of some tests (arguments given) does not.
+coverage=()
+if [ $# -eq 0 ]; then
+    coverage=(--cov --cov-report=term:skip-covered)
+fi
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest "${coverage[@]}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "tests/run.sh: pytest collected no tests; that is a failure" >&2
     exit 1

@@ -48,7 +48,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from routing import hot
+from core import shared_state
 
 CIPHER = "aesgcm"
 NONCE_BYTES = 12
@@ -96,10 +96,10 @@ def head_key(thread_id: str) -> str:
 
 async def _announce(thread_id: str, checkpoint_id: str | None) -> None:
     """Name ``checkpoint_id`` as the thread's head (None: forget it), before the write."""
-    if not hot.available():
+    if not shared_state.available():
         return
-    key = hot.full_key(head_key(thread_id))
-    await hot.execute([("SET", key, hot.dumps(checkpoint_id), "EX", HEAD_TTL_S)
+    key = shared_state.full_key(head_key(thread_id))
+    await shared_state.execute([("SET", key, shared_state.dumps(checkpoint_id), "EX", HEAD_TTL_S)
                        if checkpoint_id else ("DEL", key)])
 # The id of the thread's latest checkpoint as the run read it when it began ("": none).
 expected_head: contextvars.ContextVar[str | None] = contextvars.ContextVar(

@@ -42,9 +42,9 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from core import shared_state
+from core.redis_pipeline import RedisUnavailable
 from plugins.chain import VERSION_KEY as PLUGINS_VERSION
-from routing import hot
-from routing.resp import RedisUnavailable
 from routing.rules import VERSION_KEY as RULES_VERSION
 
 from ..conversations import ConversationError, astart_turn, window_key
@@ -164,9 +164,9 @@ async def _read_ahead(conversation_id: str | None, lease: runs.Lease | None) -> 
     to take the conversation's ``lease`` — whether it was taken (None: not tried) —,
     the version tokens of the per-process copies they consult (workflows, plugins,
     routing rules), the conversation's cached window and its announced checkpoint.
-    The values are kept in the turn's context (``hot.seen``): a change that commits
+    The values are kept in the turn's context (``shared_state.seen``): a change that commits
     while the turn runs applies from the next."""
-    if not hot.available():
+    if not shared_state.available():
         return None
     names = [WORKFLOWS_VERSION, PLUGINS_VERSION, RULES_VERSION]
     commands: list[tuple] = []
@@ -175,11 +175,11 @@ async def _read_ahead(conversation_id: str | None, lease: runs.Lease | None) -> 
         commands.append(runs.claim_command(lease))
         names += [window_key(str(conversation_id)), head_key(str(conversation_id))]
     try:
-        *taken, values = await hot.execute(
-            [*commands, ("MGET", *(hot.full_key(name) for name in names))])
+        *taken, values = await shared_state.execute(
+            [*commands, ("MGET", *(shared_state.full_key(name) for name in names))])
     except RedisUnavailable:
         return None  # each step asks again, and reports what it finds
-    hot.remember(dict(zip(names, map(hot.loads, values), strict=True)))
+    shared_state.remember(dict(zip(names, map(shared_state.loads, values), strict=True)))
     return taken[0] is not None if taken else None
 
 
@@ -297,7 +297,7 @@ async def _known_head(conversation_id: str, leased_ahead: bool | None) -> str | 
     keeps that very checkpoint and the announcement was read under the lease (see
     ``checkpointer``); else a read from the database, started now."""
     saver = await get_saver()
-    announced = hot.seen(head_key(conversation_id)) if leased_ahead else None
+    announced = shared_state.seen(head_key(conversation_id)) if leased_ahead else None
     if announced is not None and announced == saver.kept(conversation_id):
         return announced
     return asyncio.ensure_future(_head(saver, conversation_id))

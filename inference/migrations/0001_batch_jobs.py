@@ -2,8 +2,17 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import inference.models
+import secrets
 from django.db import migrations, models
+
+
+def new_file_id() -> str:
+    """As ``jobs.models.new_file_id`` (the models moved to ``jobs``; history stays here)."""
+    return f"file-{secrets.token_hex(12)}"
+
+
+def new_batch_id() -> str:
+    return f"batch_{secrets.token_hex(12)}"
 
 
 class Migration(migrations.Migration):
@@ -18,7 +27,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='BatchFile',
             fields=[
-                ('id', models.CharField(default=inference.models.new_file_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=new_file_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('purpose', models.CharField(choices=[('batch', 'batch input'), ('batch_output', 'batch output')], max_length=20, verbose_name='purpose')),
                 ('filename', models.CharField(max_length=255, verbose_name='file name')),
                 ('content', models.BinaryField(verbose_name='content')),
@@ -35,7 +44,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='BatchJob',
             fields=[
-                ('id', models.CharField(default=inference.models.new_batch_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=new_batch_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('status', models.CharField(choices=[('validating', 'validating'), ('failed', 'failed'), ('in_progress', 'in progress'), ('finalizing', 'finalizing'), ('completed', 'completed'), ('expired', 'expired'), ('cancelling', 'cancelling'), ('cancelled', 'cancelled')], db_index=True, default='validating', max_length=16, verbose_name='status')),
                 ('endpoint', models.CharField(default='/v1/chat/completions', max_length=64, verbose_name='endpoint')),
                 ('model', models.CharField(blank=True, help_text='When set, every line is sent to this model (its own “model” is replaced).', max_length=200, verbose_name='model')),

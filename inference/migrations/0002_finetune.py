@@ -3,7 +3,7 @@
 import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
-import openclaw_site.fields
+import core.fields
 import pgvector.django.vector
 from django.conf import settings
 from django.db import migrations, models
@@ -97,7 +97,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('rating', models.CharField(choices=[('up', 'thumbs up'), ('down', 'thumbs down'), ('none', 'no rating')], db_index=True, default='none', max_length=8, verbose_name='rating')),
-                ('corrected_content', openclaw_site.fields.EncryptedTextField(blank=True, help_text='Replaces the reply in exported datasets; empty keeps the original.', verbose_name='corrected reply')),
+                ('corrected_content', core.fields.EncryptedTextField(blank=True, help_text='Replaces the reply in exported datasets; empty keeps the original.', verbose_name='corrected reply')),
                 ('tags', models.JSONField(blank=True, default=list, verbose_name='tags')),
                 ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='created')),
                 ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),

@@ -14,9 +14,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from openclaw_site.cli import web_argv
+from chat.graph import checkpointer
+from openclaw_site.processes import web_argv
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_recall(settings):
+    """Long-term memory off (it has its own tests): recall finds nothing to add."""
+    settings.OPENCLAW_MEMORY_TOP_K = 0
+
+
+@pytest.fixture
+async def closed_saver():
+    """The checkpointer's connection pool, opened on this test's event loop, closed
+    with it."""
+    yield
+    await checkpointer.close_saver()
 
 
 def _free_port() -> int:

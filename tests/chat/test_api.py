@@ -14,24 +14,14 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from routing import gateway, rules
+from routing import gateway
 from routing.breaker import Breaker, CircuitState
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import HealthState, ModelEndpoint, RoutingRule
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture(autouse=True)
-def fresh_rules():
-    # The flush between tests sends no signal: make every process (daphne too) reload.
-    rules.clear_local_copy()
-    rules.bump_version()
-    yield
-    rules.clear_local_copy()
-    rules.bump_version()
 
 
 def endpoint(server, name: str, upstream: str, **fields) -> ModelEndpoint:
@@ -374,7 +364,7 @@ def test_rotated_key_is_told_and_fetches_its_successor_once(live_server_url, ope
     ModelEndpoint.objects.create(name="echo", engine="echo")
     old_key.created_at = old_key.created_at.replace(year=old_key.created_at.year - 1)
     old_key.save(update_fields=["created_at"])
-    from routing.key_services import rotate_due_keys
+    from routing.keys import rotate_due_keys
 
     assert len(rotate_due_keys()) == 1
 
@@ -401,7 +391,7 @@ def test_key_changes_reach_the_servers_copy_of_the_key_on_the_next_request(
         live_server_url, openai_server):
     """The web process keeps the keys it has seen; a save, a bulk update followed by
     ``keys_changed`` or a revocation anywhere is seen by its very next request."""
-    from routing.key_services import keys_changed, revoke_key
+    from routing.keys import keys_changed, revoke_key
 
     endpoint(openai_server, "alpha", "echo")
     endpoint(openai_server, "beta", "echo")

@@ -7,25 +7,11 @@ from __future__ import annotations
 import openai
 import pytest
 
-from plugins import chain
 from plugins.models import Plugin
-from routing import gateway, rules
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint, RoutingRule
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_copies():
-    # The flush between tests sends no signal: make every process (the server too) reload.
-    for module in (rules, chain):
-        module.bump_version()
-    rules.clear_local_copy()
-    gateway.clear_endpoints()
-    yield
-    for module in (rules, chain):
-        module.bump_version()
 
 
 def client(url: str) -> openai.OpenAI:

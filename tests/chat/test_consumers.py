@@ -14,27 +14,14 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 
-from chat.graph import checkpointer
 from chat.models import Conversation, Message
-from chat.routing import websocket_urlpatterns
-from plugins import chain as plugin_chain
-from routing import gateway, rules
-from routing.key_services import create_key
+from chat.websocket_urls import websocket_urlpatterns
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("no_recall", "closed_saver")]
 ORIGIN = (b"origin", b"http://127.0.0.1")
-
-
-@pytest.fixture(autouse=True)
-async def fresh_state(settings):
-    settings.OPENCLAW_MEMORY_TOP_K = 0  # long-term memory has its own tests
-    for module in (rules, plugin_chain):
-        module.clear_local_copy()
-        module.bump_version()
-    gateway.clear_endpoints()
-    yield
-    await checkpointer.close_saver()
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from chat.conversations import (
     window,
 )
 from chat.models import EMBEDDING_DIMENSIONS, Conversation, MemoryItem, Message
-from openclaw_site.crypto import new_key_spec, parse_keys
-from routing.key_services import create_key
+from core.crypto import new_key_spec, parse_keys
+from routing.keys import create_key
 from tests.chat.test_graph import forget_checkpoints
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,28 +15,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from chat.graph import checkpointer
 from chat.graph.service import arun_turn, astream_turn, graph_for, thread_config
 from chat.models import Conversation, DoubleTexting, Message, Workflow
 from chat.workflows import runs
 from chat.workflows.compiler import resolve
-from plugins import chain as plugin_chain
-from routing import gateway, rules
 from routing.models import ModelEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def fresh_state(settings):
-    settings.OPENCLAW_MEMORY_TOP_K = 0
-    for module in (rules, plugin_chain):
-        module.clear_local_copy()
-        module.bump_version()
-    gateway.clear_endpoints()
-    yield
-    await checkpointer.close_saver()
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("no_recall", "closed_saver")]
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ import openai
 import pytest
 from django.core.management import call_command
 
-from routing import rules
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 from tests.openai_server import EMBEDDING_DIMENSIONS, embedding
 
@@ -37,15 +36,6 @@ def live_url(request):
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = before
-
-
-@pytest.fixture(autouse=True)
-def fresh_rules():
-    rules.clear_local_copy()
-    rules.bump_version()
-    yield
-    rules.clear_local_copy()
-    rules.bump_version()
 
 
 @pytest.fixture

@@ -17,30 +17,19 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connection
 
-from chat.encryption import rotate_data
 from chat.graph import checkpointer
 from chat.graph.service import arun_turn, astream_turn, get_graph, thread_config
 from chat.models import Conversation, Message
-from openclaw_site.crypto import new_key_spec, parse_keys
+from core.crypto import new_key_spec, parse_keys
+from core.rotation import rotate_data
 from plugins import chain as plugin_chain
 from plugins.models import Plugin
-from routing import gateway, rules
 from routing.models import ModelEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("no_recall", "closed_saver")]
 NODES = ["recall", "pre_process", "generate", "post_process", "remember"]
-
-
-@pytest.fixture(autouse=True)
-async def fresh_state(settings):
-    settings.OPENCLAW_MEMORY_TOP_K = 0  # long-term memory has its own tests
-    for module in (rules, plugin_chain):
-        module.clear_local_copy()
-        module.bump_version()
-    gateway.clear_endpoints()
-    yield
-    await checkpointer.close_saver()
 
 
 @pytest.fixture
@@ -317,7 +306,7 @@ async def test_a_checkpoint_written_by_another_process_is_not_hidden_by_the_kept
     from langgraph.checkpoint.base.id import uuid6
 
     from chat.graph.checkpointer import CachingSaver, head_key, serializer
-    from routing import hot
+    from core import shared_state
 
     done = await arun_turn(conversation_id=None, user="kim", content="one two",
                            model="echo")
@@ -325,7 +314,7 @@ async def test_a_checkpoint_written_by_another_process_is_not_hidden_by_the_kept
     saver = await checkpointer.get_saver()
     head = await saver.aget_tuple(thread_config(conversation))
     assert saver.kept(conversation) == head.checkpoint["id"]
-    (announced,) = await hot.get_many([head_key(conversation)])
+    (announced,) = await shared_state.get_many([head_key(conversation)])
     assert announced == head.checkpoint["id"]
 
     # when another process writes a newer checkpoint of the thread (turns: 100)
@@ -344,4 +333,4 @@ async def test_a_checkpoint_written_by_another_process_is_not_hidden_by_the_kept
 
     # and deleting the thread forgets the announcement
     await saver.adelete_thread(conversation)
-    assert await hot.get_many([head_key(conversation)]) == [None]
+    assert await shared_state.get_many([head_key(conversation)]) == [None]

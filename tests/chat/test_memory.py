@@ -11,14 +11,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat import memory
-from chat.graph import checkpointer
 from chat.graph.service import arun_turn, astream_turn
 from chat.models import Conversation, MemoryItem, Message
-from plugins import chain as plugin_chain
-from routing import gateway, rules
 from routing.models import ModelEndpoint
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("closed_saver")]
 
 FACT = "My sister Alice lives in Lisbon and works as a marine biologist studying dolphins."
 QUESTION = "What does my sister do for a living?"
@@ -27,16 +25,6 @@ FILLER = ["The weather was grey this morning.", "I had porridge for breakfast to
           "I am reading a novel about a lighthouse.", "The printer on floor two jammed.",
           "We ordered new chairs for the office.", "My laptop needs a software update.",
           "Lunch was a cheese sandwich and an apple."]
-
-
-@pytest.fixture(autouse=True)
-async def fresh_state():
-    for module in (rules, plugin_chain):
-        module.clear_local_copy()
-        module.bump_version()
-    gateway.clear_endpoints()
-    yield
-    await checkpointer.close_saver()
 
 
 def conversation_with(user: str, *texts: str) -> list[Message]:

@@ -14,9 +14,9 @@ from asgiref.sync import sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing import rules
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint, RoutingRule
-from tests.openclaw_site.test_metrics import FAMILIES
+from tests.core.test_metrics import FAMILIES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,26 +9,13 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.conversations import ConversationError
-from chat.graph import checkpointer
 from chat.graph.service import arun_turn, get_graph, thread_config
 from chat.models import Conversation, Message
 from chat.workflows.history import afork, alist_checkpoints, astream_regenerate
-from plugins import chain as plugin_chain
-from routing import gateway, rules
 from routing.models import ModelEndpoint
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def fresh_state(settings):
-    settings.OPENCLAW_MEMORY_TOP_K = 0
-    for module in (rules, plugin_chain):
-        module.clear_local_copy()
-        module.bump_version()
-    gateway.clear_endpoints()
-    yield
-    await checkpointer.close_saver()
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("no_recall", "closed_saver")]
 
 
 @pytest.fixture

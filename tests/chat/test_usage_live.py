@@ -12,7 +12,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 from routing.usage_models import UsageRecord
 

@@ -23,23 +23,11 @@ from chat.graph.service import (
 from chat.models import Conversation, Message, RunStatus, Workflow, WorkflowRun
 from chat.workflows.compiler import workflow_mermaid
 from chat.workflows.validation import problems
-from plugins import chain as plugin_chain
-from routing import gateway, rules
 from routing.models import ModelEndpoint
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("no_recall", "closed_saver")]
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "50_workflows.json"
-
-
-@pytest.fixture(autouse=True)
-async def fresh_state(settings):
-    settings.OPENCLAW_MEMORY_TOP_K = 0
-    for module in (rules, plugin_chain):
-        module.clear_local_copy()
-        module.bump_version()
-    gateway.clear_endpoints()
-    yield
-    await checkpointer.close_saver()
 
 
 @pytest.fixture
@@ -473,8 +461,8 @@ async def test_annotation_reply_answers_curated_questions_and_passes_the_rest_on
     """The optional annotation-reply node: a message close to a curated question is
     answered with its curated answer (real MiniLM embeddings), the match shown as an
     event; anything else goes on to the model."""
-    from inference.annotation import save_pair
-    from inference.models import QAPair
+    from chat.curated import save_pair
+    from chat.models import QAPair
 
     def curated() -> None:
         save_pair(QAPair(question="How do I get a refund for my order?",

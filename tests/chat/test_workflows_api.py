@@ -8,20 +8,10 @@ import openai
 import pytest
 
 from chat.models import Message, Workflow
-from routing import rules
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_rules():
-    rules.clear_local_copy()
-    rules.bump_version()
-    yield
-    rules.clear_local_copy()
-    rules.bump_version()
 
 
 @pytest.fixture

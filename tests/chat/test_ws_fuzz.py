@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -21,8 +21,8 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
-from openclaw_site.cli import web_argv
-from routing.key_services import create_key
+from openclaw_site.processes import web_argv
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 
 from .conftest import REPO, _free_port

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from inference.engines.base import ChatRequest, EndpointConfig
-from inference.engines.transformers import Detokenizer, TransformersEngine
+from inference.engines.transformers import TransformersEngine
+from inference.engines.transformers_batching import Detokenizer
 from inference.errors import ContextTooLong, EngineUnavailable, ServerError
 from inference.registry import engine_class
 from tests.tiny_models import build_tiny_llama

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from openclaw_site.crypto import new_key_spec
+from core.crypto import new_key_spec
 from openclaw_site.embedded import EmbeddedPostgres
 from tests.openclaw_site.test_up import OPENCLAW, clean_env, free_port, start_up, wait_ready
 

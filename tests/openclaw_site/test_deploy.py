@@ -17,7 +17,7 @@ import yaml
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from openclaw_site.metrics import SystemCollector
+from core.metrics import SystemCollector
 from tests.stand_ins.nvml import FakeNvml
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from openclaw_site.crypto import new_key_spec
+from core.crypto import new_key_spec
 from openclaw_site.settings import env_bool, env_int, env_list, parse_database_url
 
 

@@ -24,7 +24,7 @@ import psutil
 import psycopg
 import pytest
 
-from openclaw_site.crypto import new_key_spec
+from core.crypto import new_key_spec
 
 pytestmark = pytest.mark.slow
 

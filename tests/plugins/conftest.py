@@ -20,19 +20,6 @@ sensitive_words = plugins.builtins.sensitive_words:SensitiveWordFilter
 """
 
 
-@pytest.fixture(autouse=True)
-def fresh_chain():
-    """No plugin chain cached in this process or the shared cache across tests."""
-    from django.core.cache import cache
-
-    from plugins.chain import VERSION_KEY, clear_local_copy
-
-    clear_local_copy()
-    cache.delete(VERSION_KEY)
-    yield
-    clear_local_copy()
-
-
 @pytest.fixture
 def installed_dummy(tmp_path, monkeypatch) -> Path:
     """The dummy package as pip would install it: a ``*.dist-info`` with its

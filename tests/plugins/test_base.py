@@ -8,7 +8,7 @@ from plugins.base import audit_event, map_message_text, message_texts
 
 def test_audit_events_go_to_the_audit_trail(monkeypatch):
     calls = []
-    monkeypatch.setattr("openclaw_site.audit.audit",
+    monkeypatch.setattr("core.audit.audit",
                         lambda action, **kwargs: calls.append((action, kwargs)))
 
     audit_event("plugin.block", actor="alice", target="sensitive_words", detail={"n": 1})
@@ -21,7 +21,7 @@ def test_a_failing_audit_trail_does_not_fail_the_request(monkeypatch, caplog):
     def broken(action, **kwargs):
         raise RuntimeError("broker down")
 
-    monkeypatch.setattr("openclaw_site.audit.audit", broken)
+    monkeypatch.setattr("core.audit.audit", broken)
 
     audit_event("plugin.block", target="sensitive_words")
 

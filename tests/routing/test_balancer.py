@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache, caches
 
 from inference.errors import BadRequest, EngineTimeout, RateLimited, ServerError
-from routing import gateway, rules
+from routing import attempts, gateway, rules
 from routing.balancer import Balancer, Stats, disagreeing_names, order, strategy_of
 from routing.breaker import Breaker
 from routing.models import Balancing, ModelEndpoint
@@ -122,48 +122,46 @@ def test_strategy_of_a_name_is_its_first_instances_and_disagreement_is_found():
 
 
 @pytest.mark.django_db
-def test_endpoint_table_is_queried_once_per_routing_version(django_assert_num_queries):
+def test_routing_table_is_queried_once_per_routing_version(django_assert_num_queries):
     ModelEndpoint.objects.create(name="kept", engine="echo")
     rules.bump_version()
     version = rules.current_version()
-    gateway.clear_endpoints()
 
-    with django_assert_num_queries(1):
-        first = gateway.enabled_endpoints(version)
-        again = gateway.enabled_endpoints(version)
+    with django_assert_num_queries(2):  # the rules and the endpoints, once
+        first = rules.TABLE.held_at(version)
+        again = rules.TABLE.held_at(version)
     rules.bump_version()
-    with django_assert_num_queries(1):
-        gateway.enabled_endpoints(rules.current_version())
+    with django_assert_num_queries(2):
+        rules.TABLE.held_at(rules.current_version())
 
-    assert [e.name for e in first["kept"]] == ["kept"] and again is first
-    gateway.clear_endpoints()
+    assert [e.name for e in first.value.endpoints["kept"]] == ["kept"] and again is first
 
 
 def test_transient_failures_are_retried_after_a_short_backoff():
     rng = random.Random(0)
 
-    delay = gateway.retry_delay(ServerError("busy", status=503), 1, 10.0, rng)
+    delay = attempts.retry_delay(ServerError("busy", status=503), 1, 10.0, rng)
 
     assert 0.025 <= delay <= 0.075
-    assert gateway.retry_delay(ServerError("busy", status=503), 2, 10.0) is None  # attempts
-    assert gateway.retry_delay(ServerError("bug", status=500), 1, 10.0) is None  # not transient
-    assert gateway.retry_delay(BadRequest("no"), 1, 10.0) is None
-    assert gateway.retry_delay(EngineTimeout("slow", phase="first_byte"), 1, 10.0) is None
-    assert gateway.retry_delay(EngineTimeout("down", phase="connect"), 1, 10.0) is not None
+    assert attempts.retry_delay(ServerError("busy", status=503), 2, 10.0) is None  # attempts
+    assert attempts.retry_delay(ServerError("bug", status=500), 1, 10.0) is None  # not transient
+    assert attempts.retry_delay(BadRequest("no"), 1, 10.0) is None
+    assert attempts.retry_delay(EngineTimeout("slow", phase="first_byte"), 1, 10.0) is None
+    assert attempts.retry_delay(EngineTimeout("down", phase="connect"), 1, 10.0) is not None
 
 
 def test_retry_after_is_honoured_within_the_deadline_and_a_cap():
-    assert gateway.retry_delay(RateLimited("wait", retry_after=0.5), 1, 10.0) == 0.5
-    assert gateway.retry_delay(RateLimited("wait", retry_after=0.5), 1, 0.4) is None
-    assert gateway.retry_delay(RateLimited("wait", retry_after=7), 1, 60.0) is None
-    assert gateway.retry_delay(ServerError("busy", status=503), 1, 0.01) is None
+    assert attempts.retry_delay(RateLimited("wait", retry_after=0.5), 1, 10.0) == 0.5
+    assert attempts.retry_delay(RateLimited("wait", retry_after=0.5), 1, 0.4) is None
+    assert attempts.retry_delay(RateLimited("wait", retry_after=7), 1, 60.0) is None
+    assert attempts.retry_delay(ServerError("busy", status=503), 1, 0.01) is None
 
 
 def test_deadline_comes_from_the_header_or_the_default():
     assert gateway.deadline_from_headers({"x-openclaw-deadline-ms": "1500"}) == 1.5
     assert gateway.deadline_from_headers({"x-openclaw-deadline-ms": "soon"}) is None
     assert gateway.deadline_from_headers({}) is None
-    budget = gateway.Budget(None)
+    budget = attempts.Budget(None)
     assert gateway.DEFAULT_DEADLINE_S - 1 < budget.remaining() <= gateway.DEFAULT_DEADLINE_S
-    budget.attempts = gateway.MAX_ATTEMPTS
+    budget.attempts = attempts.MAX_ATTEMPTS
     assert not budget.may_start()

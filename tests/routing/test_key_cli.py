@@ -7,8 +7,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from routing.admission import authenticate
 from routing.key_models import ApiKey
-from routing.key_services import KeyRefused, authenticate
+from routing.keys import KeyRefused
 
 pytestmark = pytest.mark.django_db
 

@@ -10,19 +10,11 @@ from django.contrib.messages import get_messages
 from django.db import connection
 from django.utils import timezone
 
+from core.client_ip import client_ip
+from routing.admission import authenticate, check_scope
 from routing.key_models import ApiKey
-from routing.key_services import (
-    KeyRefused,
-    authenticate,
-    check_limits,
-    check_scope,
-    client_ip,
-    create_key,
-    hash_secret,
-    record_usage,
-    revoke_key,
-    rotate_key,
-)
+from routing.keys import KeyRefused, create_key, hash_secret, revoke_key, rotate_key
+from routing.limits import check_limits, record_usage
 from routing.tasks import rotate_due_keys
 
 pytestmark = pytest.mark.django_db

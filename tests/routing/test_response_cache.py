@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from inference.engines.base import ChatRequest
 from routing import gateway, response_cache, rules
-from routing.key_services import create_key
+from routing.keys import create_key
 from routing.models import ModelEndpoint
 from routing.rules import RequestFacts
 

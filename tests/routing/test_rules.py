@@ -21,13 +21,6 @@ FIXTURE = REPO / "fixtures" / "20_routing_rules.json"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fresh_copy():
-    rules.clear_local_copy()  # rows of earlier tests were rolled back without a signal
-    yield
-    rules.clear_local_copy()
-
-
 @pytest.fixture
 def seed_rules():
     call_command("loaddata", str(FIXTURE), verbosity=0)

@@ -13,8 +13,8 @@ from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.auth import authenticate
 from django.contrib.contenttypes.models import ContentType
 
-from openclaw_site.audit import audit
-from routing.key_services import create_key, revoke_key, rotate_key
+from core.audit import audit
+from routing.keys import create_key, revoke_key, rotate_key
 from routing.models import ModelEndpoint
 from routing.usage import (
     TaskBuffer,

@@ -1,7 +1,7 @@
 """A stand-in for the part of ``pynvml`` (NVIDIA's NVML bindings) that
-``openclaw_site.metrics.SystemCollector`` reads, with its documented names and
+``core.metrics.SystemCollector`` reads, with its documented names and
 shapes: two GPUs. The real library runs where a GPU is lent
-(tests/openclaw_site/test_metrics.py)."""
+(tests/core/test_metrics.py)."""
 
 from __future__ import annotations
 

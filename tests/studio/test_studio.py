@@ -183,7 +183,7 @@ def test_branch_and_regenerate_from_a_message(page):
 
 
 def test_a_reply_is_rated_corrected_and_tagged_from_the_page(page):
-    from inference.models import Annotation
+    from jobs.models import Annotation
 
     # given: an answer
     page.select_option("#model", "echo")
@@ -215,7 +215,7 @@ def test_a_reply_is_rated_corrected_and_tagged_from_the_page(page):
 
 
 def test_jobs_page_draws_the_training_loss(page, live_server_url):
-    from inference.models import Dataset, FineTuneJob
+    from jobs.models import Dataset, FineTuneJob
 
     # given: staff, and a fine-tuning job part way through
     get_user_model().objects.filter(username="ada").update(is_staff=True)

@@ -1,5 +1,6 @@
 """``openclaw config apply FILE`` / ``openclaw config export``."""
 
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -28,8 +29,6 @@ class Command(BaseCommand):
 
     def _apply(self, path: str, dry_run: bool) -> None:
         if path == "-":
-            import sys
-
             text, source = sys.stdin.read(), "<stdin>"
         else:
             try:

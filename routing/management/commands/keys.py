@@ -18,9 +18,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.translation import gettext as _
 
-from openclaw_site.crypto import active_key_id
+from core.crypto import active_key_id
+from core.rotation import rotate_data
 from routing.key_models import ApiKey, BudgetPeriod
-from routing.key_services import KeyRefused, create_key, revoke_key, rotate_key
+from routing.keys import KeyRefused, create_key, revoke_key, rotate_key
 
 RELATIVE_RE = re.compile(r"^(\d+)([dh])$")
 
@@ -151,8 +152,6 @@ class Command(BaseCommand):
                                                                  "name": key.name})
 
     def _rotate_data(self, **_options):
-        from chat.encryption import rotate_data
-
         report = rotate_data()
         for label, count in sorted(report.rotated.items()):
             self.stdout.write(_("%(label)s: %(count)d re-encrypted") % {"label": label,

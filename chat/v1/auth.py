@@ -1,0 +1,72 @@
+"""How a ``/v1`` request meets admission (``routing.admission``): its bearer key, the
+client address behind trusted proxies, the key kept on the request for the answer's
+headers, and its tokens counted once the answer is known."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse, JsonResponse
+
+from core.client_ip import request_client_ip
+from routing.admission import admit as admit_key
+from routing.admission import authenticate as authenticate_key
+from routing.admission import record_usage_soon
+from routing.key_models import ApiKey
+from routing.keys import KeyRefused
+
+from .wire import ApiRequest, error_response
+
+ROTATION_HEADER = "x-openclaw-key-rotated"
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+
+def bearer(request: ApiRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _sep, secret = header.partition(" ")
+    return secret.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def authenticate(request: ApiRequest) -> ApiKey:
+    """The request's key, valid from this address (no limits counted), or ``KeyRefused``."""
+    key = await sync_to_async(authenticate_key)(bearer(request), request_client_ip(request))
+    request.openclaw_key = key
+    return key
+
+
+async def admit(request: ApiRequest, model: str, tokens: int) -> ApiKey:
+    """Authenticate, check the model scope and count the request against the key's
+    limits, from the event loop, or ``KeyRefused``."""
+    key = await admit_key(bearer(request), request_client_ip(request), model, tokens)
+    request.openclaw_key = key
+    return key
+
+
+def record_usage(key: ApiKey, tokens: int) -> None:
+    """Add the tokens to the key's counters in the background: the answer does not wait
+    for it; the next request sees it."""
+    if tokens > 0 and (key.tpm_limit or key.token_budget):
+        record_usage_soon(key, tokens)
+
+
+def refused(exc: KeyRefused) -> JsonResponse:
+    return error_response(exc.status, exc.message, exc.code, retry_after=exc.retry_after)
+
+
+def rotation_notice(view: View) -> View:
+    """Tell the holder of a rotated key, on every answer during its grace period,
+    that a successor waits for it (``POST /v1/key/successor``)."""
+
+    @functools.wraps(view)
+    async def wrapped(request: ApiRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = await view(request, *args, **kwargs)
+        key = getattr(request, "openclaw_key", None)
+        if key is not None and key.grace_until is not None:
+            response[ROTATION_HEADER] = f"grace-until={key.grace_until.isoformat()}"
+        return response
+
+    return wrapped

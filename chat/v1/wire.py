@@ -1,0 +1,265 @@
+"""OpenAI's wire format, the one place it is written: request bodies parsed into the
+internal request (``ChatRequest``) or refused with the parameter at fault
+(``InvalidBody``), errors in OpenAI's shape ``{"error": {message, type, param, code}}``,
+and answers — whole completions, SSE chunks, embeddings — shaped as the SDKs read them.
+
+``ApiRequest`` is what the ``/v1`` views read of a request: Django's ``HttpRequest``
+has it, and so does the lighter request the ASGI fast path builds
+(``chat.v1.asgi.FastRequest``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from django.http import JsonResponse, StreamingHttpResponse
+from django.utils.translation import gettext as _
+
+from inference.engines.base import ChatRequest, Usage
+from inference.errors import EngineError, RateLimited
+from routing.key_models import ApiKey
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+NAMED_FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "temperature",
+                "top_p", "stop", "seed"}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
+               429: "rate_limit_error"}
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the items of one request
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class ApiRequest(Protocol):
+    """The part of a request the ``/v1`` views read."""
+
+    method: str
+    path: str
+    body: bytes
+    META: dict[str, Any]
+    openclaw_key: ApiKey | None
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class InvalidBody(Exception):
+    """A request body OpenAI would refuse: the message and the parameter at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict:
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, code: str | None, param: str | None = None,
+                   retry_after: float | None = None) -> JsonResponse:
+    response = JsonResponse(error_body(status, message, code, param), status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def engine_error_response(exc: EngineError) -> JsonResponse:
+    """RateLimited 429, timeouts 504, context 400, bad requests 400, the rest 502/503."""
+    retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+    return error_response(exc.http_status, exc.message, exc.code, retry_after=retry_after)
+
+
+# --- request bodies -------------------------------------------------------------------
+
+
+def _number(body: dict, name: str, low: float, high: float | None) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if (not isinstance(value, int | float) or isinstance(value, bool) or value < low
+            or (high is not None and value > high)):
+        limit = f"{low}–{high}" if high is not None else f"≥ {low}"
+        raise InvalidBody(_("“%(name)s” must be a number %(limit)s.")
+                          % {"name": name, "limit": limit}, name)
+    return value
+
+
+def _integer(body: dict, name: str, low: int | None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        raise InvalidBody(_("“%(name)s” must be an integer.") % {"name": name}
+                          if low is None else _("“%(name)s” must be an integer ≥ %(low)d.")
+                          % {"name": name, "low": low}, name)
+    return value
+
+
+def _messages(body: dict) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidBody(_("“messages” must be a non-empty list of {role, content} objects."),
+                          "messages")
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise InvalidBody(_("Each message must be an object."), where)
+        if message.get("role") not in ROLES:
+            raise InvalidBody(_("“role” must be one of %(roles)s.")
+                              % {"roles": ", ".join(sorted(ROLES))}, f"{where}.role")
+        content = message.get("content")
+        if not (isinstance(content, str | list)
+                or (content is None and message["role"] == "assistant")):
+            raise InvalidBody(_("“content” must be a string or a list of content parts."),
+                              f"{where}.content")
+    return messages
+
+
+def _stop(body: dict) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise InvalidBody(_("“stop” must be a string or a list of strings."), "stop")
+
+
+def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
+    """The JSON object of a request body and its ``model``, or ``InvalidBody``."""
+    try:
+        body = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidBody(_("The request body is not valid JSON.")) from None
+    if not isinstance(body, dict):
+        raise InvalidBody(_("The request body must be a JSON object."))
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidBody(_("“model” must be a non-empty string."), "model")
+    return body, model
+
+
+def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
+    """(model, stream, include_usage, request) from a request body, or ``InvalidBody``."""
+    body, model = body_and_model(raw)
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise InvalidBody(_("“stream” must be true or false."), "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise InvalidBody(_("“stream_options” must be an object."), "stream_options")
+    request = ChatRequest(
+        messages=_messages(body), max_tokens=_integer(body, "max_tokens", 1),
+        temperature=_number(body, "temperature", 0.0, 2.0),
+        top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body),
+        seed=_integer(body, "seed", None),
+        extra={k: v for k, v in body.items() if k not in NAMED_FIELDS},
+        request_id=f"chatcmpl-{uuid.uuid4().hex}")
+    return model, stream, bool(options.get("include_usage")), request
+
+
+def _embedding_texts(raw: Any) -> list[str]:
+    """The texts of ``input``: a string or a list of strings. Token-id arrays are
+    OpenAI-valid but refused: no backend here shares OpenAI's tokenizer."""
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts:
+        raise InvalidBody(_("“input” must be a non-empty string or list of strings."), "input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise InvalidBody(_("“input” may hold at most %(n)d items.")
+                          % {"n": MAX_EMBEDDING_INPUTS}, "input")
+    if all(isinstance(t, int) and not isinstance(t, bool) for t in texts) or all(
+            isinstance(t, list) and all(isinstance(i, int) for i in t) for t in texts):
+        raise InvalidBody(_("Token-id input is not supported here: send the text."), "input")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise InvalidBody(_("Each input must be a non-empty string."), f"input[{index}]")
+    return texts
+
+
+def parse_embeddings_body(raw: bytes) -> tuple[str, list[str], str, int | None]:
+    """(model, texts, encoding format, dimensions) from a request body, or ``InvalidBody``."""
+    body, model = body_and_model(raw)
+    if "input" not in body:
+        raise InvalidBody(_("“input” is required."), "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise InvalidBody(_("“encoding_format” must be “float” or “base64”."),
+                          "encoding_format")
+    return model, _embedding_texts(body["input"]), encoding, _integer(body, "dimensions", 1)
+
+
+# --- answers --------------------------------------------------------------------------
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def completion_body(request_id: str, created: int, model: str, content: str,
+                    finish_reason: str, usage: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """A whole ``chat.completion`` of one choice."""
+    return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": usage, **extra}
+
+
+def embedding_item(index: int, vector: list[float], dimensions: int | None,
+                   encoding: str) -> dict[str, Any]:
+    """One ``embedding`` object: the vector cut to ``dimensions`` and scaled back to unit
+    length, as OpenAI does, then as floats or base64 little-endian float32."""
+    if dimensions is not None and dimensions < len(vector):
+        cut = vector[:dimensions]
+        norm = math.sqrt(sum(v * v for v in cut)) or 1.0
+        vector = [v / norm for v in cut]
+    encoded: list[float] | str = vector
+    if encoding == "base64":
+        encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return {"object": "embedding", "index": index, "embedding": encoded}
+
+
+# --- server-sent events ----------------------------------------------------------------
+
+
+def sse_event(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+class ChunkWriter:
+    """The ``chat.completion.chunk`` events of one streamed answer (one choice)."""
+
+    def __init__(self, request_id: str, created: int, model: str):
+        self.base = {"id": request_id, "object": "chat.completion.chunk", "created": created,
+                     "model": model}
+
+    def chunk(self, delta: dict, finish: str | None = None, **extra: Any) -> bytes:
+        return sse_event({**self.base, "choices": [{"index": 0, "delta": delta,
+                                                    "logprobs": None,
+                                                    "finish_reason": finish}], **extra})
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        """The last chunk when ``stream_options.include_usage`` asks for it."""
+        return sse_event({**self.base, "choices": [], "usage": usage})
+
+    @staticmethod
+    def error(status: int, message: str, code: str | None) -> bytes:
+        """A failure after the stream started: an error event, then ``[DONE]``."""
+        return sse_event(error_body(status, message, code)) + SSE_DONE
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response

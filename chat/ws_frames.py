@@ -1,0 +1,150 @@
+"""The studio websocket's frames (docs/websocket.md): a client frame's fields checked
+(``FrameError`` names what is wrong), its rate limited (``TokenBucket``), and a turn's
+events stamped as the frames the studio reads (``TurnRelay``). ``chat.consumers`` is
+the consumer that uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from django.utils.translation import gettext as _
+
+from . import studio
+from .conversations import check_content
+
+MAX_ID_CHARS = 64
+PARAMS = {"temperature", "top_p", "max_tokens", "seed", "stop"}
+
+
+class FrameError(Exception):
+    """A client frame the protocol refuses: answered with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class TokenBucket:
+    """``rate`` frames a second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, float(max(1, burst))
+        self.tokens, self.stamp = self.burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def request_id_of(frame: dict[str, Any]) -> str | None:
+    """The client's ``id`` for this request (a short string or number), if it gave one."""
+    value = frame.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int) or \
+            len(str(value)) > MAX_ID_CHARS:
+        raise FrameError("invalid_id", _("“id” must be a string of at most %(n)d "
+                                         "characters or a number.") % {"n": MAX_ID_CHARS})
+    return str(value)
+
+
+class TurnRelay:
+    """Stamps a turn's events as protocol frames: the request ``id``, the
+    conversation, node timings, time to first token and total latency."""
+
+    def __init__(self, request_id: str, conversation_id: str | None):
+        self.request_id, self.conversation_id = request_id, conversation_id
+        self.started = time.perf_counter()
+        self.node_started: dict[str, float] = {}
+        self.first_token_ms: float | None = None
+        self.text: list[str] = []
+        self.model: str | None = None
+        self.storing = False  # the graph's remember node stores the answer itself
+        self.finished = False  # its last frame (done or error) was relayed
+        self.begun = False  # the graph service began the turn (``conversation``)
+        self.answering = False  # the answer's first token was sent
+        self.held: list[tuple[dict[str, Any], bool]] = []  # frames waiting for it
+        self.timer: asyncio.TimerHandle | None = None  # when they stop waiting
+        self.flushing: asyncio.Future | None = None  # the timer's flush
+
+    def _ms(self, since: float) -> float:
+        return round((time.perf_counter() - since) * 1000, 2)
+
+    def frame(self, event: dict[str, Any]) -> dict[str, Any]:
+        kind = event.get("type")
+        frame = {**event, "id": self.request_id}
+        if kind == "conversation":
+            self.conversation_id, self.begun = event["id"], True
+            frame["id"], frame["conversation"] = self.request_id, event["id"]
+        frame["conversation"] = self.conversation_id
+        if kind == "node":
+            if event.get("phase") == "start":
+                self.storing = self.storing or event["node"] == "remember"
+                self.node_started[event["node"]] = time.perf_counter()
+                frame["at_ms"] = self._ms(self.started)
+            elif event["node"] in self.node_started:
+                frame["ms"] = self._ms(self.node_started[event["node"]])
+        elif kind == "token":
+            if self.first_token_ms is None:
+                self.first_token_ms = self._ms(self.started)
+            self.text.append(event.get("text", ""))
+        elif kind == "route":
+            self.model = event.get("target")
+        elif kind == "done":
+            frame["latency_ms"] = self._ms(self.started)
+            frame["ttft_ms"] = self.first_token_ms
+        return frame
+
+    def stopped(self) -> dict[str, Any]:
+        return {"type": "done", "id": self.request_id, "conversation": self.conversation_id,
+                "stopped": True, "message_id": None, "content": "".join(self.text),
+                "latency_ms": self._ms(self.started), "ttft_ms": self.first_token_ms}
+
+
+def model_of(frame: dict, required: bool = True) -> str | None:
+    model = frame.get("model")
+    if model is None and not required:
+        return None
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise FrameError("invalid_model", _("“model” must be a model name from the "
+                                            "registry."))
+    return model
+
+
+def workflow_of(frame: dict) -> str | None:
+    """The workflow's slug, or None: the conversation's, else the default one."""
+    workflow = frame.get("workflow")
+    if workflow in (None, "", studio.BUILT_IN):
+        return None
+    if not isinstance(workflow, str) or len(workflow) > 100:
+        raise FrameError("unknown_workflow", _("“workflow” must be a workflow's slug."))
+    return workflow
+
+
+def decision_of(frame: dict) -> dict[str, Any]:
+    """The resume value of an ``approve`` / ``reject`` frame."""
+    if frame["type"] == "reject":
+        reason = frame.get("reason", "")
+        if not isinstance(reason, str):
+            raise FrameError("invalid_reason", _("“reason” must be a string."))
+        return {"action": "reject", "reason": reason}
+    if frame.get("content") is None:
+        return {"action": "approve"}
+    return {"action": "edit", "content": check_content(frame.get("content"))}
+
+
+def params_of(frame: dict) -> dict[str, Any]:
+    params = frame.get("params")
+    if params is None:
+        return {}
+    if not isinstance(params, dict) or set(params) - PARAMS:
+        raise FrameError("invalid_params", _("“params” may set only: %(names)s.")
+                         % {"names": ", ".join(sorted(PARAMS))})
+    return params

@@ -1,0 +1,211 @@
+"""The shared state the ``/v1`` hot path reads, from the event loop, without a thread.
+
+Every cross-process fact a request needs — the routing and key version tokens, a key's
+rate counters, the circuits and balancing statistics of the candidate instances — lives
+in the Django cache (Redis). The sync cache API would need a hop to a worker thread per
+call (about 0.3 ms each under load, and a thread pool to queue on); this module talks to
+the same Redis from the event loop instead, one pipelined round trip per question,
+reading and writing the exact keys and values Django's ``RedisCache`` does (its
+``make_key`` and its serializer: ints raw, everything else pickled), so the admin, the
+workers and the sync services keep working on the same data. The round trips go
+through ``core.redis_pipeline``, a pipeline-only client far lighter than redis-py's.
+
+When the default cache is not Redis (a custom deployment's choice), ``available()`` is
+False and the callers fall back to the sync services through ``sync_to_async``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import pickle
+import weakref
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS
+from django.core.cache.backends.redis import RedisCache
+
+from . import redis_pipeline
+from .cache import process_cache
+
+logger = logging.getLogger(__name__)
+
+
+# Version tokens read once per request, in the request's first round trip (the key's
+# counters), for the per-process copies consulted later in the same request.
+_prefetch: list[str] = []
+_seen: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "hot_versions", default=None)
+
+
+def _cache() -> RedisCache | None:
+    store = process_cache()
+    return store if isinstance(store, RedisCache) else None
+
+
+def available() -> bool:
+    """Whether the default cache is Redis (the hot path can use it directly)."""
+    return _cache() is not None
+
+
+def full_key(name: str) -> str:
+    """The Redis key Django's cache uses for ``name``."""
+    return _cache().make_and_validate_key(name)
+
+
+def pool() -> redis_pipeline.Pool:
+    """The Redis connections of the running event loop to the default cache's server."""
+    return redis_pipeline.pool_for(location())
+
+
+@functools.cache
+def location() -> str:
+    """The URL of the default cache's Redis (its first server)."""
+    found = settings.CACHES[DEFAULT_CACHE_ALIAS]["LOCATION"]
+    return found[0] if isinstance(found, list | tuple) else found
+
+
+async def execute(commands: list[tuple]) -> list[Any]:
+    """Raw replies to ``commands``, sent as one pipeline."""
+    return await pool().execute(commands)
+
+
+def loads(value: bytes | None) -> Any:
+    """A value as Django's ``RedisSerializer`` wrote it."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return pickle.loads(value)
+
+
+def dumps(value: Any) -> bytes | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def prefetch(name: str) -> None:
+    """Read the version token ``name`` in every request's first round trip (module level:
+    a copy keeper registers its token when imported)."""
+    if name not in _prefetch:
+        _prefetch.append(name)
+
+
+def prefetched() -> list[str]:
+    return list(_prefetch)
+
+
+def forget() -> None:
+    """Start a request with no version tokens read yet."""
+    _seen.set(None)
+
+
+def remember(values: dict[str, Any]) -> None:
+    """Keep the values this request read (its context only), with those it read before."""
+    _seen.set({**(_seen.get() or {}), **values})
+
+
+def seen(name: str, default: Any = None) -> Any:
+    """The value of ``name`` as this request read it (None when it was missing), or
+    ``default`` when the request did not read it."""
+    values = _seen.get()
+    return values.get(name, default) if values else default
+
+
+async def get_many(names: list[str]) -> list[Any]:
+    """The values of ``names`` (None where missing), in one round trip."""
+    if not names:
+        return []
+    (values,) = await execute([("MGET", *(full_key(n) for n in names))])
+    return [loads(v) for v in values]
+
+
+async def count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int]:
+    """``routing.limits.count`` in the event loop: add ``(name, amount, ttl)`` to
+    counters (created with the ttl when missing) and read others, in one MULTI/EXEC."""
+    counts, _version = await count_with(increments, reads, None)
+    return counts
+
+
+async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
+                     version_key: str | None) -> tuple[list[int], Any]:
+    """``count`` plus the value of ``version_key`` (a version token), in the same trip;
+    the ``prefetch`` tokens too, kept for the rest of the request (``seen``)."""
+    extra = _prefetch if version_key is not None else []
+    commands: list[tuple] = [("MULTI",)]
+    commands += [("GET", full_key(name)) for name in extra]
+    if version_key is not None:
+        commands.append(("GET", full_key(version_key)))
+    for name, amount, ttl in increments:
+        full = full_key(name)
+        commands += [("SET", full, 0, "EX", ttl + 5, "NX"), ("INCRBY", full, amount)]
+    commands += [("GET", full_key(name)) for name in reads]
+    commands.append(("EXEC",))
+    replies = (await execute(commands))[-1]  # EXEC: the list of the queued commands' replies
+    if not isinstance(replies, list):
+        raise redis_pipeline.RedisUnavailable("the counters' transaction was aborted")
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise redis_pipeline.RedisReplyError(str(reply))
+    if extra:
+        remember({name: loads(replies.pop(0)) for name in extra})
+    version = loads(replies.pop(0)) if version_key is not None else None
+    counted = replies[1:2 * len(increments):2]
+    read = replies[2 * len(increments):]
+    return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read], version
+
+
+class _Coalescer:
+    """Counter increments of one event loop waiting to be sent: the requests that end in
+    the same loop iteration (many, under load) share one round trip."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[int]] = {}  # name -> [amount, ttl]
+        self.scheduled = False
+
+    def add(self, increments: list[tuple[str, int, int]]) -> None:
+        for name, amount, ttl in increments:
+            entry = self.pending.setdefault(name, [0, ttl])
+            entry[0] += amount
+            entry[1] = max(entry[1], ttl)
+        if not self.scheduled:
+            self.scheduled = True
+            keep(asyncio.ensure_future(self.flush()))
+
+    async def flush(self) -> None:
+        await asyncio.sleep(0)  # let the other requests of this iteration add theirs
+        batch, self.pending, self.scheduled = self.pending, {}, False
+        await count([(name, amount, ttl) for name, (amount, ttl) in batch.items()], [])
+
+
+_coalescers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_tasks: set[asyncio.Task] = set()  # strong references until they end
+
+
+def keep(task: asyncio.Task) -> None:
+    """Hold a background task until it ends; log its failure."""
+    _tasks.add(task)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task) -> None:
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background Redis update failed", exc_info=task.exception())
+
+
+def add_soon(increments: list[tuple[str, int, int]]) -> None:
+    """Add to counters in the background, coalesced with the other requests' additions
+    of this loop iteration (for usage that only later requests read)."""
+    if not increments:
+        return
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = _Coalescer()
+    coalescer.add(increments)

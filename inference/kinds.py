@@ -1,0 +1,22 @@
+"""The kinds of engine an endpoint can name, and which of them speak HTTP or run on a
+worker's own hardware. The registry rows (``routing.models.ModelEndpoint``) choose
+among these; each engine module registers its class for its kinds."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class EngineKind(models.TextChoices):
+    OPENAI = "openai", _("OpenAI-compatible HTTP (cloud, trtllm-serve, llama.cpp, Ollama)")
+    VLLM = "vllm", _("vLLM server (OpenAI-compatible HTTP)")
+    TENSORRT_LLM = "tensorrt_llm", _("TensorRT-LLM (GPU worker)")
+    TRANSFORMERS = "transformers", _("Hugging Face transformers (CPU/GPU worker)")
+    ONNX = "onnx", _("ONNX Runtime (CPU/GPU worker)")
+    ECHO = "echo", _("Echo (wiring check: repeats the input)")
+    EMBEDDING = "embedding", _("Sentence embeddings (local, in process)")
+
+
+HTTP_ENGINES = {EngineKind.OPENAI, EngineKind.VLLM}
+LOCAL_ENGINES = {EngineKind.TENSORRT_LLM, EngineKind.TRANSFORMERS, EngineKind.ONNX}

@@ -1,0 +1,406 @@
+"""Batch jobs: OpenAI batch JSONL in, results and errors JSONL out.
+
+Life of a job (each step a service the Celery tasks in ``jobs.tasks`` call):
+
+1. ``create_job`` — from an uploaded input file; status ``validating``.
+2. ``start_job`` — every line checked (JSON object, ``custom_id`` unique, ``method``
+   POST, ``url`` the job's endpoint, a valid chat body, a model the key may use);
+   bad lines are kept in ``validation_errors`` with their line numbers, good lines
+   become ``BatchLine`` rows split into chunks, one ``jobs.batch_chunk`` task each.
+3. ``run_chunk`` — the chunk's pending lines through the gateway, a few at a time
+   (per-model concurrency shared by every worker, the key's limits), results written
+   only over pending lines: a chunk run twice writes each line once.
+4. ``finish_if_done`` — once no line is pending: the output file (succeeded lines)
+   and the error file (failed lines, then invalid ones), in input order.
+
+``cancel_job`` stops what has not run; ``retry_job`` runs the failed lines again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from chat.v1.wire import error_body, parse_chat_body
+from inference.engines.base import ChatRequest, Usage
+from inference.errors import EngineError
+from routing import gateway
+from routing.gateway import GatewayError
+from routing.key_models import ApiKey
+from routing.keys import KeyRefused
+from routing.limits import check_limits, record_usage
+from routing.rules import RequestFacts, estimate_tokens
+from routing.usage import log_usage
+
+from .batch_files import BatchRefused, file_content, validate_lines
+from .batch_limits import ModelSlots
+from .models import (
+    BatchFile,
+    BatchJob,
+    BatchLine,
+    BatchStatus,
+    FilePurpose,
+    LineStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+ENDPOINTS = ("/v1/chat/completions",)
+COMPLETION_WINDOWS = ("24h",)
+MAX_REPORTED_ERRORS = 1000  # invalid lines listed on the job; the error file has them all
+FLUSH_EVERY = 50  # lines written (and cancellation checked) per database round
+KEY_LIMIT_WAIT_S = 60.0  # longest wait for a key's rpm/tpm window before retrying
+# The tasks (``jobs.tasks``, which call this module) are queued by name.
+START_TASK = "jobs.batch_start"
+CHUNK_TASK = "jobs.batch_chunk"
+
+
+def enqueue(task: str, *args: Any) -> None:
+    """Queue one of the jobs' tasks (routed to the ``batch`` queue by its name)."""
+    current_app.send_task(task, args)
+
+
+# --- jobs: create, start --------------------------------------------------------------
+
+
+def create_job(input_file: BatchFile, *, endpoint: str = "/v1/chat/completions",
+               completion_window: str = "24h", metadata: dict | None = None,
+               api_key=None, model: str = "", chunk_size: int | None = None) -> BatchJob:
+    """A job in ``validating``; its start task is queued when the transaction commits."""
+    if endpoint not in ENDPOINTS:
+        raise BatchRefused(400, "invalid_endpoint",
+                           _("Only %(endpoints)s can be batched here.")
+                           % {"endpoints": ", ".join(ENDPOINTS)}, "endpoint")
+    if completion_window not in COMPLETION_WINDOWS:
+        raise BatchRefused(400, "invalid_completion_window",
+                           _("“completion_window” must be “24h”."), "completion_window")
+    if input_file.purpose != FilePurpose.BATCH:
+        raise BatchRefused(400, "invalid_input_file",
+                           _("The input file's purpose must be “batch”."), "input_file_id")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise BatchRefused(400, "invalid_metadata",
+                           _("“metadata” must map strings to strings."), "metadata")
+    with transaction.atomic():
+        job = BatchJob.objects.create(
+            input_file=input_file, endpoint=endpoint, completion_window=completion_window,
+            metadata=metadata or {}, api_key=api_key, model=model,
+            owner=api_key.family if api_key else "",
+            chunk_size=chunk_size or settings.OPENCLAW_BATCH_CHUNK_SIZE)
+        transaction.on_commit(lambda: enqueue(START_TASK, job.pk))
+    return job
+
+
+def start_job(job_id: str) -> None:
+    """Validate the input, store the valid lines in chunks, queue the chunks. Does
+    nothing unless the job is still ``validating`` (a redelivered task)."""
+    with transaction.atomic():
+        job = (BatchJob.objects.select_for_update(of=("self",))
+               .select_related("input_file", "api_key").filter(pk=job_id).first())
+        if job is None or job.status != BatchStatus.VALIDATING:
+            return  # deleted meanwhile, or already started (a redelivered task)
+        allowed = job.api_key.allowed_models if job.api_key else ()
+        valid, problems = validate_lines(file_content(job.input_file), job.endpoint,
+                                         job.model, allowed or ())
+        BatchLine.objects.bulk_create(
+            [BatchLine(job=job, line=v.line, custom_id=v.custom_id, body=v.body,
+                       chunk=index // job.chunk_size) for index, v in enumerate(valid)],
+            batch_size=1000)
+        job.validation_errors = problems[:MAX_REPORTED_ERRORS]
+        job.total, now = len(valid), timezone.now()
+        if not valid:
+            job.status, job.failed_at = BatchStatus.FAILED, now
+            job.set_error(_("No valid line in the input file."))
+            job.error_file = _write_file(job, "errors", [_error_row(p) for p in problems])
+        else:
+            job.status, job.in_progress_at = BatchStatus.IN_PROGRESS, now
+        job.save()
+        if valid:
+            chunks = range(math.ceil(len(valid) / job.chunk_size))
+            transaction.on_commit(lambda: [enqueue(CHUNK_TASK, job.pk, c) for c in chunks])
+    if problems:
+        logger.info("batch %s: %d invalid line(s), %d valid", job_id, len(problems), len(valid))
+
+
+# --- running a chunk ------------------------------------------------------------------
+
+
+@dataclass
+class LineResult:
+    pk: int
+    status: str
+    status_code: int
+    body: dict[str, Any]
+    request_id: str
+
+
+def run_chunk(job_id: str, chunk: int) -> None:
+    """Run a chunk's pending lines, then finish the job if nothing is left pending."""
+    job = BatchJob.objects.select_related("api_key").filter(pk=job_id).first()
+    if job is None:
+        logger.warning("batch %s no longer exists; chunk %d dropped", job_id, chunk)
+        return
+    if job.status == BatchStatus.IN_PROGRESS:
+        lines = list(BatchLine.objects.filter(job=job, chunk=chunk, status=LineStatus.PENDING)
+                     .order_by("line"))
+        if lines:
+            async_to_sync(_run_lines)(job, lines)
+    finish_if_done(job_id)
+
+
+async def _run_lines(job: BatchJob, lines: list[BatchLine]) -> None:
+    """The lines, at most the model's concurrency at once; results written (and
+    cancellation checked) every ``FLUSH_EVERY`` lines."""
+    queue = list(lines)
+    async with ModelSlots() as slots:
+        while queue:
+            group, queue = queue[:FLUSH_EVERY], queue[FLUSH_EVERY:]
+            results = await asyncio.gather(*(_run_line(job, line, slots) for line in group))
+            if not await sync_to_async(write_results)(job.pk, results):
+                return  # cancelled: the rest is not run
+
+
+async def _run_line(job: BatchJob, line: BatchLine, slots: ModelSlots) -> LineResult:
+    model, _stream, _usage, chat = parse_chat_body(json.dumps(line.body).encode())
+    request_id = chat.request_id
+    key = job.api_key
+    started = time.perf_counter()
+    async with slots.hold(model):
+        try:
+            if key is not None:
+                await _admit(key, chat)
+            facts = RequestFacts(model=model, messages=chat.messages,
+                                 api_key=key.prefix if key else "",
+                                 user=str(key.owner_id or "") if key else "")
+            completion, meta = await gateway.complete(facts, chat)
+        except KeyRefused as exc:
+            return _failure(line, request_id, exc.status, exc.code, exc.message)
+        except GatewayError as exc:
+            return _failure(line, request_id, exc.status, exc.code, exc.message)
+        except EngineError as exc:
+            return _failure(line, request_id, exc.http_status, exc.code, exc.message)
+    usage = completion.usage
+    if key is not None and usage.total_tokens:
+        await sync_to_async(record_usage)(key, usage.total_tokens)
+    _log_usage(job, model, meta.instance_id, usage, started, 200, request_id)
+    body = {"id": request_id, "object": "chat.completion", "created": int(time.time()),
+            "model": meta.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                         "logprobs": None, "finish_reason": completion.finish_reason or "stop"}],
+            "usage": {"prompt_tokens": usage.prompt_tokens,
+                      "completion_tokens": usage.completion_tokens,
+                      "total_tokens": usage.total_tokens}}
+    return LineResult(line.pk, LineStatus.SUCCEEDED, 200, body, request_id)
+
+
+async def _admit(key: ApiKey, chat: ChatRequest) -> None:
+    """Count the line against the key's limits; wait out an rpm/tpm window rather than
+    fail (a batch has time), give up on a spent budget (``KeyRefused``)."""
+    estimate = estimate_tokens(chat.messages)
+    while True:
+        try:
+            return await sync_to_async(check_limits)(key, estimate)
+        except KeyRefused as exc:
+            if exc.code == "budget_exhausted" or exc.status != 429:
+                raise
+            await asyncio.sleep(min(float(exc.retry_after or 1), KEY_LIMIT_WAIT_S))
+
+
+def _failure(line: BatchLine, request_id: str, status: int, code: str,
+             message: str) -> LineResult:
+    return LineResult(line.pk, LineStatus.FAILED, status, error_body(status, message, code),
+                      request_id)
+
+
+def _log_usage(job: BatchJob, model: str, instance: int | None, usage: Usage, started: float,
+               status: int, request_id: str) -> None:
+    log_usage(key_prefix=job.api_key.prefix if job.api_key else "", model=model,
+              instance=instance, tokens_in=usage.prompt_tokens,
+              tokens_out=usage.completion_tokens,
+              latency_ms=(time.perf_counter() - started) * 1000, status=status,
+              endpoint="batch", request_id=request_id)
+
+
+def write_results(job_id: str, results: list[LineResult]) -> bool:
+    """Write results over lines still pending (a line already written — by an earlier
+    run of the same chunk — or cancelled meanwhile is left as it is); update the
+    job's counts with its heartbeat. True while the job is still wanted (not cancelled)."""
+    now = timezone.now()
+    with transaction.atomic():
+        for result in results:
+            BatchLine.objects.filter(pk=result.pk, status=LineStatus.PENDING).update(
+                status=result.status, status_code=result.status_code, response=result.body,
+                request_id=result.request_id, attempts=F("attempts") + 1, finished_at=now)
+        return BatchJob.beat(job_id, **line_counts(job_id))
+
+
+def line_counts(job_id: str) -> dict[str, int]:
+    """The job's ``done`` and ``failed`` as its lines say."""
+    counts = dict(BatchLine.objects.filter(job_id=job_id).values_list("status")
+                  .annotate(n=Count("id")).values_list("status", "n"))
+    return {"done": counts.get(LineStatus.SUCCEEDED, 0),
+            "failed": counts.get(LineStatus.FAILED, 0)}
+
+
+def update_counts(job_id: str) -> None:
+    BatchJob.objects.filter(pk=job_id).update(**line_counts(job_id))
+
+
+# --- finishing ------------------------------------------------------------------------
+
+
+def finish_if_done(job_id: str) -> bool:
+    """Once no line is pending, write the output and error files and mark the job
+    completed (or cancelled); True when this call finished it. Safe to call twice."""
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status not in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING):
+            return False
+        if BatchLine.objects.filter(job=job, status=LineStatus.PENDING).exists():
+            return False
+        update_counts(job_id)
+        job.refresh_from_db(fields=["done", "failed"])
+        job.finalizing_at = timezone.now()
+        _write_outputs(job)
+        now = timezone.now()
+        if job.status == BatchStatus.CANCELLING:
+            job.status, job.cancelled_at = BatchStatus.CANCELLED, now
+        else:
+            job.status, job.completed_at = BatchStatus.COMPLETED, now
+        job.save()
+    return True
+
+
+def _write_outputs(job: BatchJob) -> None:
+    """Output and error files, each line once, in input order; earlier ones (a retry)
+    are replaced."""
+    old = [f for f in (job.output_file_id, job.error_file_id) if f]
+    output, errors = [], []
+    for line in BatchLine.objects.filter(job=job).order_by("line").iterator(chunk_size=2000):
+        if line.status == LineStatus.SUCCEEDED:
+            output.append(_result_row(line))
+        elif line.status == LineStatus.FAILED:
+            errors.append(_result_row(line))
+        elif line.status == LineStatus.CANCELLED:
+            errors.append({"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": line.custom_id,
+                           "response": None, "error": {
+                               "code": "batch_cancelled",
+                               "message": _("The batch was cancelled before this line ran.")}})
+    errors += [_error_row(p) for p in job.validation_errors]
+    job.output_file = _write_file(job, "output", output) if output else None
+    job.error_file = _write_file(job, "errors", errors) if errors else None
+    if old:
+        BatchFile.objects.filter(pk__in=old).delete()
+
+
+def _result_row(line: BatchLine) -> dict[str, Any]:
+    return {"id": f"batch_req_{line.pk}", "custom_id": line.custom_id,
+            "response": {"status_code": line.status_code, "request_id": line.request_id,
+                         "body": line.response},
+            "error": None}
+
+
+def _error_row(problem: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"batch_req_invalid_{problem['line']}", "custom_id": problem.get("custom_id"),
+            "line": problem["line"], "response": None,
+            "error": {"code": problem["code"], "message": problem["message"],
+                      "param": problem.get("param")}}
+
+
+def _write_file(job: BatchJob, kind: str, rows: list[dict]) -> BatchFile:
+    content = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    return BatchFile.objects.create(purpose=FilePurpose.BATCH_OUTPUT, owner=job.owner,
+                                    filename=f"{job.pk}_{kind}.jsonl", content=content,
+                                    bytes=len(content))
+
+
+# --- cancel, retry --------------------------------------------------------------------
+
+
+def cancel_job(job: BatchJob) -> BatchJob:
+    """Stop a job: lines not yet run are cancelled (queued chunks then find nothing to
+    do, running ones stop at their next write); the results so far are kept."""
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job.pk)
+        if job.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+            return job
+        if job.finished:
+            raise BatchRefused(409, "batch_not_cancellable",
+                               _("Batch %(id)s has already finished (%(status)s).")
+                               % {"id": job.pk, "status": job.status})
+        now = timezone.now()
+        job.status, job.cancelling_at, job.cancel_requested = BatchStatus.CANCELLING, now, True
+        job.save(update_fields=["status", "cancelling_at", "cancel_requested"])
+        BatchLine.objects.filter(job=job, status=LineStatus.PENDING).update(
+            status=LineStatus.CANCELLED, finished_at=now)
+    finish_if_done(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def retry_job(job: BatchJob) -> int:
+    """Run a finished job's failed lines again (nothing else); the number queued."""
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job.pk)
+        if not job.finished or job.status == BatchStatus.FAILED and not job.total:
+            raise BatchRefused(409, "batch_not_retryable",
+                               _("Only a finished batch with failed lines can be retried."))
+        failed = BatchLine.objects.filter(job=job, status=LineStatus.FAILED)
+        chunks = sorted(set(failed.values_list("chunk", flat=True)))
+        count = failed.update(status=LineStatus.PENDING)
+        if not count:
+            return 0
+        job.status, job.in_progress_at = BatchStatus.IN_PROGRESS, timezone.now()
+        job.cancel_requested = False
+        job.completed_at = job.cancelled_at = job.cancelling_at = job.failed_at = None
+        job.finalizing_at = None
+        job.save()
+        update_counts(job.pk)
+        BatchJob.objects.filter(pk=job.pk).update(progress_base=F("done") + F("failed"))
+        transaction.on_commit(lambda: [enqueue(CHUNK_TASK, job.pk, c) for c in chunks])
+    return count
+
+
+# --- the OpenAI shape ----------------------------------------------------
+
+
+def _ts(value) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def batch_object(job: BatchJob) -> dict[str, Any]:
+    """OpenAI's ``batch`` object (plus ``x_openclaw`` progress)."""
+    errors = None
+    if job.validation_errors:
+        errors = {"object": "list", "data": [
+            {"code": p["code"], "message": p["message"], "param": p.get("param"),
+             "line": p["line"]} for p in job.validation_errors]}
+    rate, eta = job.rate(), job.eta_seconds()
+    return {
+        "id": job.pk, "object": "batch", "endpoint": job.endpoint, "errors": errors,
+        "input_file_id": job.input_file_id, "completion_window": job.completion_window,
+        "status": job.status, "output_file_id": job.output_file_id,
+        "error_file_id": job.error_file_id, "created_at": _ts(job.created_at),
+        "in_progress_at": _ts(job.in_progress_at), "expires_at": _ts(job.expires_at),
+        "finalizing_at": _ts(job.finalizing_at), "completed_at": _ts(job.completed_at),
+        "failed_at": _ts(job.failed_at), "expired_at": None,
+        "cancelling_at": _ts(job.cancelling_at), "cancelled_at": _ts(job.cancelled_at),
+        "request_counts": {"total": job.total, "completed": job.done, "failed": job.failed},
+        "metadata": job.metadata or None, "model": job.model or None,
+        "x_openclaw": {"lines_per_s": round(rate, 1) if rate else None,
+                       "eta_s": round(eta, 1) if eta is not None else None},
+    }

@@ -1,0 +1,341 @@
+"""How the gateway tries a request: the candidates on its route in order, the budget
+of attempts and time it has, and the bookkeeping of each call (circuits, in-flight
+counts, time to first token).
+
+``candidates`` names the models to try from the route decision ([target,
+*fallbacks]); the instances of each are ordered by the model's balancing strategy
+(``routing.balancer``: weighted random, least busy or lowest latency; instances whose
+circuit is not closed last, drained ones never) and instances whose circuit is open are
+skipped (``routing.breaker``). The route and the endpoints come from the routing table
+(``routing.rules.TABLE``), read with the balancing statistics in one Redis round trip.
+
+Attempts are bounded: ``MAX_ATTEMPTS_PER_INSTANCE``, ``MAX_ATTEMPTS`` per request, and
+none starts (nor a backoff ends) past the request deadline (``x-openclaw-deadline-ms``
+when the caller passes it on, else ``DEFAULT_DEADLINE_S``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from django.utils.translation import gettext as _
+
+from core import metrics, shared_state
+from inference.engines.base import ChatRequest
+from inference.errors import ConnectionFailed, EngineError, EngineTimeout, RateLimited
+
+from .balancer import Balancer, Stats, order, strategy_of
+from .breaker import Breaker, counts_as_failure
+from .models import Balancing, HealthState, ModelEndpoint
+from .rules import TABLE, RequestFacts, RouteDecision, RoutingTable, resolve_route
+from .services import record_health
+
+logger = logging.getLogger(__name__)
+
+# Set on a request (by the PII plugin in hybrid mode) whose content must stay on local
+# models: the chain is cut to instances that run on the operator's machines.
+SENSITIVE_FLAG = "sensitive_data"
+
+@dataclass
+class GatewayError(Exception):
+    """The gateway could not find anything to call: an HTTP status, a code, a message."""
+
+    status: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class GatewayMeta:
+    """Which rule, model and instance answered, what was tried, and the time spent.
+    ``models`` names every model that produced part of the answer (several when a
+    stream was continued after a failure)."""
+
+    rule: str | None = None
+    model: str = ""
+    instance_id: int | None = None
+    models_tried: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # those that answered (in order)
+    engine_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    route_override: str | None = None  # e.g. "cache; …" for an answer from the cache
+    decision: RouteDecision | None = None  # the routing rules' decision, once made
+
+    @property
+    def route(self) -> str:
+        """``<rule name or "direct">; instance=<id>``, for the ``x-openclaw-route`` header."""
+        if self.route_override is not None:
+            return self.route_override
+        return f"{self.rule or 'direct'}; instance={self.instance_id}"
+
+    def overhead_ms(self) -> float:
+        """Time spent in OpenClaw itself so far: the total minus the time inside engines."""
+        return max(0.0, (time.perf_counter() - self.started - self.engine_seconds) * 1000)
+
+
+# --- retries and deadlines ------------------------------------------------------------
+
+MAX_ATTEMPTS_PER_INSTANCE = 2  # the first call and one retry of the same instance
+MAX_ATTEMPTS = 6  # per request, over every instance and model
+BACKOFF_S = 0.05  # × attempt, jittered ×0.5–1.5
+MAX_BACKOFF_S = 2.0  # a longer Retry-After moves on to the next instance instead
+DEFAULT_DEADLINE_S = 60.0
+DEADLINE_HEADER = "x-openclaw-deadline-ms"
+RETRY_STATUSES = {502, 503, 504}
+
+
+def deadline_from_headers(headers: Mapping[str, str]) -> float | None:
+    """The request deadline in seconds from ``x-openclaw-deadline-ms``; None when absent
+    or not a positive number."""
+    try:
+        value = float(headers.get(DEADLINE_HEADER) or "")
+    except ValueError:
+        return None
+    return value / 1000 if value > 0 else None
+
+
+class Budget:
+    """What is left of one request's attempts and time (monotonic clock)."""
+
+    def __init__(self, deadline_s: float | None = None):
+        self.ends = time.monotonic() + (deadline_s or DEFAULT_DEADLINE_S)
+        self.attempts = 0
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+    def may_start(self) -> bool:
+        return self.attempts < MAX_ATTEMPTS and self.remaining() > 0
+
+
+def transient(exc: EngineError) -> bool:
+    """Worth calling the same instance again: the failure is likely to pass by itself."""
+    if isinstance(exc, RateLimited | ConnectionFailed):
+        return True
+    if isinstance(exc, EngineTimeout):
+        return exc.phase == "connect"  # a slow answer would be as slow again
+    return exc.status in RETRY_STATUSES
+
+
+def retry_delay(exc: EngineError, attempt: int, remaining: float,
+                rng: random.Random | None = None) -> float | None:
+    """Seconds to wait before retrying the same instance after its ``attempt``-th
+    failure, or None to move on: not transient, out of attempts, or a wait that would
+    be too long or end past the deadline."""
+    if attempt >= MAX_ATTEMPTS_PER_INSTANCE or not transient(exc):
+        return None
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        delay = float(exc.retry_after)
+    else:
+        delay = BACKOFF_S * attempt * (0.5 + (rng or random).random())
+    if delay > MAX_BACKOFF_S or delay >= remaining:
+        return None
+    return delay
+
+
+# --- candidates ------------------------------------------------------------------------
+
+
+@dataclass
+class Pick:
+    """One instance to call: its model name, whether it is the half-open probe, and the
+    model's balancing strategy (which says what to measure)."""
+
+    name: str
+    instance: ModelEndpoint
+    probe: bool
+    strategy: str
+
+
+def _plan(facts: RequestFacts) -> tuple[RouteDecision, RoutingTable]:
+    close_old_connections()  # a thread of the pool, outside Django's request cycle
+    table = TABLE.get()
+    return resolve_route(facts, table), table
+
+
+async def _aplan(facts: RequestFacts) -> tuple[RouteDecision, RoutingTable, Stats]:
+    """The route, the routing table and the balancing statistics (circuits, in-flight
+    counts, TTFT averages) of every instance on it — from the event loop, in one Redis
+    round trip that also reads the routing version token. This process's table is used
+    when that token says it is current; otherwise it is reloaded (a thread hop, once per
+    change) and the statistics read again."""
+    if not shared_state.available():
+        decision, table = await sync_to_async(_plan)(facts)
+        return decision, table, await sync_to_async(Balancer().stats_for)(
+            _chain_ids(decision, table.endpoints))
+    for _attempt in range(3):
+        held = TABLE.peek()
+        if held is None:
+            await sync_to_async(_plan)(facts)  # (re)load the table
+            continue
+        table = held.value
+        decision = resolve_route(facts, table)
+        ids_by_strategy = _chain_ids(decision, table.endpoints)
+        keys = Balancer.keys_for(ids_by_strategy)
+        names = list(keys)
+        values = await shared_state.get_many([TABLE.name, *names])
+        if values[0] != held.version:
+            TABLE.clear()  # changed since: reload, then read the stats again
+            continue
+        found = {n: v for n, v in zip(names, values[1:], strict=True) if v is not None}
+        return decision, table, Balancer.parse(
+            [i for ids in ids_by_strategy.values() for i in ids], keys, found)
+    decision, table = await sync_to_async(_plan)(facts)  # changing under us: read it directly
+    return decision, table, Stats()
+
+
+def _chain_ids(decision: RouteDecision,
+               table: dict[str, list[ModelEndpoint]]) -> dict[str, list[int]]:
+    """The endpoint ids on the route, by their model's balancing strategy."""
+    ids: dict[str, list[int]] = {}
+    for name in dict.fromkeys(decision.chain):
+        instances = table.get(name, []) if name else []
+        if instances:
+            ids.setdefault(strategy_of(instances), []).extend(i.pk for i in instances)
+    return ids
+
+
+def _ordered(instances: list[ModelEndpoint], strategy: str,
+             stats: Stats) -> list[tuple[ModelEndpoint, bool]]:
+    """(instance, circuit closed) in the order to try them."""
+    return [(i, stats.circuit_closed.get(i.pk, True))
+            for i in order(instances, strategy, stats)]
+
+
+async def candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
+                      skip: set[str] | None = None) -> AsyncIterator[Pick]:
+    """Yield the instances in the order to try them, skipping open circuits and the
+    models in ``skip``; raises ``GatewayError`` when the chain has no instance at all,
+    none with a large enough context window, or only drained or open ones."""
+    decision, routing_table, stats = await _aplan(facts)
+    table = routing_table.endpoints
+    meta.decision, meta.rule = decision, decision.rule.name if decision.rule else None
+    needed = facts.context_length + (request.max_tokens or 0)
+    local_only = SENSITIVE_FLAG in facts.flags
+    found = too_small = yielded = circuit_open = not_local = 0
+    for name in dict.fromkeys(decision.chain):
+        instances = table.get(name, []) if name else []
+        if local_only:  # hybrid mode: sensitive data never leaves the operator's machines
+            kept = [i for i in instances if i.runs_here()]
+            not_local += len(instances) - len(kept)
+            instances = kept
+        found += len(instances)
+        fitting = [i for i in instances if i.context_window >= needed]
+        too_small += len(instances) - len(fitting)
+        if not fitting:
+            continue
+        strategy = strategy_of(instances)
+        for instance, closed in _ordered(fitting, strategy, stats):
+            if skip and name in skip:
+                break
+            allowed, probe = (True, False) if closed else await sync_to_async(
+                Breaker().allow)(instance.pk)
+            if not allowed:
+                circuit_open += 1
+                continue
+            yielded += 1
+            yield Pick(name, instance, probe, strategy)
+    if yielded:
+        return
+    if not found and not_local:
+        raise GatewayError(403, "no_local_model",
+                           _("The request contains sensitive data, which is only sent to "
+                             "models running on this installation, and its route has "
+                             "none."))
+    if not found:
+        raise GatewayError(404, "model_not_found",
+                           _("The model “%(model)s” does not exist or has no enabled "
+                             "instance.") % {"model": facts.model})
+    if too_small == found:
+        raise GatewayError(400, "context_length_exceeded",
+                           _("The prompt (about %(tokens)d tokens with max_tokens) does not "
+                             "fit the context window of any model on this route.")
+                           % {"tokens": needed})
+    if circuit_open:
+        raise GatewayError(503, "no_available_instance",
+                           _("Every instance on this route has its circuit open after "
+                             "repeated backend failures; try again in a few seconds."))
+    raise GatewayError(503, "no_available_instance",
+                       _("Every instance on this route is drained (weight 0)."))
+
+
+def tried(meta: GatewayMeta, name: str, instance: ModelEndpoint) -> None:
+    if name not in meta.models_tried:
+        meta.models_tried.append(name)
+    meta.model, meta.instance_id = name, instance.pk
+
+
+# --- circuit and balancing bookkeeping ------------------------------------------------
+
+
+async def succeeded(instance: ModelEndpoint, probe: bool) -> None:
+    """Close a probed circuit; mark the instance healthy only when it is not already
+    (so a successful request on a healthy instance costs no cache or DB round trip).
+    The kept row remembers it, since ``.update()`` does not reload the kept endpoints."""
+    if not probe and instance.health == HealthState.HEALTHY:
+        return
+
+    def record() -> None:
+        closed = Breaker().record_success(instance.pk, probe)
+        if closed:
+            metrics.circuit_changed(instance.name, instance.pk, "closed")
+        detail = _("circuit closed: the probe request succeeded") if closed else ""
+        record_health(instance.pk, HealthState.HEALTHY, detail, only_if_changed=True)
+
+    await sync_to_async(record)()
+    instance.health = HealthState.HEALTHY
+
+
+async def failed(instance: ModelEndpoint, exc: EngineError, probe: bool) -> bool:
+    """Count a backend failure; when that opens the circuit, mark the instance unhealthy
+    and say so (True)."""
+    metrics.inference_failed(instance.name, exc.code)
+    if not (probe or counts_as_failure(exc)):
+        return False
+
+    def record() -> bool:
+        if Breaker().record_failure(instance.pk, exc, probe):
+            logger.warning("circuit of %s (instance %s) opened: %s: %s",
+                           instance.name, instance.pk, exc.code, exc.message)
+            metrics.circuit_changed(instance.name, instance.pk, "open")
+            record_health(instance.pk, HealthState.UNHEALTHY,
+                          _("circuit open after %(code)s: %(message)s")
+                          % {"code": exc.code, "message": exc.message})
+            return True
+        return False
+
+    opened = await sync_to_async(record)()
+    if opened:
+        instance.health = HealthState.UNHEALTHY
+    return opened
+
+
+async def no_verdict(instance: ModelEndpoint, probe: bool) -> None:
+    """The call ended without success or failure (cancelled): give the probe back."""
+    if probe:
+        await sync_to_async(Breaker().release_probe)(instance.pk)
+
+
+async def call_started(pick: Pick, budget: Budget) -> float:
+    """Count the attempt (and, for least-busy models, the request in flight)."""
+    budget.attempts += 1
+    if pick.strategy == Balancing.LEAST_BUSY:
+        await sync_to_async(Balancer().acquire)(pick.instance.pk)
+    return time.perf_counter()
+
+
+async def call_ended(pick: Pick, first_token_s: float | None) -> None:
+    """Release the in-flight count, or fold the time to first token into the average."""
+    if pick.strategy == Balancing.LEAST_BUSY:
+        await sync_to_async(Balancer().release)(pick.instance.pk)
+    elif pick.strategy == Balancing.LATENCY and first_token_s is not None:
+        await sync_to_async(Balancer().observe_ttft)(pick.instance.pk, first_token_s)
