@@ -6,6 +6,7 @@ memories (superusers everyone's)."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,6 +19,9 @@ from django.utils.translation import gettext_lazy as _
 from . import curated, workflow_admin  # noqa: F401  (workflow_admin: workflows, runs, schedules)
 from .conversations import ConversationError, export_session, import_session
 from .models import Conversation, MemoryItem, Message, QAPair
+
+if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
+    from django_stubs_ext import StrOrPromise
 
 CONTENT_PERMISSION = "chat.view_message_content"
 HIDDEN = _("(encrypted: needs the “Can read decrypted message content” permission)")
@@ -33,7 +37,7 @@ class MessageInline(admin.TabularInline):
     can_delete = False
     fields = ["turn", "role", "shown_content", "model", "prompt_tokens", "completion_tokens",
               "latency_ms", "in_context", "created_at"]
-    readonly_fields = fields
+    readonly_fields = cast(list[str], fields)  # flat: no field groups
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -43,7 +47,7 @@ class MessageInline(admin.TabularInline):
         return super().get_formset(request, obj, **kwargs)
 
     @admin.display(description=_("content"))
-    def shown_content(self, message: Message) -> str:
+    def shown_content(self, message: Message) -> StrOrPromise:
         return message.content if getattr(self, "reader", False) else HIDDEN
 
 
@@ -138,7 +142,7 @@ class MessageAdmin(admin.ModelAdmin):
         return False
 
     @admin.display(description=_("content"))
-    def hidden_content(self, message: Message) -> str:
+    def hidden_content(self, message: Message) -> StrOrPromise:
         return HIDDEN
 
 
@@ -148,7 +152,7 @@ class MemoryItemAdmin(admin.ModelAdmin):
 
     list_display = ["text", "user", "conversation", "created_at"]
     fields = ["text", "user", "owner", "conversation", "source", "created_at"]
-    readonly_fields = fields
+    readonly_fields = cast(list[str], fields)  # flat: no field groups
     search_fields = ["user"]
 
     def get_queryset(self, request):

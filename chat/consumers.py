@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -204,7 +204,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         content = check_content(frame.get("content"))
         model, workflow, params = model_of(frame), workflow_of(frame), params_of(frame)
         await self._start(request_id, lambda: astream_turn(
-            conversation_id=self.conversation_id, user=self.identity, content=content,
+            conversation_id=self.conversation_id, user=self.user, content=content,
             model=model, params=params, workflow=workflow))
 
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
@@ -221,7 +221,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._emit({"type": "regenerate", "id": request_id,
                           "conversation": conversation, "turn": source["turn"]})
         await self._start(request_id, lambda: astream_turn(
-            conversation_id=conversation, user=self.identity, content=source["content"],
+            conversation_id=conversation, user=self.user, content=source["content"],
             model=model, params=params))
 
     async def on_fork(self, frame: dict, request_id: str | None) -> None:
@@ -236,6 +236,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         another socket started, on any replica. ``stopping`` acknowledges; the turn's
         own ``done`` (``stopped``) follows if one was running."""
         if self._running():
+            assert self.run is not None  # _running() checked it
             self.run.cancel()
         elif self.conversation_id and self.channel_layer is not None:
             await self.channel_layer.group_send(group_name(self.conversation_id), {
@@ -252,7 +253,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation = self._require_conversation()
         resume = decision_of(frame)
         await self._start(request_id, lambda: astream_resume(
-            conversation_id=conversation, user=self.identity, resume=resume))
+            conversation_id=conversation, user=self.user, resume=resume))
+
+    @property
+    def user(self) -> str:
+        """The connection's identity: frames are handled only once it has one (``_parse``)."""
+        assert self.identity is not None
+        return self.identity
 
     def _running(self) -> bool:
         return self.turn_open and self.run is not None and not self.run.done()
@@ -269,12 +276,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- a turn -------------------------------------------------------------------
 
     async def _start(self, request_id: str | None,
-                     events: Callable[[], AsyncIterator[dict]]) -> None:
+                     events: Callable[[], AsyncGenerator[dict, None]]) -> None:
         request_id = request_id or uuid.uuid4().hex[:12]  # a turn's frames always carry one
         self.run_id, self.turn_open = request_id, True
         self.run = asyncio.create_task(self._turn(request_id, events))
 
-    async def _turn(self, request_id: str, events: Callable[[], AsyncIterator[dict]]) -> None:
+    async def _turn(self, request_id: str,
+                    events: Callable[[], AsyncGenerator[dict, None]]) -> None:
         """Relay one turn's events; a cancel (stop, disconnect) ends it with ``done``
         marked ``stopped`` and the text streamed so far, which is kept as the answer."""
         relay = TurnRelay(request_id, self.conversation_id)
@@ -347,6 +355,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             with contextlib.suppress(Exception):  # the socket closed under us
                 await self.send_json(frame)
         if broadcast and self.watched and self.channel_layer is not None:
+            assert self.conversation_id is not None  # watched: it joined the group
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_send(group_name(self.conversation_id), {
                     "type": "studio.frame", "frame": frame, "origin": self.channel_name})
@@ -372,6 +381,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def studio_stop(self, event: dict[str, Any]) -> None:
         if self._running():
+            assert self.run is not None  # _running() checked it
             self.run.cancel()
 
     @classmethod

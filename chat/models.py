@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -194,6 +195,10 @@ class Workflow(models.Model):
     version = models.PositiveIntegerField(_("version"), default=1, editable=False)
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    # Declared for the type checker: modeltranslation (chat/translation.py) swaps in a
+    # manager class made at run time, which django-stubs' plugin cannot resolve.
+    objects: ClassVar[models.Manager[Workflow]]
 
     class Meta:
         verbose_name = _("workflow")

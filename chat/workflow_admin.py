@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
@@ -17,6 +18,9 @@ from .graph.service import arun_resume
 from .models import RunStatus, Workflow, WorkflowRun, WorkflowSchedule
 from .workflows.compiler import WorkflowError, workflow_mermaid
 from .workflows.registry import node_types
+
+if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
+    from django_stubs_ext import StrOrPromise
 
 CONTENT_PERMISSION = "chat.view_message_content"
 
@@ -43,7 +47,7 @@ class WorkflowAdmin(TranslationAdmin):
             ((name, kind.description) for name, kind in sorted(node_types().items()))))
 
     @admin.display(description=_("drawing (Mermaid)"))
-    def mermaid(self, obj: Workflow | None) -> str:
+    def mermaid(self, obj: Workflow | None) -> StrOrPromise:
         if obj is None or obj.pk is None:
             return _("Shown once the workflow is saved.")
         try:
@@ -97,7 +101,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
                                                         ensure_ascii=False))
 
     @admin.display(description=_("interrupt"))
-    def hidden_interrupt(self, obj: WorkflowRun) -> str:
+    def hidden_interrupt(self, obj: WorkflowRun) -> StrOrPromise:
         return _("(encrypted: needs the “Can read decrypted message content” permission)")
 
     def _decide(self, request, queryset, decision: dict) -> None:

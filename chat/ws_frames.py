@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.utils.translation import gettext as _
 
@@ -108,7 +108,17 @@ class TurnRelay:
                 "latency_ms": self._ms(self.started), "ttft_ms": self.first_token_ms}
 
 
+@overload
+def model_of(frame: dict, required: Literal[True] = True) -> str: ...
+
+
+@overload
+def model_of(frame: dict, required: bool) -> str | None: ...
+
+
 def model_of(frame: dict, required: bool = True) -> str | None:
+    """The frame's model name (None only when not ``required`` and absent), or
+    ``FrameError``."""
     model = frame.get("model")
     if model is None and not required:
         return None

@@ -77,7 +77,7 @@ class TaskBuffer:
     def flush(self) -> bool:
         """Send everything buffered now; False (items kept) when sending failed."""
         while self._items:
-            batch = []
+            batch: list[dict] = []
             while self._items and len(batch) < self.max_batch:
                 item = self._items.popleft()
                 # Made here, off the caller's path; kept if the send is retried.

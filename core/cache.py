@@ -26,14 +26,20 @@ from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, BaseCache, caches
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from redis.connection import ConnectionPool
 
 _pools: dict[tuple, Any] = {}
 _lock = threading.Lock()
 
 
 class SharedPoolClient(RedisCacheClient):
+    # RedisCacheClient's private pool settings (set in its __init__), not in the stubs.
+    _servers: list[str]
+    _pool_class: type[ConnectionPool]
+    _pool_options: dict[str, Any]
+
     def _get_connection_pool(self, write: bool):
-        index = self._get_connection_pool_index(write)
+        index = self._get_connection_pool_index(write)  # type: ignore[attr-defined]  # private too
         key = (self._servers[index], self._pool_class,
                tuple(sorted((k, repr(v)) for k, v in self._pool_options.items())))
         pool = _pools.get(key)
@@ -48,6 +54,10 @@ class SharedPoolClient(RedisCacheClient):
 
 class SharedPoolRedisCache(RedisCache):
     """``RedisCache`` whose connection pools are the process's (see the module)."""
+
+    # RedisCache's private settings (set in its __init__), not in the stubs.
+    _servers: list[str]
+    _options: dict[str, Any]
 
     @cached_property
     def _cache(self) -> SharedPoolClient:

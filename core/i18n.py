@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 from django.apps import apps
 from django.conf import settings
 from django.contrib import auth
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.middleware.locale import LocaleMiddleware
 from django.utils import translation
 from django.utils.cache import patch_vary_headers
@@ -36,6 +37,8 @@ from django.utils.translation.trans_real import parse_accept_lang_header
 
 QUERY_PARAMETER = "lang"
 SESSION_KEY = "openclaw_language"
+
+_SameSite = Literal["Lax", "Strict", "None", False] | None  # what set_cookie accepts
 
 
 def supported(code: Any) -> str | None:
@@ -85,7 +88,7 @@ def choose(*, asked: Any = None, session: Any = None, cookie: Any = None,
             or saved_language(user) or accepted(accept) or settings.LANGUAGE_CODE)
 
 
-def language_from_environment(environ: dict[str, str] | None = None) -> str:
+def language_from_environment(environ: Mapping[str, str] | None = None) -> str:
     """The command line's language: ``OPENCLAW_LANGUAGE``, else the POSIX locale as
     gettext reads it (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``); English
     for ``C``, ``POSIX`` or a language we have no catalogue for."""
@@ -116,7 +119,10 @@ class LanguageMiddleware(LocaleMiddleware):
     """Activates the language ``choose`` picks; ``?lang=`` on a GET redirects to the
     same address without it (so an admin list does not take it for a filter)."""
 
-    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+    # Django's middleware may answer from process_request; the stubs type
+    # LocaleMiddleware.process_request as returning None only.
+    def process_request(  # type: ignore[override]  # stubs: LocaleMiddleware returns None
+            self, request: HttpRequest) -> HttpResponse | None:
         asked = supported(request.GET.get(QUERY_PARAMETER))
         session = getattr(request, "session", None)
         remembered = session.get(SESSION_KEY) if session is not None else None
@@ -132,12 +138,14 @@ class LanguageMiddleware(LocaleMiddleware):
             if session is not None:
                 session[SESSION_KEY] = asked
             save_language(user, asked)
-            request._openclaw_language_asked = asked
+            # Read back in process_response.
+            request._openclaw_language_asked = asked  # type: ignore[attr-defined]  # own marker
             if request.method in ("GET", "HEAD"):
                 return HttpResponseRedirect(_without_lang(request))
         return None
 
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    def process_response(self, request: HttpRequest,
+                         response: HttpResponseBase) -> HttpResponseBase:
         asked = getattr(request, "_openclaw_language_asked", None)
         if asked and settings.LANGUAGE_COOKIE_NAME not in response.cookies:
             response.set_cookie(
@@ -146,7 +154,8 @@ class LanguageMiddleware(LocaleMiddleware):
                 path=settings.LANGUAGE_COOKIE_PATH, domain=settings.LANGUAGE_COOKIE_DOMAIN,
                 secure=settings.LANGUAGE_COOKIE_SECURE or settings.SESSION_COOKIE_SECURE,
                 httponly=settings.LANGUAGE_COOKIE_HTTPONLY,
-                samesite=settings.LANGUAGE_COOKIE_SAMESITE)
+                # The settings module assigns a plain "Lax", typed str.
+                samesite=cast(_SameSite, settings.LANGUAGE_COOKIE_SAMESITE))
         patch_vary_headers(response, ("Cookie",))
         return super().process_response(request, response)
 
@@ -156,9 +165,10 @@ def _user(request: HttpRequest) -> Any:
     reuses what is cached here."""
     if not hasattr(request, "session"):
         return None
+    # _cached_user: AuthenticationMiddleware's private cache, not in the stubs.
     if not hasattr(request, "_cached_user"):
-        request._cached_user = auth.get_user(request)
-    return request._cached_user
+        request._cached_user = auth.get_user(request)  # type: ignore[attr-defined]  # private
+    return request._cached_user  # type: ignore[attr-defined]  # Django's private cache
 
 
 def _without_lang(request: HttpRequest) -> str:
@@ -192,7 +202,9 @@ def compile_catalogue(po_path: Path, mo_path: Path) -> int:
 
 
 def _po_entries(text: str) -> list[dict[str, Any]]:
-    entries, entry, field = [], None, None
+    entries: list[dict[str, Any]] = []
+    entry: dict[str, Any] | None = None
+    field: str | None = None
     for raw in text.splitlines() + [""]:
         line = raw.strip()
         if not line or line.startswith("#~"):
@@ -208,6 +220,8 @@ def _po_entries(text: str) -> list[dict[str, Any]]:
             continue
         keyword, _space, rest = line.partition(" ")
         if line.startswith('"'):
+            # A continuation string always follows a keyword in a well-formed catalogue.
+            assert field is not None
             keyword, rest = field, line
         else:
             field = keyword

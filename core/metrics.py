@@ -360,7 +360,10 @@ def queue_depths(queues: Iterable[str]) -> dict[str, int]:
         channel = connection.default_channel
         for queue in queues:
             try:
-                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                # Every transport's channel has queue_declare; kombu's StdChannel stub lacks it.
+                declared = channel.queue_declare(  # type: ignore[attr-defined]  # stub lacks it
+                    queue=queue, passive=True)
+                depths[queue] = declared.message_count
             except connection.channel_errors:  # never declared, or empty and so gone (Redis)
                 depths[queue] = 0
                 if connection.transport.driver_type == "amqp":

@@ -88,8 +88,8 @@ class Pool:
     async def _connect(self) -> _Connection:
         parts = urlsplit(self.url)
         query = parse_qs(parts.query)
-        db = int((query.get("db") or [parts.path.strip("/") or 0])[0] or 0) \
-            if parts.scheme != "unix" else int((query.get("db") or [0])[0])
+        db = int((query.get("db") or [parts.path.strip("/")])[0] or 0) \
+            if parts.scheme != "unix" else int((query.get("db") or ["0"])[0])
         try:
             if parts.scheme == "unix":
                 reader, writer = await asyncio.open_unix_connection(unquote(parts.path))
@@ -102,7 +102,7 @@ class Pool:
         except OSError as exc:
             raise RedisUnavailable(f"cannot connect to Redis: {exc}") from exc
         connection = _Connection(reader, writer)
-        setup = []
+        setup: list[tuple[str | int, ...]] = []
         if parts.password:
             setup.append(("AUTH", *([unquote(parts.username)] if parts.username else []),
                           unquote(parts.password)))

@@ -53,7 +53,9 @@ def available() -> bool:
 
 def full_key(name: str) -> str:
     """The Redis key Django's cache uses for ``name``."""
-    return _cache().make_and_validate_key(name)
+    store = _cache()
+    assert store is not None  # callers reach here only when available()
+    return store.make_and_validate_key(name)
 
 
 def pool() -> redis_pipeline.Pool:

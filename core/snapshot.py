@@ -125,8 +125,9 @@ class VersionedSnapshot(Generic[T]):
         version = await self.aversion()
         if held is not None and version is not None and held.version == version:
             return held
-        call = self.held_at if version is not None else (lambda _version: self.held())
-        return await sync_to_async(call, thread_sensitive=self._thread_sensitive)(version)
+        if version is None:
+            return await sync_to_async(self.held, thread_sensitive=self._thread_sensitive)()
+        return await sync_to_async(self.held_at, thread_sensitive=self._thread_sensitive)(version)
 
     async def aget(self) -> T:
         return (await self.aheld()).value

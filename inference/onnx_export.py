@@ -107,7 +107,9 @@ class _ExportWrapper(torch.nn.Module):
         past = [torch.randn(1, kv_heads, past_len, head_dim) for _ in self.past]
         return (ids, mask, torch.arange(past_len, past_len + seq).unsqueeze(0), *past)
 
-    def forward(self, input_ids, attention_mask, position_ids=None, *past):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None,
+                *past: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         mask = _causal_mask(input_ids, attention_mask)
         if not self.layers:
             return self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits

@@ -50,7 +50,8 @@ class _Slot:
 
 class EnginePool:
     def __init__(self) -> None:
-        self._slots: dict[int, _Slot] = {}
+        # By endpoint id; None for an endpoint not saved yet.
+        self._slots: dict[int | None, _Slot] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_lock = threading.Lock()
 
@@ -115,7 +116,7 @@ class EnginePool:
         finally:
             slot.loaded.set()
 
-    def _retire(self, endpoint_id: int) -> None:
+    def _retire(self, endpoint_id: int | None) -> None:
         slot = self._slots.pop(endpoint_id, None)
         if slot is None:
             return
@@ -127,7 +128,8 @@ class EnginePool:
         with contextlib.suppress(Exception):
             await slot.engine.aclose()
 
-    async def reconcile(self, wanted: dict[int, EndpointConfig], warm: set[int]) -> None:
+    async def reconcile(self, wanted: dict[int | None, EndpointConfig],
+                        warm: set[int | None]) -> None:
         """Unload engines no longer wanted or changed; load warm ones not loaded yet."""
         for endpoint_id, slot in list(self._slots.items()):
             config = wanted.get(endpoint_id)
@@ -138,7 +140,7 @@ class EnginePool:
                 with contextlib.suppress(Exception):  # logged by _load
                     await self._slot(wanted[endpoint_id], None)
 
-    def loaded(self) -> dict[int, str]:
+    def loaded(self) -> dict[int | None, str]:
         """Endpoint id -> engine kind, for the engines currently loaded."""
         return {eid: s.engine.kind for eid, s in self._slots.items()
                 if s.loaded.is_set() and s.error is None}

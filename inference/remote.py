@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from celery import current_app
 from channels.layers import get_channel_layer
 
-from .engines.base import ChatRequest, Delta, Engine
+from .engines.base import ChatRequest, Delta, EndpointConfig, Engine
 from .errors import ConnectionFailed, EngineError, EngineTimeout
 from .protocol import HEARTBEAT_S, delta_from_message, error_from_message, request_to_dict
 
@@ -45,7 +45,7 @@ class WorkerEngine(Engine):
 
     runs_in = "caller"
 
-    def __init__(self, config):
+    def __init__(self, config: EndpointConfig) -> None:
         super().__init__(config)
         self._controls: dict[str, str] = {}  # request id -> worker's control channel
         self.last_produced_at: float | None = None  # worker clock of the latest delta
@@ -127,11 +127,12 @@ class WorkerEngine(Engine):
                 await get_channel_layer().send(control, {"type": "gen.cancel"})
 
     async def _mark(self, ok: bool, detail: str) -> None:
-        if self.config.id is None or not health_listeners:
+        endpoint_id = self.config.id
+        if endpoint_id is None or not health_listeners:
             return
 
         def tell() -> None:
             for listener in health_listeners:
-                listener(self.config.id, ok, detail)
+                listener(endpoint_id, ok, detail)
 
         await sync_to_async(tell)()

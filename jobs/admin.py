@@ -154,22 +154,24 @@ class TagFilter(admin.SimpleListFilter):
 
 @admin.register(Annotation)
 class AnnotationAdmin(admin.ModelAdmin):
-    list_display = ("message", "model", "rating", "tag_list", "corrected", "annotator",
+    list_display = ("message", "message_model", "rating", "tag_list", "corrected", "annotator",
                     "updated_at")
     list_filter = ("rating", ("message__model", admin.AllValuesFieldListFilter), TagFilter,
                    "updated_at")
     date_hierarchy = "updated_at"
     search_fields = ("annotator__username", "message__conversation__id")
     list_select_related = ("message", "annotator")
-    fields = ("message", "model", "annotator", "rating", "tags", "original", "corrected_content",
-              "created_at", "updated_at")
-    readonly_fields = ("message", "model", "annotator", "original", "created_at", "updated_at")
+    fields = ("message", "message_model", "annotator", "rating", "tags", "original",
+              "corrected_content", "created_at", "updated_at")
+    readonly_fields = ("message", "message_model", "annotator", "original", "created_at",
+                       "updated_at")
 
     def has_add_permission(self, request) -> bool:
         return False  # annotations are made in the studio, on a reply
 
+    # Not named ``model``: ModelAdmin.model is the admin's model class, which hid the method.
     @admin.display(description=_("model"), ordering="message__model")
-    def model(self, annotation: Annotation) -> str:
+    def message_model(self, annotation: Annotation) -> str:
         return annotation.message.model
 
     @admin.display(description=_("tags"))
@@ -353,11 +355,12 @@ class FineTuneJobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("result model"))
     def result_link(self, job: FineTuneJob) -> str:
-        if not job.result_endpoint_id:
+        endpoint = job.result_endpoint
+        if endpoint is None:
             return "—"
         url = reverse("admin:routing_modelendpoint_change", args=[job.result_endpoint_id])
-        state = _("enabled") if job.result_endpoint.enabled else _("disabled: enable it there")
-        return format_html('<a href="{}">{}</a> ({})', url, job.result_endpoint.name, state)
+        state = _("enabled") if endpoint.enabled else _("disabled: enable it there")
+        return format_html('<a href="{}">{}</a> ({})', url, endpoint.name, state)
 
     @admin.action(description=_("Cancel selected jobs"))
     def cancel(self, request, queryset):

@@ -125,7 +125,7 @@ def dataset_collection(request: HttpRequest) -> JsonResponse:
     if not isinstance(include, bool):
         raise DatasetRefused(_("“include_flagged” must be true or false."),
                              field="include_flagged")
-    dataset = datasets.export_dataset(body.get("name"), body.get("filters"),
+    dataset = datasets.export_dataset(body.get("name", ""), body.get("filters"),
                                       include_flagged=include, user=request.user)
     return JsonResponse(dataset_dict(dataset), status=201)
 

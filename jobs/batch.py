@@ -24,6 +24,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,11 @@ CHUNK_TASK = "jobs.batch_chunk"
 def enqueue(task: str, *args: Any) -> None:
     """Queue one of the jobs' tasks (routed to the ``batch`` queue by its name)."""
     current_app.send_task(task, args)
+
+
+def _enqueue_chunks(job_id: str, chunks: Iterable[int]) -> None:
+    for chunk in chunks:
+        enqueue(CHUNK_TASK, job_id, chunk)
 
 
 # --- jobs: create, start --------------------------------------------------------------
@@ -131,7 +137,7 @@ def start_job(job_id: str) -> None:
         job.save()
         if valid:
             chunks = range(math.ceil(len(valid) / job.chunk_size))
-            transaction.on_commit(lambda: [enqueue(CHUNK_TASK, job.pk, c) for c in chunks])
+            transaction.on_commit(lambda: _enqueue_chunks(job.pk, chunks))
     if problems:
         logger.info("batch %s: %d invalid line(s), %d valid", job_id, len(problems), len(valid))
 
@@ -371,7 +377,7 @@ def retry_job(job: BatchJob) -> int:
         job.save()
         update_counts(job.pk)
         BatchJob.objects.filter(pk=job.pk).update(progress_base=F("done") + F("failed"))
-        transaction.on_commit(lambda: [enqueue(CHUNK_TASK, job.pk, c) for c in chunks])
+        transaction.on_commit(lambda: _enqueue_chunks(job.pk, chunks))
     return count
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -88,7 +88,7 @@ def validate_lines(raw: bytes, endpoint: str, model: str = "",
             problems.append(_problem(number, _("Each line must be a JSON object.")))
             continue
         custom_id = item.get("custom_id")
-        problem = _line_problem(item, custom_id, seen, endpoint)
+        problem: tuple[str, str | None] | None = _line_problem(item, custom_id, seen, endpoint)
         if problem is None:
             body = {**item["body"], "model": model or item["body"].get("model")}
             try:
@@ -106,6 +106,7 @@ def validate_lines(raw: bytes, endpoint: str, model: str = "",
             problems.append(_problem(number, problem[0], problem[1],
                                      custom_id if isinstance(custom_id, str) else None))
             continue
+        custom_id = cast(str, custom_id)  # _line_problem found it a non-empty string
         seen.add(custom_id)
         valid.append(ValidLine(number, custom_id, body))
     return valid, problems

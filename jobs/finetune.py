@@ -259,7 +259,10 @@ def train(job: FineTuneJob) -> ModelEndpoint:
     folder = check_base(base)
     device = _device(job, base, torch)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
+    # transformers decorates `to` with functools.wraps, whose typeshed type is not bound
+    # as a method: mypy takes `device` for `self`
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(
+        device)  # type: ignore[arg-type]  # wraps() loses the method binding
     examples = build_examples(dataset_rows(job.dataset), tokenizer, base.context_window)
     if not examples:
         raise FineTuneRefused(_("The dataset has no reply to learn from."))

@@ -410,6 +410,6 @@ class FineTuneJob(Job):
         loss = f"loss {self.losses[-1][1]:.4f}" if self.losses else "loss —"
         line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.step}/"
                 f"{self.total_steps or '?'} {loss} {self.status}")
-        if self.result_endpoint_id:
+        if self.result_endpoint is not None:
             line += f" → {self.result_endpoint.name}"
         return line + (f": {self.error}" if self.error else "")

@@ -8,7 +8,7 @@ made them; another key sees a 404. Errors come in OpenAI's shape."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,8 +16,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.v1.auth import authenticate, refused, rotation_notice
-from chat.v1.wire import error_response
+from chat.v1.wire import ApiRequest, error_response
 from routing.admission import check_scope
+from routing.key_models import ApiKey
 from routing.keys import KeyRefused
 
 from . import batch, batch_files
@@ -43,6 +44,12 @@ def _missing(kind: str, object_id: str) -> JsonResponse:
                           "not_found")
 
 
+async def _authenticate(request: HttpRequest) -> ApiKey:
+    # Django's request has what authenticate() reads and takes the key it stores, though
+    # not with chat.v1.wire.ApiRequest's exact types (method may be None, body read-only).
+    return await authenticate(cast(ApiRequest, request))
+
+
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(request.body or b"{}")
@@ -64,7 +71,7 @@ async def files(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "POST"):
         return _not_allowed("GET, POST")
     try:
-        key = await authenticate(request)
+        key = await _authenticate(request)
     except KeyRefused as exc:
         return refused(exc)
     if request.method == "GET":
@@ -83,12 +90,12 @@ async def files(request: HttpRequest) -> HttpResponse:
     return JsonResponse(batch_files.file_object(created))
 
 
-async def _owned(request: HttpRequest, model: type, kind: str,
+async def _owned(request: HttpRequest, model: type[BatchFile] | type[BatchJob], kind: str,
                  object_id: str) -> tuple[Any, HttpResponse | None]:
     """The key's own file or batch ``object_id``, or the answer refusing the request
     (401/403 for the key, 404 for an id that is not the key family's)."""
     try:
-        key = await authenticate(request)
+        key = await _authenticate(request)
     except KeyRefused as exc:
         return None, refused(exc)
     found = await model.objects.filter(pk=object_id, owner=key.family).afirst()
@@ -137,7 +144,7 @@ async def batches(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "POST"):
         return _not_allowed("GET, POST")
     try:
-        key = await authenticate(request)
+        key = await _authenticate(request)
         if request.method == "GET":
             return JsonResponse(await sync_to_async(_batch_list)(key.family, request.GET))
         return JsonResponse(await sync_to_async(_create_batch)(key, _json_body(request)))

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 
 import django
 from django.core.exceptions import ImproperlyConfigured
@@ -172,7 +173,7 @@ def _port(args: argparse.Namespace) -> int:
 # --- settings, loaded only after the data folder is known to be usable ------
 
 
-def load_settings():
+def load_settings() -> ModuleType:
     """Check the data folder, then import settings; returns the settings module."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
     data_dir = os.environ.get("OPENCLAW_DATA_DIR")
@@ -211,7 +212,7 @@ def run_management_command(argv: list[str]) -> int:
     return 0
 
 
-def _ensure_schema(settings_module) -> None:
+def _ensure_schema(settings_module: ModuleType) -> None:
     """A command on a data folder `up` never prepared: migrate the embedded database
     first; an external one is the operator's to migrate."""
     executor = MigrationExecutor(connection)
@@ -259,7 +260,7 @@ def _take_up_lock(data_dir: Path) -> int:
     return fd
 
 
-def _check_external_services(settings_module) -> None:
+def _check_external_services(settings_module: ModuleType) -> None:
     if not settings_module.EMBEDDED_DATABASE:
         check_database(settings_module.DATABASES["default"], settings_module.DATABASE_URL)
     if not settings_module.EMBEDDED_REDIS:
@@ -269,7 +270,8 @@ def _check_external_services(settings_module) -> None:
         check_broker(broker)
 
 
-def _start_embedded(settings_module) -> tuple[EmbeddedPostgres | None, EmbeddedRedis | None]:
+def _start_embedded(
+        settings_module: ModuleType) -> tuple[EmbeddedPostgres | None, EmbeddedRedis | None]:
     """Start (or adopt) the embedded services; ``up`` owns them until it exits."""
     pg = redis = None
     try:
@@ -292,7 +294,7 @@ def _start_embedded(settings_module) -> tuple[EmbeddedPostgres | None, EmbeddedR
     return pg, redis
 
 
-def _prepare_database(settings_module) -> None:
+def _prepare_database(settings_module: ModuleType) -> None:
     compile_catalogues(settings_module.BASE_DIR / "locale", say)  # the zh-hans .mo files
     setup_django()
     if migrate():  # first start of this database: load the demo data once
@@ -307,7 +309,8 @@ def _prepare_database(settings_module) -> None:
     connections.close_all()
 
 
-def _run_servers(args: argparse.Namespace, port: int, settings_module, started: float) -> int:
+def _run_servers(args: argparse.Namespace, port: int, settings_module: ModuleType,
+                 started: float) -> int:
     env = child_env(settings_module)
     children = [
         Child("web", web_argv(args.host, port), env),
@@ -373,7 +376,7 @@ def _announce(base: str, elapsed: float) -> None:
 # --- single roles (distributed mode) -----------------------------------------------
 
 
-def _require_services(settings_module) -> None:
+def _require_services(settings_module: ModuleType) -> None:
     """Single roles never start embedded services: `up` (or the operator) owns them."""
     if (
         settings_module.EMBEDDED_DATABASE
@@ -394,7 +397,7 @@ def _require_services(settings_module) -> None:
     _check_external_services(settings_module)
 
 
-def _exec(argv: list[str], settings_module) -> int:
+def _exec(argv: list[str], settings_module: ModuleType) -> int:
     os.execve(argv[0], argv, child_env(settings_module))
     return 0  # not reached
 
@@ -426,7 +429,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
 # --- backup and restore ---------------------------------------------------------------------
 
 
-def _keys_source(settings_module) -> str:
+def _keys_source(settings_module: ModuleType) -> str:
     if os.environ.get("OPENCLAW_ENCRYPTION_KEYS", "").strip():
         return "now set in the environment"
     return f"or copy the original {settings_module.DATA_DIR / 'encryption_keys'}"

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 
@@ -337,7 +338,7 @@ def up_is_running(data_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def embedded_services(settings_module: object) -> Iterator[None]:
+def embedded_services(settings_module: ModuleType) -> Iterator[None]:
     """Make the embedded services a command needs available for its duration.
 
     Reuses the ones a running ``openclaw up`` holds for the same data folder and

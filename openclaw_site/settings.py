@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from platformdirs import user_data_dir
@@ -166,7 +167,7 @@ TEMPLATES = [
 # --- database ----------------------------------------------------------------
 
 if EMBEDDED_DATABASE:
-    DATABASES = {
+    DATABASES: dict[str, dict[str, Any]] = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": EMBEDDED_DB_NAME,

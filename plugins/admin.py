@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin, messages
@@ -20,6 +21,9 @@ from modeltranslation.admin import TranslationAdmin
 from .discovery import Discovery, discover, resolve
 from .models import Plugin
 from .services import reload_plugins, row_status, set_enabled, unconfigured
+
+if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
+    from django_stubs_ext import StrOrPromise
 
 
 class PluginForm(forms.ModelForm):
@@ -64,7 +68,7 @@ class PluginAdmin(TranslationAdmin):
         return cls.version if cls else "—"
 
     @admin.display(description=_("state"))
-    def state(self, obj: Plugin) -> str:
+    def state(self, obj: Plugin) -> StrOrPromise:
         problem = row_status(obj, self._found())
         if problem:
             return format_html('<span style="color: var(--error-fg)">✖ {}</span>', problem)
@@ -76,7 +80,7 @@ class PluginAdmin(TranslationAdmin):
         return obj.description or (str(cls.description) if cls else "")
 
     @admin.display(description=_("about the plugin"))
-    def plugin_help(self, obj: Plugin) -> str:
+    def plugin_help(self, obj: Plugin) -> StrOrPromise:
         cls = self._class(obj) if obj.name else None
         if cls is None:
             return _("Save with a plugin's name to see its settings.")

@@ -14,9 +14,12 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from core import audit as audit_trail
+
+if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,8 @@ class PluginBase:
     name: ClassVar[str] = ""
     """Unique, stable name; what a ``Plugin`` row refers to (entry-point name)."""
     version: ClassVar[str] = ""
-    description: ClassVar[str] = ""
+    description: ClassVar[StrOrPromise] = ""
+    """Shown in the admin; may be lazily translated (``gettext_lazy``)."""
     config_schema: ClassVar[dict] = {"type": "object"}
     """JSON schema (draft 2020-12) of ``config``; the admin validates rows against it."""
     defaults: ClassVar[dict] = {}

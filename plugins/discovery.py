@@ -235,6 +235,7 @@ def _load_folder_module(entry: Path, init: Path) -> ModuleType:
     locations = [str(entry)] if entry.is_dir() else None
     spec = importlib.util.spec_from_file_location(module_name, init,
                                                   submodule_search_locations=locations)
+    assert spec is not None and spec.loader is not None  # a .py file always has a loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # before exec: dataclasses and relative imports need it
     try:

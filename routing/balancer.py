@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.cache import cache as default_cache
 from django.core.cache.backends.base import BaseCache
@@ -111,7 +112,7 @@ class Balancer:
 
     @staticmethod
     def parse(ids: Iterable[int], keys: dict[str, tuple[str, int]],
-              found: dict[str, object]) -> Stats:
+              found: dict[str, Any]) -> Stats:
         """``Stats`` from the values found for ``stat_keys`` (missing keys absent)."""
         stats = Stats(circuit_closed={i: True for i in ids})
         for key, value in found.items():
@@ -135,7 +136,6 @@ def strategy_of(instances: list[ModelEndpoint]) -> str:
 def order(instances: list[ModelEndpoint], strategy: str, stats: Stats,
           rng: random.Random | None = None) -> list[ModelEndpoint]:
     """The instances in the order to try them (see the module docstring)."""
-    rng = rng or random
     usable = [i for i in instances if i.weight > 0]
     closed = [i for i in usable if stats.circuit_closed.get(i.pk, True)]
     not_closed = [i for i in usable if not stats.circuit_closed.get(i.pk, True)]
@@ -147,11 +147,13 @@ def order(instances: list[ModelEndpoint], strategy: str, stats: Stats,
     return ranked + weighted_shuffle(not_closed, rng)
 
 
-def weighted_shuffle(items: list[ModelEndpoint], rng: random.Random) -> list[ModelEndpoint]:
-    """Weighted random order without replacement (weights > 0)."""
+def weighted_shuffle(items: list[ModelEndpoint],
+                     rng: random.Random | None = None) -> list[ModelEndpoint]:
+    """Weighted random order without replacement (weights > 0); ``rng`` defaults to the
+    ``random`` module's."""
     items, ordered = list(items), []
     while items:
-        pick = rng.choices(items, weights=[i.weight for i in items])[0]
+        pick = (rng or random).choices(items, weights=[i.weight for i in items])[0]
         items.remove(pick)
         ordered.append(pick)
     return ordered

@@ -150,5 +150,6 @@ def describe(circuit: Circuit) -> str:
     """``closed``, ``open until HH:MM:SS`` (local time) or ``half-open``, for the admin."""
     if circuit.state != CircuitState.OPEN:
         return str(circuit.state.label)
+    assert circuit.open_until is not None  # an open circuit always has its end
     until = timezone.localtime(datetime.fromtimestamp(circuit.open_until, tz=UTC))
     return _("open until %(time)s") % {"time": until.strftime("%H:%M:%S")}

@@ -223,8 +223,9 @@ def _validate(row: dict[str, Any], entry: Entry, problems: list[tuple[int, str]]
         instance.full_clean(validate_unique=False)
     except ValidationError as exc:
         for field_name, messages in exc.message_dict.items():
-            line = entry.key_lines.get(_yaml_key(field_name), entry.line)
-            label = _yaml_key(field_name) or "model"
+            key = _yaml_key(field_name)
+            line = entry.key_lines.get(key, entry.line) if key is not None else entry.line
+            label = key or "model"
             problems.extend((line, f"{label}: {message}") for message in messages)
     if instance.engine in LOCAL_ENGINES and instance.model_path:
         for problem in model_folder_problems(instance.model_path, instance.engine):
@@ -259,7 +260,9 @@ def apply_config(text: str, *, source: str = "<config>",
     found = sections(parse(text, source), problems)
     for node in found.get("models", []):
         entry = _read_entry(node, environ, problems)
-        row = _row_fields(entry, problems) if entry else None
+        if entry is None:
+            continue
+        row = _row_fields(entry, problems)
         if row is None:
             continue
         identity = (row["name"], row["endpoint_url"], row["model_path"])

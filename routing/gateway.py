@@ -74,7 +74,6 @@ def weighted_order(instances: list[ModelEndpoint],
                    rng: random.Random | None = None) -> list[ModelEndpoint]:
     """Instances in weighted random order (no balancing statistics, no circuits): those
     not marked unhealthy first; weight 0 drains. For callers outside the chat route."""
-    rng = rng or random
     usable = [i for i in instances if i.weight > 0]
     healthy = [i for i in usable if i.health != HealthState.UNHEALTHY]
     unhealthy = [i for i in usable if i.health == HealthState.UNHEALTHY]

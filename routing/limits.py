@@ -50,7 +50,8 @@ def _redis(store: Any, name: str) -> tuple[Any, str] | None:
     if not isinstance(store, RedisCache):
         return None
     full = store.make_and_validate_key(name)
-    return store._cache.get_client(full, write=True), full
+    # _cache: RedisCache's client, private and so not in the stubs (no public accessor).
+    return store._cache.get_client(full, write=True), full  # type: ignore[attr-defined]  # private
 
 
 def _incr(name: str, amount: int, ttl: int) -> int:

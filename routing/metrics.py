@@ -6,6 +6,7 @@ fraction of its period. Registered with ``core.metrics.register_state`` in
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from django.db.models import Q
 from django.utils import timezone
@@ -56,5 +57,6 @@ def budget_states() -> Iterable[Metric]:
         counters[f"apikey:{key.family}:budget:{label}"] = key
     used = process_cache().get_many(list(counters))
     for name, key in counters.items():
-        ratio.add_metric([key.family, key.name], int(used.get(name) or 0) / key.token_budget)
+        budget = cast(int, key.token_budget)  # the query keeps budgeted keys only
+        ratio.add_metric([key.family, key.name], int(used.get(name) or 0) / budget)
     yield ratio

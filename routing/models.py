@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -19,6 +19,11 @@ from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind
 
 from .key_models import ApiKey  # noqa: F401 - defined in its own module, an app model here
 from .usage_models import AuditEvent, UsageRecord  # noqa: F401 - likewise
+
+if TYPE_CHECKING:
+    # routing/translation.py has modeltranslation swap its MultilingualManager in for
+    # ``objects``; django-stubs' plugin resolves it only once mypy has read the module.
+    import modeltranslation.manager  # noqa: F401
 
 MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 

@@ -129,7 +129,7 @@ def evaluate(condition: dict, facts: RequestFacts, indent: str = "") -> tuple[bo
         return not inner, [f"{indent}not → {'yes' if not inner else 'no'}", *lines]
     for key in ("all", "any"):
         if key in condition:
-            lines: list[str] = []
+            lines = []
             results = []
             for item in condition[key]:  # short-circuits like Python's all()/any()
                 ok, sub = evaluate(item, facts, indent + "  ")

@@ -27,7 +27,7 @@ import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
@@ -44,8 +44,9 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from core import shared_state
@@ -53,6 +54,8 @@ from core import shared_state
 CIPHER = "aesgcm"
 NONCE_BYTES = 12
 SETUP_LOCK = 7_414_243  # pg_advisory_lock key: one process creates the tables at a time
+
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
 class AesGcmCipher:
@@ -114,8 +117,8 @@ class CachingSaver(AsyncPostgresSaver):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._plain = JsonPlusSerializer()
-        self._latest: OrderedDict[str, tuple[str, tuple, dict, RunnableConfig | None]] = (
-            OrderedDict())
+        self._latest: OrderedDict[
+            str, tuple[str, tuple, CheckpointMetadata, RunnableConfig | None]] = OrderedDict()
         self._written: dict[str, str] = {}  # thread → the checkpoint pending writes went to
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -148,9 +151,10 @@ class CachingSaver(AsyncPostgresSaver):
         thread_id = str(stored["configurable"]["thread_id"])
         if not config["configurable"].get("checkpoint_ns") and \
                 self._written.pop(thread_id, None) != checkpoint["id"]:
-            parent = ({"configurable": {**stored["configurable"],
-                                        "checkpoint_id": config["configurable"]["checkpoint_id"]}}
-                      if config["configurable"].get("checkpoint_id") else None)
+            parent: RunnableConfig | None = (
+                {"configurable": {**stored["configurable"],
+                                  "checkpoint_id": config["configurable"]["checkpoint_id"]}}
+                if config["configurable"].get("checkpoint_id") else None)
             self._keep(thread_id, checkpoint, metadata, parent)
         return stored
 
@@ -159,7 +163,7 @@ class CachingSaver(AsyncPostgresSaver):
         if any(isinstance(v, _DeltaSnapshot) for v in checkpoint["channel_values"].values()):
             return
         self._latest[thread_id] = (checkpoint["id"], self._plain.dumps_typed(checkpoint),
-                                   dict(metadata), parent)
+                                   metadata.copy(), parent)
         self._latest.move_to_end(thread_id)
         while len(self._latest) > THREADS_KEPT:
             self._latest.popitem(last=False)
@@ -224,10 +228,16 @@ async def get_saver() -> CachingSaver:
     return saver
 
 
-async def database() -> AsyncConnectionPool:
+def pool_of(saver: AsyncPostgresSaver) -> Pool:
+    """The saver's connection pool (``get_saver`` gives every saver a pool of dict-row
+    connections; LangGraph types ``conn`` as a connection or a pool)."""
+    return cast(Pool, saver.conn)
+
+
+async def database() -> Pool:
     """This event loop's psycopg pool to the project's database (the checkpointer's:
     autocommit, dict rows), for the few statements async code runs without a thread."""
-    return (await get_saver()).conn
+    return pool_of(await get_saver())
 
 
 async def _setup(pool: AsyncConnectionPool, saver: CachingSaver) -> None:

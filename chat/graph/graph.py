@@ -16,11 +16,15 @@ from . import nodes
 from .context import Context
 from .state import State
 
+# The state is the input and the output too (workflows' graphs are built the same way).
+Builder = StateGraph[State, Context, State, State]
+Graph = CompiledStateGraph[State, Context, State, State]
 
-def build() -> StateGraph:
+
+def build() -> Builder:
     # The input is the whole state: a turn resets the previous turn's values with it
     # (``state.turn_start``).
-    builder = StateGraph(State, context_schema=Context, input_schema=State)
+    builder: Builder = StateGraph(State, context_schema=Context, input_schema=State)
     order = [nodes.recall, nodes.pre_process, nodes.generate, nodes.post_process,
              nodes.remember]
     for node, following in zip(order, order[1:], strict=False):
@@ -33,6 +37,6 @@ def build() -> StateGraph:
     return builder
 
 
-def compile_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+def compile_graph(checkpointer: BaseCheckpointSaver | None = None) -> Graph:
     """The graph, checkpointed by ``checkpointer`` (None: no persistence, for drawing)."""
     return build().compile(checkpointer=checkpointer, name="conversation")

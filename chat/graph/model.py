@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import async_to_sync
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -81,9 +81,9 @@ class GatewayChatModel(BaseChatModel):
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         # Sync callers (scripts, LangChain's invoke) get the whole answer as one chunk.
         result = async_to_sync(self._agenerate)(messages, stop, None, **kwargs)
+        message = cast(AIMessageChunk, result.generations[0].message)  # _astream's, merged
         yield ChatGenerationChunk(message=AIMessageChunk(
-            content=result.generations[0].message.content,
-            usage_metadata=result.generations[0].message.usage_metadata))
+            content=message.content, usage_metadata=message.usage_metadata))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,

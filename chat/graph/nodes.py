@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from langgraph.graph import END
@@ -28,8 +28,25 @@ from .. import conversations, memory
 from .context import Context
 from .state import State
 
-Node = Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]
 REQUEST_FIELDS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
+
+
+class Node(Protocol):
+    """A node: the state and the run's context in, a partial update out. (A protocol,
+    not a ``Callable``: LangGraph passes ``runtime`` by name.)"""
+
+    __name__: str
+
+    def __call__(self, state: State, runtime: Runtime[Context]) -> Awaitable[dict[str, Any]]:
+        ...
+
+
+class RoutedNode(Protocol):
+    """A node that also names where the run goes next (``routed``)."""
+
+    __name__: str
+
+    def __call__(self, state: State, runtime: Runtime[Context]) -> Awaitable[Command]: ...
 
 
 def announced(node: Node) -> Node:
@@ -43,7 +60,8 @@ def announced(node: Node) -> Node:
     return run
 
 
-def routed(node: Node, target: str | None = None, *, branch_of: str | None = None) -> Node:
+def routed(node: Node, target: str | None = None, *,
+           branch_of: str | None = None) -> RoutedNode:
     """``node`` choosing where the run goes next itself (LangGraph's ``Command``): to
     the end when its update reports an ``error``, else to ``target`` — or, for the
     branching node ``branch_of``, to the node its update names
@@ -53,6 +71,7 @@ def routed(node: Node, target: str | None = None, *, branch_of: str | None = Non
     @functools.wraps(node)
     async def run(state: State, runtime: Runtime[Context]) -> Command:
         update = await node(state, runtime)
+        goto: str | None
         if update.get("error"):
             goto = END
         elif branch_of is not None:
@@ -196,6 +215,7 @@ async def call_model(state: State, runtime: Runtime[Context], *,
         async for delta in gateway.stream(routing_facts(state), request, meta,
                                           runtime.context.deadline_s):
             if streams and not state.route and not routed_here:
+                assert meta.decision is not None  # the gateway decides before its first delta
                 routed_here = announce_route(meta.decision, runtime)
             finish_reason = delta.finish_reason or finish_reason
             usage = delta.usage or usage
@@ -226,7 +246,7 @@ async def call_model(state: State, runtime: Runtime[Context], *,
             **({"route": routed_here} if routed_here else {})}
 
 
-def _call_error(exc: Exception) -> dict[str, Any]:
+def _call_error(exc: GatewayError | EngineError | PluginBlocked) -> dict[str, Any]:
     if isinstance(exc, GatewayError):
         return {"code": exc.code, "message": exc.message, "status": exc.status}
     if isinstance(exc, EngineError):

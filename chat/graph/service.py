@@ -31,16 +31,16 @@ import asyncio
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, Durability, StreamMode
 
 from core import shared_state
 from core.redis_pipeline import RedisUnavailable
@@ -59,21 +59,21 @@ from ..workflows.compiler import (
     pinned_to,
     workflows_changed,
 )
-from .checkpointer import expected_head, get_saver, head_key
+from .checkpointer import expected_head, get_saver, head_key, pool_of
 from .context import Context
-from .graph import compile_graph
+from .graph import Graph, compile_graph
 from .state import turn_start
 
 logger = logging.getLogger(__name__)
 
-STREAM_MODES = ["updates", "custom"]
+STREAM_MODES: list[StreamMode] = ["updates", "custom"]
 
 
-_graphs: weakref.WeakKeyDictionary[AsyncPostgresSaver, CompiledStateGraph] = (
+_graphs: weakref.WeakKeyDictionary[AsyncPostgresSaver, Graph] = (
     weakref.WeakKeyDictionary())
 
 
-async def get_graph() -> CompiledStateGraph:
+async def get_graph() -> Graph:
     """The graph compiled with this event loop's checkpointer (once per checkpointer)."""
     saver = await get_saver()
     graph = _graphs.get(saver)
@@ -82,11 +82,11 @@ async def get_graph() -> CompiledStateGraph:
     return graph
 
 
-def thread_config(conversation_id: str) -> dict[str, Any]:
+def thread_config(conversation_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": conversation_id}}
 
 
-async def graph_for(plan: Plan | None) -> CompiledStateGraph:
+async def graph_for(plan: Plan | None) -> Graph:
     """The compiled graph of a run: the workflow's, or the built-in conversation graph."""
     if plan is None:
         return await get_graph()
@@ -96,7 +96,7 @@ async def graph_for(plan: Plan | None) -> CompiledStateGraph:
 async def astream_turn(*, conversation_id: str | None, user: str, content: str | list[dict],
                        model: str, api_key: str = "", params: dict | None = None,
                        workflow: str | None = None,
-                       double_texting: str | None = None) -> AsyncIterator[dict]:
+                       double_texting: str | None = None) -> AsyncGenerator[dict, None]:
     """One turn of ``user``'s conversation (a new one when ``conversation_id`` is None)
     with ``content`` as the user's message, as events (see the module's docstring).
     ``workflow`` (a slug) picks the workflow, and pins it to the conversation; else the
@@ -123,7 +123,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
             return
         try:
             if lease is not None:
-                lease = await runs.claim(conversation_id, policy, lease=lease, added=added)
+                lease = await runs.claim(lease.conversation_id, policy, lease=lease,
+                                         added=added)
                 if lease.fork_from is None:
                     head = await _known_head(str(conversation_id), added)
             # A workflow's run waiting for approval refuses the send (nothing stored).
@@ -191,8 +192,9 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
     config = thread_config(conversation_id)
     try:
         graph = await graph_for(plan)
+        saver = cast(AsyncPostgresSaver, graph.checkpointer)  # graph_for compiles on get_saver()
         if lease.fork_from == "":  # rolled back to before the thread's first checkpoint
-            await graph.checkpointer.adelete_thread(conversation_id)
+            await saver.adelete_thread(conversation_id)
         elif lease.fork_from:
             config = {"configurable": {**config["configurable"],
                                        "checkpoint_id": lease.fork_from}}
@@ -200,7 +202,7 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
         if lease.fork_from is not None:
             head = lease.fork_from
         elif head is None:
-            head = await _head(graph.checkpointer, conversation_id)
+            head = await _head(saver, conversation_id)
         elif not isinstance(head, str):
             head = await head
         lease.note(checkpoint_id=head)
@@ -234,7 +236,7 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
     yield _last(conversation_id, final)
 
 
-async def _cancellable(graph: CompiledStateGraph, inputs: Any, config: dict,
+async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig,
                        lease: runs.Lease, final: dict[str, Any], interrupts: list[dict],
                        head: str, nested: bool) -> AsyncIterator[dict]:
     """The graph's stream, run as a task that ``lease``'s watcher cancels when a later
@@ -246,12 +248,14 @@ async def _cancellable(graph: CompiledStateGraph, inputs: Any, config: dict,
     async def produce() -> None:
         expected_head.set(head)  # this task's context only
         try:
+            # settings.py allows only LangGraph's own values (exit, async, sync).
+            durability = cast(Durability, settings.OPENCLAW_GRAPH_DURABILITY)
             # The user's message is stored by start_turn and the answer by the
             # remember node, so a crash mid-turn loses no input whatever the durability
             # (OPENCLAW_GRAPH_DURABILITY; "exit": one checkpoint per run).
             async for item in graph.astream(inputs, config, context=Context.from_settings(),
                                             stream_mode=STREAM_MODES, subgraphs=nested,
-                                            durability=settings.OPENCLAW_GRAPH_DURABILITY):
+                                            durability=durability):
                 await queue.put(("item", item))
             await queue.put(("end", None))
         except asyncio.CancelledError:
@@ -284,7 +288,7 @@ async def _cancellable(graph: CompiledStateGraph, inputs: Any, config: dict,
 async def _head(saver: AsyncPostgresSaver, conversation_id: str) -> str:
     """The thread's latest checkpoint id ("" when it has none yet): its id alone, not
     the checkpoint (``aget_tuple`` would load and decrypt every channel)."""
-    async with saver.conn.connection() as conn:
+    async with pool_of(saver).connection() as conn:
         cursor = await conn.execute(
             "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND "
             "checkpoint_ns = '' ORDER BY checkpoint_id DESC LIMIT 1", [conversation_id])
@@ -326,7 +330,8 @@ def record_waiting(conversation_id: str, plan: Plan | None, inputs: Any,
     return run.pk
 
 
-async def astream_resume(*, conversation_id: str, user: str, resume: Any) -> AsyncIterator[dict]:
+async def astream_resume(*, conversation_id: str, user: str,
+                         resume: Any) -> AsyncGenerator[dict, None]:
     """Resume the run of ``user``'s conversation that waits at a human-approval node
     with the approver's decision (``{"action": "approve"}``, ``{"action": "edit",
     "content": …}``, ``{"action": "reject", "reason": …}``), as events like a turn's:

@@ -32,10 +32,10 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -51,7 +51,7 @@ from .wire import error_response
 
 logger = logging.getLogger(__name__)
 
-View = Callable[[Any], Awaitable[HttpResponse]]
+View = Callable[[Any], Awaitable[HttpResponseBase]]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
@@ -127,7 +127,7 @@ def is_secure(scope: dict, headers: Headers) -> bool:
     return scope.get("scheme") == "https"
 
 
-def security_headers(response: HttpResponse, secure: bool) -> None:
+def security_headers(response: HttpResponseBase, secure: bool) -> None:
     """What ``SecurityMiddleware`` adds to an answer."""
     if secure and settings.SECURE_HSTS_SECONDS and "Strict-Transport-Security" not in response:
         value = f"max-age={settings.SECURE_HSTS_SECONDS}"
@@ -163,7 +163,7 @@ async def _body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _headers(response: HttpResponse) -> list[tuple[bytes, bytes]]:
+def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response.items()]
 
 
@@ -172,7 +172,8 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _send_stream(response: HttpResponse, send: Send, receive: Receive) -> None:
+async def _send_stream(response: StreamingHttpResponse, send: Send,
+                       receive: Receive) -> None:
     """Send a streaming response chunk by chunk; stop (cancelling the producer, which
     closes the backend call) when the client disconnects."""
     await send({"type": "http.response.start", "status": response.status_code,
@@ -260,9 +261,10 @@ class V1Router:
         security_headers(response, secure)
         metrics.observe_request(scope["path"], scope["method"], response.status_code,
                                 time.perf_counter() - started)
+        # ``streaming`` tells Django's two kinds apart (the stubs type it as a plain bool).
         if response.streaming:
-            return await _send_stream(response, send, receive)
-        await _send_whole(response, send)
+            return await _send_stream(cast(StreamingHttpResponse, response), send, receive)
+        await _send_whole(cast(HttpResponse, response), send)
 
     @staticmethod
     def _refusal(scope: dict, headers: Headers, secure: bool) -> HttpResponse | None:
@@ -280,7 +282,7 @@ class V1Router:
         return None
 
     @staticmethod
-    async def _respond(view: View, request: FastRequest) -> HttpResponse:
+    async def _respond(view: View, request: FastRequest) -> HttpResponseBase:
         try:
             return await view(request)
         except RedisUnavailable as exc:  # keys, limits and circuits live there

@@ -5,11 +5,11 @@ headers, and its tokens counted once the answer is known."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from core.client_ip import request_client_ip
 from routing.admission import admit as admit_key
@@ -22,10 +22,11 @@ from .wire import ApiRequest, error_response
 
 ROTATION_HEADER = "x-openclaw-key-rotated"
 
-View = Callable[..., Awaitable[HttpResponse]]
+# A coroutine function, as django-stubs' ``path()`` types an async view.
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
-def bearer(request: ApiRequest) -> str | None:
+def bearer(request: ApiRequest | HttpRequest) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _sep, secret = header.partition(" ")
     return secret.strip() or None if scheme.lower() == "bearer" else None
@@ -62,7 +63,7 @@ def rotation_notice(view: View) -> View:
     that a successor waits for it (``POST /v1/key/successor``)."""
 
     @functools.wraps(view)
-    async def wrapped(request: ApiRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def wrapped(request: ApiRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = await view(request, *args, **kwargs)
         key = getattr(request, "openclaw_key", None)
         if key is not None and key.grace_until is not None:

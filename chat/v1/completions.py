@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import TypeVar
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -42,8 +43,10 @@ from .wire import (
 
 CHAT_ROUTE = "/v1/chat/completions"
 
+ResponseT = TypeVar("ResponseT", bound=HttpResponseBase)
 
-def with_meta(response: HttpResponse, meta: GatewayMeta | None) -> HttpResponse:
+
+def with_meta(response: ResponseT, meta: GatewayMeta | None) -> ResponseT:
     meta = meta or GatewayMeta()
     response["x-openclaw-overhead-ms"] = f"{meta.overhead_ms():.1f}"
     response["x-openclaw-model"] = meta.model
@@ -54,7 +57,7 @@ def with_meta(response: HttpResponse, meta: GatewayMeta | None) -> HttpResponse:
 @csrf_exempt
 @require_POST
 @rotation_notice
-async def chat_completions(request: ApiRequest) -> HttpResponse:
+async def chat_completions(request: ApiRequest) -> HttpResponseBase:
     """OpenAI's chat completions, streamed (SSE) or not, through the plugin chain and
     the gateway; a temperature-0 answer may come from the response cache."""
     started = time.perf_counter()
@@ -81,7 +84,7 @@ async def chat_completions(request: ApiRequest) -> HttpResponse:
         return with_meta(_blocked(exc), None)
     chat = replace(chat, messages=plugged.messages)
     facts = RequestFacts(model=plugged.model, messages=plugged.messages, api_key=key.prefix,
-                         user=plugged.user, flags=plugged.flags)
+                         user=plugged.user, flags=frozenset(plugged.flags))
     deadline_s = gateway.deadline_from_headers(request.headers)
     if streaming:
         return await _stream_response(key, facts, chat, chain.stream_filter(plugged),
@@ -152,7 +155,7 @@ def _blocked(exc: PluginBlocked) -> JsonResponse:
 
 async def _stream_response(key: ApiKey, facts: RequestFacts, chat: ChatRequest,
                            screen: StreamFilter, include_usage: bool,
-                           deadline_s: float | None, started: float) -> HttpResponse:
+                           deadline_s: float | None, started: float) -> HttpResponseBase:
     """Wait for the first delta (so failover and errors before it get a real status),
     then stream the rest as SSE."""
     meta = GatewayMeta()
@@ -195,7 +198,7 @@ async def _sse(key: ApiKey, chat: ChatRequest, meta: GatewayMeta, first: Delta |
         if rest:
             yield chunk({"content": rest})
     except (EngineError, GatewayError) as exc:
-        status = getattr(exc, "http_status", None) or getattr(exc, "status", 502)
+        status = exc.http_status if isinstance(exc, EngineError) else exc.status
         yield writer.error(status, exc.message, exc.code)
         return
     except PluginBlocked as exc:

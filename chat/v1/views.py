@@ -109,5 +109,6 @@ async def key_successor(request: ApiRequest) -> HttpResponse:
         successor, secret = await sync_to_async(claim_successor)(key)
     except KeyRefused as exc:
         return refused(exc)
+    assert key.grace_until is not None  # claim_successor refuses a key without one
     return JsonResponse({"object": "api_key", "prefix": successor.prefix, "key": secret,
                          "old_key_works_until": key.grace_until.isoformat()})

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 
 from inference.engines.base import ChatRequest
@@ -75,10 +75,11 @@ def _default_model(slug: str) -> str | None:
 
 
 async def complete(request: ApiRequest, key: ApiKey, model: str, streaming: bool,
-                   include_usage: bool, chat: ChatRequest, started: float) -> HttpResponse:
+                   include_usage: bool, chat: ChatRequest, started: float) -> HttpResponseBase:
     """Run the request's turn (or resume) and answer in OpenAI's shape."""
-    metadata = chat.extra.get("metadata") if isinstance(chat.extra.get("metadata"),
-                                                        dict) else {}
+    metadata = chat.extra.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     conversation = request.headers.get(CONVERSATION_HEADER) or metadata.get("conversation_id")
     slug = model[len(WORKFLOW_PREFIX):] if model.startswith(WORKFLOW_PREFIX) else None
     user = await sync_to_async(key_identity)(key)
@@ -121,7 +122,8 @@ async def complete(request: ApiRequest, key: ApiKey, model: str, streaming: bool
     return await _whole(key, chat, model, conversation, events, started)
 
 
-def _headers(response: HttpResponse, conversation: str, last: dict, started: float) -> None:
+def _headers(response: HttpResponseBase, conversation: str, last: dict,
+             started: float) -> None:
     route = last.get("route") or {}
     response["x-openclaw-model"] = last.get("model", "")
     response["x-openclaw-route"] = f"{route.get('rule') or 'direct'}; " \
@@ -152,7 +154,7 @@ def _log(key: ApiKey, chat: ChatRequest, last: dict, status: int, started: float
 
 
 async def _whole(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
-                 events: AsyncIterator[dict], started: float) -> HttpResponse:
+                 events: AsyncIterator[dict], started: float) -> JsonResponse:
     last: dict = {}
     async for event in events:
         last = event
@@ -174,7 +176,8 @@ async def _whole(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
 
 
 def _stream(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
-            events: AsyncIterator[dict], include_usage: bool, started: float) -> HttpResponse:
+            events: AsyncIterator[dict], include_usage: bool,
+            started: float) -> StreamingHttpResponse:
     response = sse_response(_sse(key, chat, model, conversation, events, include_usage,
                                  started))
     _headers(response, conversation, {"model": model}, started)

@@ -14,10 +14,11 @@ it follows the node's edge, its router's choice, or ends (no edge, ``end``).
 
 from __future__ import annotations
 
+import enum
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal, cast
 
 from asgiref.sync import sync_to_async
 from django.utils.translation import gettext as _
@@ -29,6 +30,7 @@ from core.snapshot import VersionedSnapshot
 
 from ..graph import nodes as conversation
 from ..graph.context import Context
+from ..graph.graph import Builder, Graph
 from ..graph.state import State
 from ..models import Conversation, DoubleTexting, Workflow
 from . import nodes
@@ -71,8 +73,11 @@ def plan_of(workflow: Workflow) -> Plan:
     todo = [workflow.definition]
     while todo:
         for node in todo.pop().get("nodes", []):
-            slug = (node.get("config") or {}).get("workflow")
-            if node.get("type") != "sub_workflow" or slug in definitions:
+            if node.get("type") != "sub_workflow":
+                continue
+            # Validated on save: a sub-workflow's config names its workflow's slug.
+            slug = cast(str, (node.get("config") or {}).get("workflow"))
+            if slug in definitions:
                 continue
             inner = Workflow.objects.filter(slug=slug, enabled=True).first()
             if inner is None:
@@ -110,7 +115,15 @@ def resolve(slug: str | None = None, conversation_id: str | None = None) -> Plan
 
 VERSION_KEY = "chat:workflows:version"
 PINS_KEPT = 10_000  # conversations whose pinned workflow a process remembers
-_MISSING = object()
+
+
+class _Missing(enum.Enum):
+    """Not read yet (an enum, unlike a bare ``object()``, is a sentinel mypy narrows)."""
+
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
 
 
 class _Plans:
@@ -142,7 +155,7 @@ def _load(key: tuple) -> Plan | None:
     return plan_of(workflow) if workflow else None
 
 
-def _pin_of(conversation_id: str) -> int | None | object:
+def _pin_of(conversation_id: str) -> int | None | Literal[_Missing.MISSING]:
     """The workflow a conversation is pinned to (None: none), ``_MISSING`` if there is
     no such conversation."""
     try:
@@ -217,21 +230,22 @@ class BuildContext:
     def __init__(self, plan: Plan):
         self.plan = plan
 
-    def subgraph(self, slug: str) -> CompiledStateGraph:
+    def subgraph(self, slug: str) -> Graph:
         # No checkpointer of its own: it checkpoints into its parent's thread.
         return build(self.plan.definitions[slug], self).compile(name=slug)
 
 
-def build(definition: dict[str, Any], ctx: BuildContext) -> StateGraph:
+def build(definition: dict[str, Any], ctx: BuildContext) -> Builder:
     """The ``StateGraph`` of a (validated) definition."""
     # A run's input, like a subgraph's, is the whole state (``turn_start``).
-    builder = StateGraph(State, context_schema=Context, input_schema=State)
+    builder: Builder = StateGraph(State, context_schema=Context, input_schema=State)
     specs = {node["id"]: node for node in definition["nodes"]}
     entry = definition.get("entry") or definition["nodes"][0]["id"]
     builder.add_edge(START, entry)
     following = {edge["source"]: edge["target"] for edge in definition.get("edges", [])}
     for node_id, spec in specs.items():
         node_type = get_node_type(spec["type"])
+        assert node_type is not None  # validated on save: a registered type
         made = node_type.build(node_id, spec.get("config", {}), ctx)
         targets = [*dict.fromkeys(branches(spec))]
         if isinstance(made, CompiledStateGraph):  # a sub-workflow: edges decide after it
@@ -273,17 +287,16 @@ def _chosen(router_id: str):
     return after
 
 
-def compile_plan(plan: Plan, checkpointer: BaseCheckpointSaver | None = None
-                 ) -> CompiledStateGraph:
+def compile_plan(plan: Plan, checkpointer: BaseCheckpointSaver | None = None) -> Graph:
     return build(plan.definitions[plan.slug], BuildContext(plan)).compile(
         checkpointer=checkpointer, name=plan.slug)
 
 
-_compiled: weakref.WeakKeyDictionary[BaseCheckpointSaver, OrderedDict] = (
+_compiled: weakref.WeakKeyDictionary[BaseCheckpointSaver, OrderedDict[tuple, Graph]] = (
     weakref.WeakKeyDictionary())
 
 
-def compiled(plan: Plan, checkpointer: BaseCheckpointSaver) -> CompiledStateGraph:
+def compiled(plan: Plan, checkpointer: BaseCheckpointSaver) -> Graph:
     """The plan's graph with ``checkpointer``: compiled once per set of versions."""
     graphs = _compiled.setdefault(checkpointer, OrderedDict())
     graph = graphs.get(plan.key)

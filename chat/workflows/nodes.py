@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +55,7 @@ from ..graph.context import Context
 from ..graph.state import State
 from .registry import register_node
 
-Node = Callable[[State, Runtime[Context]], Awaitable[dict[str, Any]]]
+Node = conversation.Node
 HTTP_MAX_TIMEOUT_S = 30.0
 HTTP_MAX_BYTES = 64 * 1024
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
@@ -362,7 +361,7 @@ def http_tool(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
 
 async def _call(url: str, method: str, payload: dict, timeout: float) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        kwargs = {"json": payload} if method == "POST" else {}
+        kwargs: dict[str, Any] = {"json": payload} if method == "POST" else {}
         async with session.request(method, url, allow_redirects=False, **kwargs) as response:
             raw = await response.content.read(HTTP_MAX_BYTES)
             text = raw.decode("utf-8", errors="replace")

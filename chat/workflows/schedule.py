@@ -7,6 +7,7 @@ as one turn of the schedule's user and records the outcome on the row."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -32,6 +33,11 @@ def next_run(schedule: WorkflowSchedule, after: datetime) -> datetime:
     return croniter(schedule.cron, after).get_next(datetime)
 
 
+def _send_run(schedule_id: int) -> None:
+    """Hand one run of the schedule to a worker (once the transaction commits)."""
+    current_app.send_task(RUN_TASK, [schedule_id], queue=settings.OPENCLAW_SCHEDULE_QUEUE)
+
+
 def hand_out_due(now: datetime | None = None) -> list[int]:
     """Move every due schedule's next run on and enqueue its run once committed; a
     schedule seen for the first time is only given its first run time."""
@@ -47,8 +53,7 @@ def hand_out_due(now: datetime | None = None) -> list[int]:
             schedule.next_run_at = next_run(schedule, now)
             schedule.save(update_fields=["next_run_at"])
         for schedule_id in due:
-            transaction.on_commit(lambda pk=schedule_id: current_app.send_task(
-                RUN_TASK, [pk], queue=settings.OPENCLAW_SCHEDULE_QUEUE))
+            transaction.on_commit(functools.partial(_send_run, schedule_id))
     return due
 
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
 from .registry import get_node_type, node_types
+
+if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
+    from django_stubs_ext import StrOrPromise
 
 NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 RESERVED_IDS = {"begin"}
@@ -117,7 +120,7 @@ def _successors(nodes: dict[str, dict[str, Any]],
             continue
         node_type = get_node_type(nodes[source]["type"])
         label = node_label(source, nodes[source]["type"])
-        if node_type.terminal:
+        if node_type is not None and node_type.terminal:  # None: reported by _nodes
             found.append(_("%(node)s ends the run: it cannot have an outgoing edge.")
                          % {"node": label})
         elif branches(nodes[source]):
@@ -231,6 +234,8 @@ def _inclusion_chain(target: str, slug: str | None, lookup: Lookup,
     for node in definition.get("nodes", []):
         if isinstance(node, dict) and node.get("type") == "sub_workflow":
             inner = (node.get("config") or {}).get("workflow")
+            if not isinstance(inner, str):
+                continue  # no slug: nothing it could include
             if inner in path[1:-1]:
                 continue  # a loop among other workflows: reported when they are saved
             chain = _inclusion_chain(inner, slug, lookup, [*path, inner])
@@ -247,7 +252,7 @@ def validate(definition: Any, *, slug: str | None = None,
         raise ValidationError({"definition": found})
 
 
-def schedule_problems(cron: str, every_seconds: int | None) -> dict[str, str]:
+def schedule_problems(cron: str, every_seconds: int | None) -> dict[str, StrOrPromise]:
     """Field errors of a schedule's timing: exactly one of cron or interval, valid."""
     if bool(cron) == bool(every_seconds):
         return {"cron": _("Give either a cron expression or an interval, not both.")}

@@ -75,6 +75,7 @@ class OnnxEngine(Engine):
         """One delta per token that completes some text; the last has finish_reason and usage."""
         await self.load()
         model, tokenizer = self._model, self._tokenizer
+        assert model is not None  # load() set it
         prompt = await asyncio.to_thread(_prompt_ids, tokenizer, request.messages)
         budget = self._budget(model, len(prompt), request)
         sampler = _Sampler.for_request(request, self.config.params)

@@ -213,7 +213,9 @@ class OpenAIEngine(Engine):
             vectors = [[float(v) for v in row["embedding"]] for row in rows]
         except (AttributeError, KeyError, TypeError, ValueError):
             raise ServerError(f"{self.config.name}: malformed embeddings answer") from None
-        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        usage = payload.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         return EmbeddingResult(vectors, int(usage.get("prompt_tokens") or 0))
 
     # -- building the request

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache
+from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -34,6 +35,7 @@ from ..errors import (
 )
 from .base import Usage
 
+certifi: ModuleType | None
 try:  # optional: the bundle httpx and requests bring; without it, the system's
     import certifi
 except ImportError:
@@ -150,7 +152,9 @@ def _env_proxy(url: str, _variables: tuple) -> tuple[str | None, aiohttp.BasicAu
     proxies = urllib.request.getproxies_environment()
     host = urlsplit(url).hostname
     proxy = proxies.get(urlsplit(url).scheme) or proxies.get("all")
-    if not proxy or not host or urllib.request.proxy_bypass_environment(host, proxies):
+    # proxy_bypass_environment is undocumented, so typeshed leaves it out.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # undocumented
+    if not proxy or not host or bypass(host, proxies):
         return None, None
     if "://" not in proxy:
         proxy = "http://" + proxy

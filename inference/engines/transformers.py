@@ -123,7 +123,9 @@ class TransformersEngine(Engine):
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, **self._dtype(device))
-            model = model.to(device).eval()
+            # PreTrainedModel.to is @wraps(torch.nn.Module.to): typeshed's _Wrapped loses
+            # that it is a method, so mypy takes the device for ``self``.
+            model = model.to(device).eval()  # type: ignore[arg-type]  # @wraps on a method
         except Exception as exc:  # a broken folder fails in many ways (OSError, ValueError...)
             raise EngineUnavailable(f"cannot load the model in {folder}: "
                                     f"{type(exc).__name__}: {exc}") from None
@@ -227,6 +229,7 @@ class TransformersEngine(Engine):
                    generator=self._generator(sampling))
         self._ensure_batcher()
         self._live.add(job)
+        assert self._pending is not None  # made by _ensure_batcher
         self._pending.put_nowait(job)
         return job
 
@@ -271,6 +274,7 @@ class TransformersEngine(Engine):
 
     async def _collect(self) -> list[Job]:
         """The first waiting request and those that come within the batching window."""
+        assert self._pending is not None  # made with the batcher that runs this
         queued = not self._pending.empty()
         first = await self._pending.get()
         if first is None:  # aclose() woke us
@@ -290,6 +294,7 @@ class TransformersEngine(Engine):
         return [job for job in jobs if not job.done]
 
     async def _next_pending(self, deadline: float) -> Job | None:
+        assert self._pending is not None  # made with the batcher that runs this
         if not self._pending.empty():
             return self._pending.get_nowait()
         timeout = deadline - asyncio.get_running_loop().time()
@@ -367,6 +372,7 @@ class TransformersEngine(Engine):
     def _post(self, outbox: list[tuple[Job, Delta | EngineError]]) -> None:
         """Hand a step's deltas to the loop in one hop."""
         if outbox:
+            assert self._loop is not None  # a batch runs only after _ensure_batcher
             self._loop.call_soon_threadsafe(deliver, outbox)
 
     # Unloading -----------------------------------------------------------------
@@ -376,6 +382,8 @@ class TransformersEngine(Engine):
         self._closing = True
         batcher = self._batcher
         if batcher is not None and not batcher.done():
+            # Made together with the batcher.
+            assert self._loop is not None and self._pending is not None
             if self._loop is asyncio.get_running_loop():
                 self._pending.put_nowait(None)
                 with contextlib.suppress(asyncio.CancelledError):

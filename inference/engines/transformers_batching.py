@@ -272,6 +272,7 @@ def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
     # torch: heavy and optional (the local extra), loaded only where a model runs
     import torch
 
+    assert sampling.temperature is not None  # greedy rows take the argmax, never come here
     scores = logits.float() / sampling.temperature
     if sampling.top_k and sampling.top_k < scores.numel():
         kth = torch.topk(scores, sampling.top_k).values[-1]

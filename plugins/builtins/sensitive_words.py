@@ -92,11 +92,13 @@ class SensitiveWordFilter(PluginBase):
             found.append(match.group(0).lower())
             return self.config["mask_char"] * len(match.group(0))
 
+        assert self.pattern is not None  # only called once _applies() found a word list
         return self.pattern.sub(mask, text)
 
     def _hold_from(self, buffer: str) -> int:
         """Where the part of a streamed buffer that might still grow into a word starts:
         the earliest tail that is a proper prefix of a word, never inside a match."""
+        assert self.pattern is not None  # only called once _applies() found a word list
         cut = len(buffer)
         for start in range(max(0, len(buffer) - self.longest + 1), len(buffer)):
             if buffer[start:].lower() in self.prefixes:
