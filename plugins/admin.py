@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependen
 class PluginForm(forms.ModelForm):
     class Meta:
         model = Plugin
-        fields = ["name", "description", "enabled", "order", "fail_closed", "config"]
+        fields = ["name", "description", "enabled", "order", "fail_closed", "config",
+                  "in_studio", "all_api", "api_keys", "for_models", "for_workflows"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -44,14 +45,22 @@ class PluginForm(forms.ModelForm):
 class PluginAdmin(TranslationAdmin):
     form = PluginForm
     list_display = ("order", "name", "enabled", "fail_closed", "version", "state",
-                    "summary")
+                    "runs_on", "summary")
     list_display_links = ("name",)
     list_editable = ("order", "enabled")
     list_filter = ("enabled", "fail_closed")
     search_fields = ("name", "description")
     readonly_fields = ("plugin_help", "created_at", "updated_at")
-    fields = ("name", "description", "enabled", "order", "fail_closed", "config",
-              "plugin_help", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "enabled", "order", "fail_closed",
+                           "config", "plugin_help")}),
+        (_("Where it runs"), {
+            "description": _("A plugin runs on a request that any of these covers. "
+                             "Traffic it does not cover passes through unchanged."),
+            "fields": ("in_studio", "all_api", "api_keys", "for_models", "for_workflows")}),
+        (None, {"fields": ("created_at", "updated_at")}),
+    )
+    filter_horizontal = ("api_keys",)
     actions = ["enable", "disable"]
     change_list_template = "admin/plugins/plugin/change_list.html"
     _local = threading.local()  # this request's discovery, for the list's columns
@@ -73,6 +82,22 @@ class PluginAdmin(TranslationAdmin):
         if problem:
             return format_html('<span style="color: var(--error-fg)">✖ {}</span>', problem)
         return "✔" if obj.enabled else _("ready (disabled)")
+
+    @admin.display(description=_("runs on"))
+    def runs_on(self, obj: Plugin) -> str:
+        """The row's scopes in a few words."""
+        scopes = [str(_("studio"))] if obj.in_studio else []
+        if obj.all_api:
+            scopes.append(str(_("all API traffic")))
+        keys = len(obj.api_keys.all())
+        if keys:
+            scopes.append(ngettext("%(n)d key", "%(n)d keys", keys) % {"n": keys})
+        scopes += [f"{_('models')}: {obj.for_models}"] if obj.for_models else []
+        scopes += [f"{_('workflows')}: {obj.for_workflows}"] if obj.for_workflows else []
+        return ", ".join(scopes) or str(_("nothing"))
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("api_keys")
 
     @admin.display(description=_("description"))
     def summary(self, obj: Plugin) -> str:

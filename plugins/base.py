@@ -37,6 +37,13 @@ class PluginRequest:
     api_key: str = ""
     """The API key's public prefix, never the secret."""
     conversation_id: str = ""
+    surface: str = "api"
+    """Where the request comes from: ``api`` (``/v1``) or ``studio`` (a studio
+    conversation); a plugin row runs only where it is scoped (``Plugin.covers``)."""
+    workflow: str = ""
+    """The slug of the workflow running the request, if one is."""
+    user_name: str = ""
+    """How to address the user (the studio's username); empty when unknown."""
     flags: set[str] = field(default_factory=set)
     """Facts for routing rules (field ``flag``), e.g. ``sensitive_data``."""
     metadata: dict = field(default_factory=dict)
@@ -52,6 +59,9 @@ class PluginResponse:
     request: PluginRequest
     metadata: dict = field(default_factory=dict)
     """``metadata["plugin_actions"]``: what post-processing did."""
+    tool_calls: list[dict] | None = None
+    """The functions the model calls (OpenAI's ``{id, type, function: {name, arguments}}``)
+    when it calls any: a post hook may refuse or rewrite them like the text."""
 
 
 class PluginBlocked(Exception):

@@ -8,6 +8,10 @@ fail-closed: then the request is refused with ``PluginBlocked``. A row that cann
 loaded is a problem of the chain (``problems``, shown in the admin); fail-closed, it
 refuses every request until it is fixed.
 
+A row runs only where it is scoped (``Scope``): the studio's conversations, all
+``/v1`` traffic, or the requests of named API keys, models or workflows — so a
+gateway passes ``/v1`` traffic through unchanged unless an operator asked otherwise.
+
 When streaming, feed each delta through ``chain.stream_filter(request)`` and emit what
 ``feed`` returns, then ``flush()`` at the end; ``post_process`` is for whole answers.
 
@@ -18,6 +22,7 @@ deleting a ``Plugin`` row replaces its token once the transaction commits (and s
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ from typing import Any
 from django.utils.translation import gettext
 
 from core.snapshot import VersionedSnapshot
+from routing.key_models import ApiKey
 
 from .base import PluginBase, PluginBlocked, PluginRequest, PluginResponse, audit_event
 from .discovery import Problem, config_problems, discover, resolve
@@ -37,6 +43,35 @@ logger = logging.getLogger(__name__)
 VERSION_KEY = "plugins:chain:version"
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Where a row runs: a request is covered when any of these names it."""
+
+    studio: bool = True
+    all_api: bool = True
+    key_prefixes: frozenset[str] = frozenset()  # the scoped keys' families, every key
+    models: tuple[str, ...] = ()  # fnmatch patterns
+    workflows: frozenset[str] = frozenset()
+
+    def covers(self, request: PluginRequest) -> bool:
+        if request.surface == "studio":
+            if self.studio:
+                return True
+        elif self.all_api or request.api_key in self.key_prefixes:
+            return True
+        return bool(request.workflow and request.workflow in self.workflows) or any(
+            fnmatch.fnmatchcase(request.model, pattern) for pattern in self.models)
+
+    @classmethod
+    def of(cls, row: Plugin) -> Scope:
+        families = {key.family for key in row.api_keys.all()}
+        prefixes = frozenset(ApiKey.objects.filter(family__in=families)
+                             .values_list("prefix", flat=True)) if families else frozenset()
+        return cls(studio=row.in_studio, all_api=row.all_api, key_prefixes=prefixes,
+                   models=tuple(Plugin.names(row.for_models)),
+                   workflows=frozenset(Plugin.names(row.for_workflows)))
+
+
 @dataclass
 class Stage:
     """One loaded row: its plugin (None when a fail-closed row could not be loaded)."""
@@ -45,6 +80,7 @@ class Stage:
     name: str
     plugin: PluginBase | None
     fail_closed: bool = False
+    scope: Scope = field(default_factory=Scope)
 
     def overrides(self, hook: str) -> bool:
         return self.plugin is None or getattr(type(self.plugin), hook) is not getattr(
@@ -155,21 +191,25 @@ class PluginChain:
     problems: list[Problem] = field(default_factory=list)
     version: str | None = None
 
+    def for_request(self, request: PluginRequest) -> list[Stage]:
+        """The stages whose scope covers ``request``, in order."""
+        return [stage for stage in self.stages if stage.scope.covers(request)]
+
     def pre_process(self, request: PluginRequest) -> PluginRequest:
-        for stage in self.stages:
+        for stage in self.for_request(request):
             if stage.overrides("pre_process"):
                 request = stage.call("pre_process", request, request.metadata, request)
         return request
 
     def post_process(self, response: PluginResponse) -> PluginResponse:
-        for stage in reversed(self.stages):
+        for stage in reversed(self.for_request(response.request)):
             if stage.overrides("post_process"):
                 response = stage.call("post_process", response, response.metadata,
                                       response.request)
         return response
 
     def stream_filter(self, request: PluginRequest) -> StreamFilter:
-        return StreamFilter(list(reversed(self.stages)), request)
+        return StreamFilter(list(reversed(self.for_request(request))), request)
 
     @property
     def names(self) -> list[str]:
@@ -180,7 +220,9 @@ def build_chain(version: str | None = None) -> PluginChain:
     """Load the enabled rows in order; a row that cannot be loaded is a problem."""
     found = discover()
     chain = PluginChain(problems=list(found.problems), version=version)
-    for row in Plugin.objects.filter(enabled=True).order_by("order", "id"):
+    for row in Plugin.objects.filter(enabled=True).order_by("order", "id") \
+            .prefetch_related("api_keys"):
+        scope = Scope.of(row)
         try:
             plugin = _load(row.name, row.config, found)
         except Exception as exc:  # plugin code (import, __init__): never fatal here
@@ -189,9 +231,11 @@ def build_chain(version: str | None = None) -> PluginChain:
             logger.warning("plugin row %s (%s) not loaded: %s", row.pk, row.name, message)
             chain.problems.append(Problem(f"row {row.pk}", message, row.name))
             if row.fail_closed:
-                chain.stages.append(Stage(row.pk, row.name, None, fail_closed=True))
+                chain.stages.append(Stage(row.pk, row.name, None, fail_closed=True,
+                                          scope=scope))
             continue
-        chain.stages.append(Stage(row.pk, row.name, plugin, fail_closed=row.fail_closed))
+        chain.stages.append(Stage(row.pk, row.name, plugin, fail_closed=row.fail_closed,
+                                  scope=scope))
     return chain
 
 
@@ -216,3 +260,10 @@ plugins_changed = CHAIN.changed  # post_save/post_delete receiver
 clear_local_copy = CHAIN.clear  # tests; the next call rebuilds
 get_chain = CHAIN.get  # this process's chain, rebuilt when any process changed a row
 aget_chain = CHAIN.aget  # the same for async code: a thread only to rebuild
+
+
+def successor_created(sender: type, instance: ApiKey, created: bool = False,
+                      **kwargs: Any) -> None:
+    """A new key of a family a row is scoped to (a rotation's successor) is covered too."""
+    if created and Plugin.objects.filter(api_keys__family=instance.family).exists():
+        plugins_changed()

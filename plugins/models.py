@@ -31,6 +31,24 @@ class Plugin(models.Model):
         _("fail closed"), default=False,
         help_text=_("When the plugin fails (raises, or cannot be loaded), refuse the request "
                     "instead of skipping the plugin."))
+    in_studio = models.BooleanField(
+        _("studio conversations"), default=True,
+        help_text=_("Run on the studio's conversations."))
+    all_api = models.BooleanField(
+        _("all API traffic"), default=False,
+        help_text=_("Run on every /v1 request. Off, /v1 traffic passes through unchanged "
+                    "unless one of the scopes below names it."))
+    api_keys = models.ManyToManyField(
+        "routing.ApiKey", verbose_name=_("API keys"), blank=True,
+        related_name="plugins",
+        help_text=_("Run on the requests of these keys (and of their rotated successors)."))
+    for_models = models.CharField(
+        _("models"), max_length=1000, blank=True,
+        help_text=_("Run on requests for these models: names separated by commas, “*” "
+                    "matching any characters (e.g. “gpt-*, local-7b”)."))
+    for_workflows = models.CharField(
+        _("workflows"), max_length=1000, blank=True,
+        help_text=_("Run inside these workflows: slugs separated by commas."))
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -41,6 +59,11 @@ class Plugin(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @staticmethod
+    def names(value: str) -> list[str]:
+        """The comma-separated names of ``for_models`` or ``for_workflows``."""
+        return [name.strip() for name in value.split(",") if name.strip()]
 
     def clean(self) -> None:
         """The plugin must load and the config must fit its schema; each problem of the

@@ -18,6 +18,9 @@ class Context:
     """The line that opens the system message listing recalled memories."""
     deadline_s: float | None = None
     """The request deadline for the gateway (its default when None)."""
+    workflow: str = ""
+    """The slug of the workflow this run is of ("" for the built-in graph): plugins
+    scoped to it run."""
 
     @classmethod
     def from_settings(cls, **overrides) -> Context:

@@ -103,10 +103,16 @@ async def recall(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 # --- plugins ---------------------------------------------------------------------------
 
 
-def plugin_request(state: State, messages: list[dict[str, Any]] | None = None) -> PluginRequest:
+def plugin_request(state: State, context: Context,
+                   messages: list[dict[str, Any]] | None = None) -> PluginRequest:
+    """The turn as the plugins see it: a studio conversation (no API key) or an API
+    call, inside the run's workflow if it has one."""
+    studio = not state.api_key
     return PluginRequest(messages=messages if messages is not None else state.prompt,
                          model=state.model, user=state.user, api_key=state.api_key,
-                         conversation_id=state.conversation_id, flags=set(state.flags))
+                         conversation_id=state.conversation_id, flags=set(state.flags),
+                         surface="studio" if studio else "api",
+                         workflow=context.workflow, user_name=state.user if studio else "")
 
 
 def _actions(metadata: dict, phase: str, runtime: Runtime[Context]) -> list[dict[str, Any]]:
@@ -135,7 +141,7 @@ async def pre_process(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     """The prompt (memories, window, new message) through the plugins' pre hooks; a
     refusal stops the turn and keeps the message out of later turns' context."""
     prompt = with_memories(state.window, state.memories, runtime.context.memory_header)
-    request = plugin_request(state, prompt)
+    request = plugin_request(state, runtime.context, prompt)
     chain = await aget_chain()
     try:
         request = chain.pre_process(request)
@@ -202,7 +208,7 @@ async def call_model(state: State, runtime: Runtime[Context], *,
     tagged ``REPLY_TAG`` streams its tokens (after the plugins' stream hooks) as
     ``{"type": "token"}`` events on the custom stream, the moment each arrives."""
     chain = await aget_chain()
-    stream_filter = chain.stream_filter(plugin_request(state))
+    stream_filter = chain.stream_filter(plugin_request(state, runtime.context))
     request = replace(chat_request(state.params), messages=state.prompt)
     meta, streams = GatewayMeta(), REPLY_TAG in tags
     # The answer's route is shown when no route step showed it: the gateway's decision,
@@ -274,7 +280,7 @@ async def post_process(state: State, runtime: Runtime[Context]) -> dict[str, Any
     """The whole answer through the plugins' post hooks (reverse order)."""
     chain = await aget_chain()
     response = PluginResponse(content=state.reply["content"], model=state.reply["model"],
-                              request=plugin_request(state))
+                              request=plugin_request(state, runtime.context))
     try:
         response = chain.post_process(response)
     except PluginBlocked as exc:

@@ -216,8 +216,9 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
     try:
         # Sub-workflows' own events need LangGraph's subgraph streaming (it costs).
         nested = plan is not None and len(plan.definitions) > 1
-        async for event in _cancellable(graph, inputs, config, lease, final, interrupts,
-                                        head, nested):
+        context = Context.from_settings(workflow=plan.slug if plan else "")
+        async for event in _cancellable(graph, inputs, config, context, lease, final,
+                                        interrupts, head, nested):
             yield event
     except runs.RunCancelled as exc:
         code = "rolled_back" if exc.policy == DoubleTexting.ROLLBACK else "interrupted"
@@ -236,7 +237,7 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
     yield _last(conversation_id, final)
 
 
-async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig,
+async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig, context: Context,
                        lease: runs.Lease, final: dict[str, Any], interrupts: list[dict],
                        head: str, nested: bool) -> AsyncIterator[dict]:
     """The graph's stream, run as a task that ``lease``'s watcher cancels when a later
@@ -253,7 +254,7 @@ async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig,
             # The user's message is stored by start_turn and the answer by the
             # remember node, so a crash mid-turn loses no input whatever the durability
             # (OPENCLAW_GRAPH_DURABILITY; "exit": one checkpoint per run).
-            async for item in graph.astream(inputs, config, context=Context.from_settings(),
+            async for item in graph.astream(inputs, config, context=context,
                                             stream_mode=STREAM_MODES, subgraphs=nested,
                                             durability=durability):
                 await queue.put(("item", item))

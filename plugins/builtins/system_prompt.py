@@ -1,6 +1,7 @@
 """System-prompt templates: a system message rendered from a template with the
-request's variables (``{user}``, ``{date}``, ``{model}``, …), prepended to the
-conversation, replacing its system messages, or only where it has none."""
+request's variables (``{user}``: the user's name, "the user" when it is not known;
+``{date}``, ``{model}``, …), prepended to the conversation, replacing its system
+messages, or only where it has none."""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ class SystemPromptTemplate(PluginBase):
     @staticmethod
     def values(request: PluginRequest) -> dict[str, str]:
         now = timezone.localtime()
-        return {"user": request.user, "date": now.date().isoformat(),
+        # Never an empty name (or an API key owner's id): "the user" when none is known.
+        return {"user": request.user_name or gettext("the user"), "date": now.date().isoformat(),
                 "time": now.strftime("%H:%M"), "datetime": now.isoformat(timespec="minutes"),
                 "weekday": now.strftime("%A"), "model": request.model,
                 "conversation_id": request.conversation_id}

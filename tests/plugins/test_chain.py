@@ -9,13 +9,14 @@ import pytest
 from plugins.base import PluginBlocked, PluginRequest, PluginResponse
 from plugins.chain import aget_chain, build_chain, bump_version, get_chain
 from plugins.models import Plugin
+from routing.keys import create_key, rotate_key
 
 pytestmark = pytest.mark.django_db
 
 
 def request(text: str = "hello") -> PluginRequest:
     return PluginRequest(messages=[{"role": "user", "content": text}], model="echo",
-                         user="alice", conversation_id="c1")
+                         user="alice", conversation_id="c1", surface="studio")
 
 
 def tagger(tag: str, order: int, **fields) -> Plugin:
@@ -192,3 +193,39 @@ async def test_aget_chain_reads_the_database_only_when_the_version_changed(insta
 
     assert second is not first
     assert second.pre_process(request()).metadata["trail"] == ["a", "b"]
+
+
+def scoped(**fields) -> Plugin:
+    return Plugin.objects.create(name="dummy_tagger", config={"tag": "t"}, in_studio=False,
+                                 **fields)
+
+
+def api_request(**fields) -> PluginRequest:
+    return PluginRequest(messages=[{"role": "user", "content": "hello"}],
+                         **{"model": "echo", "api_key": "oc_none", **fields})
+
+
+def tagged(request: PluginRequest) -> bool:
+    return build_chain().pre_process(request).metadata.get("trail") == ["t"]
+
+
+def test_a_row_runs_only_where_it_is_scoped(installed_dummy):
+    scoped(for_models="gpt-*, local-7b")
+    scoped(for_workflows="triage")
+
+    assert tagged(api_request(model="gpt-4o")) and tagged(api_request(model="local-7b"))
+    assert not tagged(api_request(model="claude"))
+    assert tagged(api_request(workflow="triage", model="x"))
+    assert not tagged(api_request(workflow="other", model="x"))
+    assert not tagged(api_request(surface="studio", model="x"))
+
+
+def test_a_key_scope_follows_the_key_through_rotation(installed_dummy):
+    old_key, _secret = create_key("scoped")
+    scoped().api_keys.add(old_key)
+    successor, _ = rotate_key(old_key, grace_hours=1)
+    stranger, _ = create_key("other")
+
+    assert tagged(api_request(api_key=old_key.prefix))
+    assert tagged(api_request(api_key=successor.prefix))
+    assert not tagged(api_request(api_key=stranger.prefix))

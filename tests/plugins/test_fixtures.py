@@ -1,5 +1,6 @@
-"""The demo plugin rows load cleanly, and with hybrid mode on a request carrying
-personal data is routed by the seed rule to the local model only."""
+"""The demo plugin rows load cleanly, run on the studio's conversations and leave API
+traffic unchanged, and with hybrid mode on a request carrying personal data is routed
+by the seed rule to the local model only."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_a_request_with_pii_in_hybrid_mode_is_routed_to_the_local_model(demo):
     row.config = {**row.config, "hybrid_mode": True, "redact": False}
     row.save()
     request = PluginRequest(messages=[{"role": "user", "content": "I'm at jo@example.com"}],
-                            model="default-model")
+                            model="default-model", surface="studio")
 
     # when
     request = build_chain().pre_process(request)
@@ -57,10 +58,20 @@ def test_a_request_with_pii_in_hybrid_mode_is_routed_to_the_local_model(demo):
 
 def test_a_request_without_pii_follows_the_other_rules(demo):
     request = build_chain().pre_process(PluginRequest(
-        messages=[{"role": "user", "content": "hello"}], model="emergency"))
+        messages=[{"role": "user", "content": "hello"}], model="emergency",
+        surface="studio"))
 
     decision = resolve_route(RequestFacts(model=request.model, messages=request.messages,
                                           flags=request.flags))
 
     assert decision.target_model == "local-7b" and decision.rule.name == "Emergency model"
     assert request.messages[0]["role"] == "system"  # the demo's system prompt
+
+
+def test_the_demo_plugins_leave_api_traffic_unchanged(demo):
+    sent = [{"role": "user", "content": "mail badword to jo@example.com"}]
+
+    request = build_chain().pre_process(PluginRequest(messages=[dict(m) for m in sent],
+                                                      model="default-model", api_key="oc_x"))
+
+    assert request.messages == sent and not request.metadata

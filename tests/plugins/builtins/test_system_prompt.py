@@ -13,7 +13,7 @@ from plugins.discovery import config_problems
 
 
 def request(*messages: dict) -> PluginRequest:
-    return PluginRequest(messages=list(messages), model="local-7b", user="alice",
+    return PluginRequest(messages=list(messages), model="local-7b", user_name="alice",
                          conversation_id="c9")
 
 
@@ -73,3 +73,11 @@ def test_render_fills_every_variable(settings):
                            "conversation_id"}
     assert datetime.date.fromisoformat(values["date"])
     assert render("{unknown} {model}", values) == "{unknown} local-7b"
+
+
+def test_an_unknown_name_is_never_rendered_empty():
+    plugin = SystemPromptTemplate({"template": "Talking with {user}."})
+
+    anonymous = plugin.pre_process(PluginRequest(messages=[USER], model="m", user="42"))
+
+    assert anonymous.messages[0]["content"] == "Talking with the user."
