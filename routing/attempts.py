@@ -211,26 +211,73 @@ def _ordered(instances: list[ModelEndpoint], strategy: str,
             for i in order(instances, strategy, stats)]
 
 
+def _mentions(condition: object, field_name: str) -> bool:
+    """Whether a rule's condition (nested ``all`` / ``any`` / ``not``) tests the field."""
+    if isinstance(condition, dict):
+        return condition.get("field") == field_name or any(
+            _mentions(value, field_name) for value in condition.values())
+    if isinstance(condition, list):
+        return any(_mentions(item, field_name) for item in condition)
+    return False
+
+
+@dataclass
+class _Tally:
+    """What a route held, for the error when nothing on it can be tried."""
+
+    found: int = 0
+    yielded: int = 0
+    circuit_open: int = 0
+    not_local: int = 0
+    too_small_count: int = 0
+    largest: tuple[int, str] | None = None  # the largest context window that was too small
+
+    def too_small(self, instance: ModelEndpoint) -> None:
+        self.too_small_count += 1
+        if self.largest is None or instance.context_window > self.largest[0]:
+            self.largest = (instance.context_window, instance.name)
+
+
 async def candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
-                      skip: set[str] | None = None) -> AsyncIterator[Pick]:
+                     skip: set[str] | None = None) -> AsyncIterator[Pick]:
     """Yield the instances in the order to try them, skipping open circuits and the
     models in ``skip``; raises ``GatewayError`` when the chain has no instance at all,
-    none with a large enough context window, or only drained or open ones."""
+    none with a large enough context window, or only drained or open ones.
+
+    A rule routing on the context length (a context-window fallback) whose models have
+    no instance falls back to the model asked for, as if the rule had not matched."""
     decision, routing_table, stats = await _aplan(facts)
-    table = routing_table.endpoints
     meta.decision, meta.rule = decision, decision.rule.name if decision.rule else None
     needed = facts.context_length + (request.max_tokens or 0)
+    tally = _Tally()
+    chain = list(dict.fromkeys(decision.chain))
+    async for pick in _route(chain, facts, needed, routing_table, stats, tally, skip):
+        yield pick
+    rule = decision.rule
+    if not tally.found and rule is not None and facts.model not in chain \
+            and facts.model in routing_table.registered \
+            and _mentions(rule.condition, "context_length"):
+        chain = [facts.model]
+        async for pick in _route(chain, facts, needed, routing_table, stats, tally, skip):
+            yield pick
+    if not tally.yielded:
+        raise _nothing_to_try(facts, chain, needed, tally)
+
+
+async def _route(chain: list[str], facts: RequestFacts, needed: int, routing_table: RoutingTable,
+                 stats: Stats, tally: _Tally, skip: set[str] | None) -> AsyncIterator[Pick]:
     local_only = SENSITIVE_FLAG in facts.flags
-    found = too_small = yielded = circuit_open = not_local = 0
-    for name in dict.fromkeys(decision.chain):
-        instances = table.get(name, []) if name else []
+    for name in chain:
+        instances = routing_table.endpoints.get(name, []) if name else []
         if local_only:  # hybrid mode: sensitive data never leaves the operator's machines
             kept = [i for i in instances if i.runs_here()]
-            not_local += len(instances) - len(kept)
+            tally.not_local += len(instances) - len(kept)
             instances = kept
-        found += len(instances)
+        tally.found += len(instances)
         fitting = [i for i in instances if i.context_window >= needed]
-        too_small += len(instances) - len(fitting)
+        for instance in instances:
+            if instance.context_window < needed:
+                tally.too_small(instance)
         if not fitting:
             continue
         strategy = strategy_of(instances)
@@ -240,32 +287,42 @@ async def candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMet
             allowed, probe = (True, False) if closed else await sync_to_async(
                 Breaker().allow)(instance.pk)
             if not allowed:
-                circuit_open += 1
+                tally.circuit_open += 1
                 continue
-            yielded += 1
+            tally.yielded += 1
             yield Pick(name, instance, probe, strategy)
-    if yielded:
-        return
-    if not found and not_local:
-        raise GatewayError(403, "no_local_model",
-                           _("The request contains sensitive data, which is only sent to "
-                             "models running on this installation, and its route has "
-                             "none."))
-    if not found:
-        raise GatewayError(404, "model_not_found",
-                           _("The model “%(model)s” does not exist or has no enabled "
-                             "instance.") % {"model": facts.model})
-    if too_small == found:
-        raise GatewayError(400, "context_length_exceeded",
-                           _("The prompt (about %(tokens)d tokens with max_tokens) does not "
-                             "fit the context window of any model on this route.")
-                           % {"tokens": needed})
-    if circuit_open:
-        raise GatewayError(503, "no_available_instance",
-                           _("Every instance on this route has its circuit open after "
-                             "repeated backend failures; try again in a few seconds."))
-    raise GatewayError(503, "no_available_instance",
-                       _("Every instance on this route is drained (weight 0)."))
+
+
+def _nothing_to_try(facts: RequestFacts, chain: list[str], needed: int,
+                    tally: _Tally) -> GatewayError:
+    if not tally.found and tally.not_local:
+        return GatewayError(403, "no_local_model",
+                            _("The request contains sensitive data, which is only sent to "
+                              "models running on this installation, and its route has "
+                              "none."))
+    if not tally.found:
+        named = ", ".join(f"“{name}”" for name in chain if name)
+        if chain == [facts.model]:
+            message = _("The model “%(model)s” does not exist or has no enabled "
+                        "instance.") % {"model": facts.model}
+        else:
+            message = _("The model “%(model)s” is routed to %(route)s, which has no enabled "
+                        "instance.") % {"model": facts.model, "route": named}
+        return GatewayError(404, "model_not_found", message)
+    if tally.largest is not None and tally.too_small_count == tally.found:
+        window, name = tally.largest
+        return GatewayError(400, "context_length_exceeded", _(
+            "This request needs about %(needed)d tokens (its prompt ≈ %(prompt)d and "
+            "max_tokens %(max)d), more than the context window of “%(model)s” "
+            "(%(window)d tokens), the largest on its route.") % {
+                "needed": needed, "prompt": facts.context_length,
+                "max": needed - facts.context_length, "model": name, "window": window})
+    if tally.circuit_open:
+        return GatewayError(503, "no_available_instance",
+                            _("Every instance on this route has its circuit open after "
+                              "repeated backend failures; try again in a few seconds."))
+    return GatewayError(503, "no_available_instance",
+                        _("Every instance on this route is drained (weight 0)."))
 
 
 def tried(meta: GatewayMeta, name: str, instance: ModelEndpoint) -> None:
