@@ -359,3 +359,26 @@ class QAPair(models.Model):
 
     def __str__(self) -> str:
         return self.question[:80]
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for ``previous_response_id``, retrieve, delete and
+    ``input_items`` (``chat.stored_responses``). The response object and its input
+    items are JSON, AES-256-GCM encrypted like message content; ``owner`` is the
+    API-key family (its prefix) that made it, the only one that can read it."""
+
+    id = models.CharField(_("id"), max_length=64, primary_key=True)
+    owner = models.CharField(_("owner"), max_length=64, db_index=True)
+    model = models.CharField(_("model"), max_length=200)
+    previous = models.CharField(_("previous response"), max_length=64, blank=True)
+    response = EncryptedTextField(_("response"))
+    input_items = EncryptedTextField(_("input items"))
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("stored response")
+        verbose_name_plural = _("stored responses")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.id

@@ -11,10 +11,11 @@ class EngineError(Exception):
     http_status = 502
     retryable = True
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status  # the backend's HTTP status, when there was one
+        self.param = param  # the request field at fault, when one is
 
 
 class EngineTimeout(EngineError):
@@ -54,6 +55,12 @@ class BadRequest(EngineError):
     code = "bad_request"
     http_status = 400
     retryable = False
+
+
+class Unsupported(BadRequest):
+    """The request asks for something this engine cannot give (``param`` names it)."""
+
+    code = "unsupported_parameter"
 
 
 class ContextTooLong(BadRequest):

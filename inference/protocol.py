@@ -6,8 +6,10 @@ worker answers on it::
     gen.accepted   {worker, pid, control}   the task started; ``control`` takes gen.cancel
     gen.loaded     {}                       the engine is loaded (progress, after a cold load)
     gen.heartbeat  {}                       every HEARTBEAT_S while busy (liveness)
-    gen.delta      {text, tokens, finish_reason, usage, at}   finish_reason on the last one;
-                                            ``at`` is the worker's clock when it was produced
+    gen.delta      {text, tokens, finish_reason, usage, at, …}   finish_reason on a choice's
+                                            last one; ``at`` is the worker's clock when it was
+                                            produced; ``index``, ``tool_calls``, ``refusal``,
+                                            ``logprobs``, ``fields`` only when they are set
     gen.error      {code, message}          an EngineError, by code
 """
 
@@ -46,18 +48,26 @@ def request_from_dict(data: dict[str, Any]) -> ChatRequest:
     return ChatRequest(**data)
 
 
+# A delta's fields beyond text, tokens, finish and usage: sent only when set, so a plain
+# text token stays as small on the channel layer as it was.
+OPTIONAL = ("index", "tool_calls", "refusal", "logprobs", "fields")
+
+
 def delta_message(delta: Delta) -> dict[str, Any]:
     usage = delta.usage
-    return {"type": "gen.delta", "at": time.time(), "text": delta.text, "tokens": delta.tokens,
-            "finish_reason": delta.finish_reason,
-            "usage": [usage.prompt_tokens, usage.completion_tokens] if usage else None}
+    message = {"type": "gen.delta", "at": time.time(), "text": delta.text,
+               "tokens": delta.tokens, "finish_reason": delta.finish_reason,
+               "usage": [usage.prompt_tokens, usage.completion_tokens] if usage else None}
+    message.update((name, value) for name in OPTIONAL if (value := getattr(delta, name)))
+    return message
 
 
 def delta_from_message(message: dict[str, Any]) -> Delta:
     usage = message.get("usage")
     return Delta(text=message.get("text", ""), tokens=message.get("tokens", 0),
                  finish_reason=message.get("finish_reason"),
-                 usage=Usage(*usage) if usage else None)
+                 usage=Usage(*usage) if usage else None,
+                 **{name: message[name] for name in OPTIONAL if name in message})
 
 
 def error_message(exc: EngineError) -> dict[str, Any]:

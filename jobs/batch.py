@@ -36,7 +36,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chat.v1.wire import error_body, parse_chat_body
+from chat.v1.wire import completion_of, error_body, parse_chat_body
 from inference.engines.base import ChatRequest, Usage
 from inference.errors import EngineError
 from routing import gateway
@@ -203,13 +203,7 @@ async def _run_line(job: BatchJob, line: BatchLine, slots: ModelSlots) -> LineRe
     if key is not None and usage.total_tokens:
         await sync_to_async(record_usage)(key, usage.total_tokens)
     _log_usage(job, model, meta.instance_id, usage, started, 200, request_id)
-    body = {"id": request_id, "object": "chat.completion", "created": int(time.time()),
-            "model": meta.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                         "logprobs": None, "finish_reason": completion.finish_reason or "stop"}],
-            "usage": {"prompt_tokens": usage.prompt_tokens,
-                      "completion_tokens": usage.completion_tokens,
-                      "total_tokens": usage.total_tokens}}
+    body = completion_of(request_id, int(time.time()), meta.model, completion)
     return LineResult(line.pk, LineStatus.SUCCEEDED, 200, body, request_id)
 
 

@@ -31,9 +31,16 @@ from dataclasses import replace
 from django.utils.translation import gettext as _
 
 from core import metrics
-from inference.engines.base import ChatRequest, Completion, Delta, EmbeddingResult, Engine
+from inference.engines.base import (
+    ChatRequest,
+    Completion,
+    Delta,
+    EmbeddingResult,
+    EndpointConfig,
+    Engine,
+)
 from inference.errors import EngineError
-from inference.registry import build_engine
+from inference.registry import build_engine, engine_class
 
 from .attempts import (
     DEADLINE_HEADER,
@@ -118,7 +125,7 @@ async def complete(facts: RequestFacts, request: ChatRequest,
 async def _generate(pick: Pick, request: ChatRequest, meta: GatewayMeta,
                     budget: Budget) -> Completion:
     """One call; success is recorded here, a failure by the caller (it decides on more)."""
-    engine = build_engine(endpoint_config(pick.instance))
+    engine = _engine(endpoint_config(pick.instance), request)
     started = await call_started(pick, budget)
     verdict, elapsed = False, None
     try:
@@ -150,8 +157,7 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
     left the failure is raised."""
     budget = Budget(deadline_s)
     last_error: EngineError | None = None
-    sent: list[str] = []  # the text given to the client so far
-    spent = 0  # its tokens
+    given = Given()
     skip: set[str] = set()  # models that failed mid-answer
     async for pick in candidates(facts, request, meta, skip):
         if not budget.may_start():
@@ -161,12 +167,13 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
             metrics.fallback(meta.model, last_error.code)
         tried(meta, name, instance)
         for attempt in range(1, MAX_ATTEMPTS_PER_INSTANCE + 1):
-            partial = "".join(sent)
-            call = continuation(request, partial, spent) if partial else request
-            engine = build_engine(endpoint_config(instance))
+            partial = given.text
+            call = continuation(request, partial, given.spent) if partial else request
+            engine = _engine(endpoint_config(instance), call)
             deltas = engine.stream(call)
             started = await call_started(pick, budget)
-            verdict = finished = False
+            verdict = False
+            attempt_given = Given()
             first_token_s: float | None = None
             usage = None  # the backend's own count, on its last delta
             delay: float | None = None
@@ -174,24 +181,24 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
                 while (delta := await _timed(meta, deltas)) is not None:
                     if first_token_s is None:
                         first_token_s = time.perf_counter() - started
-                    if name not in meta.models and (delta.text or delta.finish_reason):
+                    if name not in meta.models and (delta.speaks or delta.finish_reason):
                         meta.models.append(name)
-                    sent.append(delta.text)
-                    spent += delta.tokens or (1 if delta.text else 0)
-                    finished = finished or bool(delta.finish_reason)
+                    given.add(delta)
+                    attempt_given.add(delta)
                     usage = delta.usage or usage
                     yield delta
                 verdict = True
-                metrics.observe_stream(name, instance.pk, started, first_token_s, usage, spent)
+                metrics.observe_stream(name, instance.pk, started, first_token_s, usage,
+                                       given.spent)
                 await succeeded(instance, probe)
                 return
             except EngineError as exc:
                 verdict = True
                 opened = await failed(instance, exc, probe)
-                if finished:
+                if attempt_given.finished:
                     return  # the answer was whole; only the stream's tail was lost
-                if not exc.retryable:
-                    raise
+                if not exc.retryable or given.shaped:
+                    raise  # a tool call, a refusal or another choice is never continued
                 last_error = exc
                 if name in meta.models:
                     skip.add(name)  # it failed mid-answer: the next model continues
@@ -207,6 +214,45 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
             await asyncio.sleep(delay)
     assert last_error is not None
     raise last_error
+
+
+class Given:
+    """What a stream has handed the client: choice 0's text and its tokens (a failover
+    continues from them), whether anything else went out — tool-call fragments, a
+    refusal, another choice — which no continuation can complete, and which choices
+    have ended."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.spent = 0
+        self.shaped = False
+        self.seen: set[int] = set()
+        self.ended: set[int] = set()
+
+    def add(self, delta: Delta) -> None:
+        self.seen.add(delta.index)
+        if delta.finish_reason:
+            self.ended.add(delta.index)
+        if delta.index or delta.tool_calls or delta.refusal:
+            self.shaped = True
+        elif delta.text:
+            self.parts.append(delta.text)
+        self.spent += delta.tokens or (1 if delta.text else 0)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.ended) and self.seen <= self.ended
+
+
+def _engine(config: EndpointConfig, request: ChatRequest) -> Engine:
+    """The engine of ``config``, once its kind has said it can answer ``request``
+    (``BadRequest``, a 400 naming the field, when it cannot)."""
+    engine_class(config.engine).check_request(config, request)
+    return build_engine(config)
 
 
 def continuation(request: ChatRequest, partial: str, spent: int) -> ChatRequest:

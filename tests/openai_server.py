@@ -32,7 +32,17 @@ that are not scenarios are ignored (use them as tags):
 ``close``              frame the stream by closing the connection, not chunked
 ``messy``              SSE with comments, ``data:`` without a space, multi-line
                        data, CRLF line ends, extra fields and a null content
+``refuse``             a refusal (``message.refusal``, streamed as ``delta.refusal``)
 =====================  ==========================================================
+
+The rest of the chat wire format is answered as OpenAI answers it: with ``tools``
+(and ``tool_choice`` not ``none``) and a user message last, the model calls the tools
+whose names the message mentions (else the first; the one ``tool_choice`` names; one
+only when ``parallel_tool_calls`` is false), arguments made from each tool's JSON
+schema and the message's words, ``finish_reason: "tool_calls"``, streamed as OpenAI
+streams the fragments; after ``tool`` messages it answers ``echo: tool results: …``.
+``n`` gives that many choices, ``logprobs`` / ``top_logprobs`` per-token logprobs,
+``response_format`` JSON (a value made from the ``json_schema``, or an object).
 
 Every request is recorded in :attr:`OpenAIServer.requests` (with, for streams,
 the monotonic time each event was written)::
@@ -77,7 +87,7 @@ _NUMERIC_SCENARIOS = {
     "tokens": "tokens",
     "flaky": "flaky",
 }
-_FLAG_SCENARIOS = {"auth", "close", "messy"}
+_FLAG_SCENARIOS = {"auth", "close", "messy", "refuse"}
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -127,6 +137,7 @@ class Scenario:
     auth: bool = False
     close: bool = False
     messy: bool = False
+    refuse: bool = False
 
     @classmethod
     def parse(cls, model: str) -> Scenario:
@@ -248,6 +259,122 @@ def answer_tokens(body: dict[str, Any], scenario: Scenario) -> tuple[list[str], 
     return [word if i == 0 else " " + word for i, word in enumerate(picked)], finish
 
 
+REFUSAL = "I can't help with that request."
+JSON_PIECE = 8  # characters of a JSON answer per streamed token
+ARGUMENTS_PIECE = 7  # characters of a tool call's arguments per streamed fragment
+
+
+@dataclass
+class Answer:
+    """What each choice of an answer says: content tokens, or tool calls, or a refusal."""
+
+    tokens: list[str]
+    finish: str
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    refusal: str | None = None
+
+
+def plan_answer(body: dict[str, Any], scenario: Scenario,
+                call_ids: itertools.count) -> Answer:
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    last = messages[-1] if messages else {}
+    if scenario.refuse:
+        return Answer([], "stop", refusal=REFUSAL)
+    tools = [t["function"] for t in body.get("tools") or []
+             if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = body.get("tool_choice", "auto")
+    if tools and choice != "none" and last.get("role") == "user":
+        calls = _calls(tools, choice, body.get("parallel_tool_calls", True),
+                       _text_of(last.get("content")), call_ids)
+        return Answer([], "tool_calls", calls=calls)
+    if last.get("role") == "tool":
+        results = []
+        for message in reversed(messages):
+            if message.get("role") != "tool":
+                break
+            results.insert(0, _text_of(message.get("content")))
+        words = ["echo:", "tool", "results:", *" ".join(results).split()]
+        return Answer([w if i == 0 else " " + w for i, w in enumerate(words)], "stop")
+    form = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    if form.get("type") in ("json_object", "json_schema"):
+        text = _text_of(last.get("content"))
+        schema = (form.get("json_schema") or {}).get("schema")
+        value = _value(schema, schema, text.split() or ["nothing"]) if schema else {"echo": text}
+        content = json.dumps(value)
+        return Answer([content[i:i + JSON_PIECE] for i in range(0, len(content), JSON_PIECE)],
+                      "stop")
+    tokens, finish = answer_tokens(body, scenario)
+    return Answer(tokens, finish)
+
+
+def _calls(tools: list[dict[str, Any]], choice: Any, parallel: Any, text: str,
+           call_ids: itertools.count) -> list[dict[str, Any]]:
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        picked = [t for t in tools if t.get("name") == wanted]
+    else:
+        picked = [t for t in tools if t.get("name") and t["name"] in text] or tools[:1]
+    if parallel is False:
+        picked = picked[:1]
+    words = [w.strip(".,!?;:") for w in text.split()] or ["nothing"]
+    return [{"id": f"call_{next(call_ids)}", "type": "function",
+             "function": {"name": t["name"], "arguments": json.dumps(
+                 _value(t.get("parameters") or {"type": "object"},
+                        t.get("parameters") or {}, words))}}
+            for t in picked]
+
+
+def _value(schema: Any, root: Any, words: list[str]) -> Any:
+    """A value that fits ``schema`` (a JSON schema), made from ``words``."""
+    if not isinstance(schema, dict):
+        return words[-1]
+    if isinstance(schema.get("$ref"), str):
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return _value(((root or {}).get("$defs") or {}).get(name, {}), root, words)
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _value(schema[key][0], root, words)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        return {name: _value(sub, root, words)
+                for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_value(schema.get("items") or {"type": "string"}, root, words)]
+    if kind == "integer":
+        return len(words)
+    if kind == "number":
+        return float(len(words))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return words[-1]
+
+
+def logprobs_of(tokens: list[str], top: int) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` of a choice: one entry per token, ``top`` alternatives each."""
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {"content": [{**entry(token, -0.25),
+                         "top_logprobs": [entry(token if k == 0 else token.upper(),
+                                                -0.25 - k) for k in range(top)]}
+                        for token in tokens],
+            "refusal": None}
+
+
+def answer_usage(body: dict[str, Any], answer: Answer, choices: int) -> dict[str, int]:
+    completion = len(answer.tokens) + sum(len(c["function"]["arguments"]) // 4 + 1
+                                          for c in answer.calls)
+    if answer.refusal:
+        completion = len(answer.refusal.split())
+    return _usage(prompt_words(body), completion * choices)
+
+
 def embedding(text: str, dimensions: int) -> list[float]:
     """A unit vector that depends only on ``text``."""
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
@@ -275,6 +402,7 @@ class OpenAIServer:
         self.requests: list[RecordedRequest] = []
         self._calls: dict[str, int] = {}
         self._ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
         self._connections = itertools.count(1)
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -501,33 +629,38 @@ class OpenAIServer:
             status, payload, headers = refusal
             writer.write(_json_response(status, payload, keep_alive, headers))
             return keep_alive
-        tokens, finish = answer_tokens(body, scenario)
+        answer = plan_answer(body, scenario, self._call_ids)
+        choices = body["n"] if isinstance(body.get("n"), int) and body["n"] > 0 else 1
         if body.get("stream"):
             stream = _ChatStream(record, body, scenario, reader, writer, next(self._ids))
-            return await stream.run(tokens, finish, keep_alive)
-        return await self._complete(record, body, scenario, tokens, finish, writer, keep_alive)
+            return await stream.run(answer, choices, keep_alive)
+        return await self._complete(record, body, scenario, answer, choices, writer, keep_alive)
 
     async def _complete(self, record: RecordedRequest, body: dict[str, Any], scenario: Scenario,
-                        tokens: list[str], finish: str, writer: asyncio.StreamWriter,
+                        answer: Answer, choices: int, writer: asyncio.StreamWriter,
                         keep_alive: bool) -> bool:
         if scenario.slow_ms:
-            await asyncio.sleep(scenario.slow_ms * len(tokens) / 1000)
+            await asyncio.sleep(scenario.slow_ms * len(answer.tokens) / 1000)
         if scenario.drop_after is not None:
             writer.transport.close()  # no answer at all
             return False
+        message: dict[str, Any] = {
+            "role": "assistant", "refusal": answer.refusal,
+            "content": None if answer.calls or answer.refusal else "".join(answer.tokens)}
+        if answer.calls:
+            message["tool_calls"] = answer.calls
+        logprobs = logprobs_of(answer.tokens, body.get("top_logprobs") or 0) \
+            if body.get("logprobs") else None
         payload = {
             "id": f"chatcmpl-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": record.model,
             "system_fingerprint": "fp_openclaw_tests",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(tokens), "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }],
-            "usage": _usage(prompt_words(body), len(tokens)),
+            "service_tier": "default",
+            "choices": [{"index": index, "message": message, "logprobs": logprobs,
+                         "finish_reason": answer.finish} for index in range(choices)],
+            "usage": answer_usage(body, answer, choices),
         }
         writer.write(_json_response(200, payload, keep_alive))
         return keep_alive
@@ -568,12 +701,13 @@ class _ChatStream:
         self.writer = writer
         self.chunked = not scenario.close
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self.prompt_words = prompt_words(body)
+        self.body = body
+        self.top_logprobs = body.get("top_logprobs") or 0 if body.get("logprobs") else None
         self.base = {"id": f"chatcmpl-{number}", "object": "chat.completion.chunk",
                      "created": int(time.time()), "model": record.model,
                      "system_fingerprint": "fp_openclaw_tests"}
 
-    async def run(self, tokens: list[str], finish: str, keep_alive: bool) -> bool:
+    async def run(self, answer: Answer, choices: int, keep_alive: bool) -> bool:
         """Stream the answer; False when the connection must close afterwards."""
         headers = {"Content-Type": "text/event-stream; charset=utf-8",
                    "Cache-Control": "no-cache"}
@@ -582,15 +716,15 @@ class _ChatStream:
         else:
             headers["Connection"] = "close"
         self.writer.write(_head(200, headers))
-        if not await self._send(self._chunk({"role": "assistant", "content": ""})):
-            return False
+        for choice in range(choices):
+            if not await self._send(self._chunk({"role": "assistant", "content": ""}, choice)):
+                return False
         if self.scenario.messy:
             await self._send_raw(b": messy stream, comment line\r\n\r\n")
             await self._send(self._chunk({"content": None}))
-        for index, token in enumerate(tokens):
-            if not await self._token(index, token):
-                return False
-        if not await self._finish(finish, len(tokens)):
+        if not await self._pieces(answer, choices):
+            return False
+        if not await self._finish(answer, choices):
             return False
         if self.chunked:
             self.writer.write(b"0\r\n\r\n")
@@ -598,27 +732,55 @@ class _ChatStream:
         self.writer.close()
         return False
 
-    async def _token(self, index: int, token: str) -> bool:
+    async def _pieces(self, answer: Answer, choices: int) -> bool:
+        """The answer's refusal, tool-call fragments or content tokens, each choice;
+        ``drop-after`` and ``slow`` count them all as tokens."""
+        chunks: list[dict[str, Any]] = []
+        for choice in range(choices):
+            if answer.refusal:
+                chunks += [self._chunk({"refusal": word + " "}, choice)
+                           for word in answer.refusal.split(" ")]
+            for number, call in enumerate(answer.calls):
+                function, arguments = call["function"], call["function"]["arguments"]
+                chunks.append(self._chunk({"tool_calls": [{
+                    "index": number, "id": call["id"], "type": "function",
+                    "function": {"name": function["name"], "arguments": ""}}]}, choice))
+                chunks += [self._chunk({"tool_calls": [{"index": number, "function": {
+                    "arguments": arguments[i:i + ARGUMENTS_PIECE]}}]}, choice)
+                    for i in range(0, len(arguments), ARGUMENTS_PIECE)]
+        for token in answer.tokens:
+            logprobs = None if self.top_logprobs is None else logprobs_of([token],
+                                                                          self.top_logprobs)
+            chunks += [self._chunk({"content": token}, choice, logprobs=logprobs)
+                       for choice in range(choices)]
+        for number, chunk in enumerate(chunks):
+            if not await self._token(number, chunk):
+                return False
+        return True
+
+    async def _token(self, index: int, chunk: dict[str, Any]) -> bool:
         if self.scenario.drop_after is not None and index >= self.scenario.drop_after:
             await self.writer.drain()
             self.writer.transport.close()  # mid-stream, without the closing chunk
             return False
         if self.scenario.slow_ms:
             await asyncio.sleep(self.scenario.slow_ms / 1000)
-        return await self._send(self._chunk({"content": token}))
+        return await self._send(chunk)
 
-    async def _finish(self, finish: str, count: int) -> bool:
-        if not await self._send(self._chunk({}, finish)):
-            return False
+    async def _finish(self, answer: Answer, choices: int) -> bool:
+        for choice in range(choices):
+            if not await self._send(self._chunk({}, choice, answer.finish)):
+                return False
         if self.include_usage:
             usage_chunk = dict(self.base, choices=[],
-                               usage=_usage(self.prompt_words, count))
+                               usage=answer_usage(self.body, answer, choices))
             if not await self._send(usage_chunk):
                 return False
         return await self._send_raw(b"data: [DONE]\n\n")
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def _chunk(self, delta: dict[str, Any], index: int = 0, finish: str | None = None,
+               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         chunk = dict(self.base, choices=[choice])
         if self.include_usage:
             chunk["usage"] = None

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from django.conf import settings
-from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -46,7 +46,8 @@ from core.logging import REQUEST_ID_HEADER, bind, request_id, request_id_from, u
 from core.redis_pipeline import RedisUnavailable
 from routing.key_models import ApiKey
 
-from . import completions, views
+from . import completions, legacy, messages, responses, views
+from .messages_wire import as_anthropic_error
 from .wire import error_response
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,12 @@ View = Callable[[Any], Awaitable[HttpResponseBase]]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
+MESSAGES = "/v1/messages"  # whose errors take Anthropic's shape
 ROUTES: dict[str, View] = {
     "/v1/chat/completions": completions.chat_completions,
+    "/v1/completions": legacy.completions,
+    "/v1/responses": responses.responses,
+    MESSAGES: messages.messages,
     "/v1/embeddings": views.embeddings,
     "/v1/models": views.models,
 }
@@ -254,8 +259,13 @@ class V1Router:
                 if body is None:
                     return  # the client left
                 response = await self._respond(view, FastRequest(scope, headers, body, secure))
+                if scope["path"] == MESSAGES and 500 <= response.status_code < 600 \
+                        and not response.streaming:
+                    response = as_anthropic_error(cast(JsonResponse, response))
         if refusal is not None:
             response = refusal
+            if scope["path"] == MESSAGES and refusal.status_code >= 400:
+                response = as_anthropic_error(cast(JsonResponse, refusal))
             response["Connection"] = "close"  # the unread body stays unread
         response[REQUEST_ID_HEADER] = request_id.get()
         security_headers(response, secure)

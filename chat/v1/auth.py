@@ -27,9 +27,13 @@ View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def bearer(request: ApiRequest | HttpRequest) -> str | None:
+    """The key a request presents: a bearer token (OpenAI's clients), else the
+    ``x-api-key`` header (Anthropic's)."""
     header = request.headers.get("Authorization", "")
     scheme, _sep, secret = header.partition(" ")
-    return secret.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() == "bearer" and secret.strip():
+        return secret.strip()
+    return request.headers.get("x-api-key") or None
 
 
 async def authenticate(request: ApiRequest) -> ApiKey:

@@ -35,9 +35,11 @@ from .wire import (
 # --- /v1/models -----------------------------------------------------------------------
 
 
-def _model_list(key: ApiKey) -> list[dict[str, Any]]:
-    rows = (ModelEndpoint.objects.filter(enabled=True).values("name")
-            .annotate(created=Min("created_at")).order_by("name"))
+def _model_list(key: ApiKey, name: str | None = None) -> list[dict[str, Any]]:
+    enabled = ModelEndpoint.objects.filter(enabled=True)
+    if name is not None:
+        enabled = enabled.filter(name=name)
+    rows = enabled.values("name").annotate(created=Min("created_at")).order_by("name")
     allowed = set(key.allowed_models or ())
     return [{"id": row["name"], "object": "model", "created": int(row["created"].timestamp()),
              "owned_by": "openclaw"}
@@ -55,6 +57,23 @@ async def models(request: ApiRequest) -> HttpResponse:
         return refused(exc)
     data = await sync_to_async(_model_list)(key)
     return JsonResponse({"object": "list", "data": data})
+
+
+@csrf_exempt
+@require_GET
+@rotation_notice
+async def model(request: ApiRequest, model_id: str) -> HttpResponse:
+    """One model this key may use (``models.retrieve``), or 404 ``model_not_found``."""
+    try:
+        key = await authenticate(request)
+    except KeyRefused as exc:
+        return refused(exc)
+    found = await sync_to_async(_model_list)(key, model_id)
+    if not found:
+        return error_response(404, _("The model “%(model)s” does not exist or has no enabled "
+                                     "instance this key may use.") % {"model": model_id},
+                              "model_not_found", "model")
+    return JsonResponse(found[0])
 
 
 # --- /v1/embeddings -------------------------------------------------------------------

@@ -21,11 +21,15 @@ from typing import Any, Protocol
 from django.http import JsonResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 
-from inference.engines.base import ChatRequest, Usage
+from inference.engines.base import ChatRequest, Choice, Completion, Usage
 from inference.errors import EngineError, RateLimited
 from routing.key_models import ApiKey
 
-ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+from . import validation
+from .validation import InvalidBody
+
+__all__ = ["InvalidBody", "parse_chat_body", "parse_embeddings_body"]
+
 NAMED_FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "temperature",
                 "top_p", "stop", "seed"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
@@ -48,14 +52,6 @@ class ApiRequest(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
 
-class InvalidBody(Exception):
-    """A request body OpenAI would refuse: the message and the parameter at fault."""
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.message, self.param = message, param
-
-
 # --- errors ---------------------------------------------------------------------------
 
 
@@ -75,53 +71,11 @@ def error_response(status: int, message: str, code: str | None, param: str | Non
 def engine_error_response(exc: EngineError) -> JsonResponse:
     """RateLimited 429, timeouts 504, context 400, bad requests 400, the rest 502/503."""
     retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-    return error_response(exc.http_status, exc.message, exc.code, retry_after=retry_after)
+    return error_response(exc.http_status, exc.message, exc.code, exc.param,
+                          retry_after=retry_after)
 
 
 # --- request bodies -------------------------------------------------------------------
-
-
-def _number(body: dict, name: str, low: float, high: float | None) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if (not isinstance(value, int | float) or isinstance(value, bool) or value < low
-            or (high is not None and value > high)):
-        limit = f"{low}–{high}" if high is not None else f"≥ {low}"
-        raise InvalidBody(_("“%(name)s” must be a number %(limit)s.")
-                          % {"name": name, "limit": limit}, name)
-    return value
-
-
-def _integer(body: dict, name: str, low: int | None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
-        raise InvalidBody(_("“%(name)s” must be an integer.") % {"name": name}
-                          if low is None else _("“%(name)s” must be an integer ≥ %(low)d.")
-                          % {"name": name, "low": low}, name)
-    return value
-
-
-def _messages(body: dict) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidBody(_("“messages” must be a non-empty list of {role, content} objects."),
-                          "messages")
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise InvalidBody(_("Each message must be an object."), where)
-        if message.get("role") not in ROLES:
-            raise InvalidBody(_("“role” must be one of %(roles)s.")
-                              % {"roles": ", ".join(sorted(ROLES))}, f"{where}.role")
-        content = message.get("content")
-        if not (isinstance(content, str | list)
-                or (content is None and message["role"] == "assistant")):
-            raise InvalidBody(_("“content” must be a string or a list of content parts."),
-                              f"{where}.content")
-    return messages
 
 
 def _stop(body: dict) -> list[str] | None:
@@ -141,12 +95,25 @@ def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
         body = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError):
         raise InvalidBody(_("The request body is not valid JSON.")) from None
+    except RecursionError:
+        raise InvalidBody(_("The request body nests too deeply.")) from None
     if not isinstance(body, dict):
         raise InvalidBody(_("The request body must be a JSON object."))
+    if (b"\\ud" in raw or b"\\uD" in raw) and not _valid_unicode(body):
+        raise InvalidBody(_("The request body holds an unpaired surrogate (a lone "
+                            "\\ud800–\\udfff escape), which is not text."))
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidBody(_("“model” must be a non-empty string."), "model")
     return body, model
+
+
+def _valid_unicode(body: dict[str, Any]) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
@@ -158,11 +125,15 @@ def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise InvalidBody(_("“stream_options” must be an object."), "stream_options")
+    validation.tools(body)
+    validation.choices_and_logprobs(body)
+    validation.response_format(body)
+    validation.integer(body, "max_completion_tokens", 1)
     request = ChatRequest(
-        messages=_messages(body), max_tokens=_integer(body, "max_tokens", 1),
-        temperature=_number(body, "temperature", 0.0, 2.0),
-        top_p=_number(body, "top_p", 0.0, 1.0), stop=_stop(body),
-        seed=_integer(body, "seed", None),
+        messages=validation.messages(body), max_tokens=validation.integer(body, "max_tokens", 1),
+        temperature=validation.number(body, "temperature", 0.0, 2.0),
+        top_p=validation.number(body, "top_p", 0.0, 1.0), stop=_stop(body),
+        seed=validation.integer(body, "seed", None),
         extra={k: v for k, v in body.items() if k not in NAMED_FIELDS},
         request_id=f"chatcmpl-{uuid.uuid4().hex}")
     return model, stream, bool(options.get("include_usage")), request
@@ -195,7 +166,8 @@ def parse_embeddings_body(raw: bytes) -> tuple[str, list[str], str, int | None]:
     if encoding not in ("float", "base64"):
         raise InvalidBody(_("“encoding_format” must be “float” or “base64”."),
                           "encoding_format")
-    return model, _embedding_texts(body["input"]), encoding, _integer(body, "dimensions", 1)
+    return (model, _embedding_texts(body["input"]), encoding,
+            validation.integer(body, "dimensions", 1))
 
 
 # --- answers --------------------------------------------------------------------------
@@ -206,13 +178,33 @@ def usage_dict(usage: Usage) -> dict[str, int]:
             "total_tokens": usage.total_tokens}
 
 
-def completion_body(request_id: str, created: int, model: str, content: str,
-                    finish_reason: str, usage: dict[str, int], **extra: Any) -> dict[str, Any]:
-    """A whole ``chat.completion`` of one choice."""
+def choice_body(choice: Choice, content: str | None = None) -> dict[str, Any]:
+    """One choice of a ``chat.completion``: the assistant's message (``content`` as the
+    plugins left it, else the choice's own; null when it only calls tools), its tool
+    calls and refusal, the logprobs and why it ended."""
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": choice.text if content is None else content,
+                               "refusal": choice.refusal}
+    if choice.tool_calls:
+        message["tool_calls"] = choice.tool_calls
+    return {"index": choice.index, "message": message, "logprobs": choice.logprobs,
+            "finish_reason": choice.finish_reason or "stop"}
+
+
+def completion_body(request_id: str, created: int, model: str, choices: list[dict[str, Any]],
+                    usage: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """A whole ``chat.completion``; ``extra``: answer-level fields (``system_fingerprint``,
+    ``service_tier``, OpenClaw's ``x_openclaw``)."""
     return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": None, "finish_reason": finish_reason}],
-            "usage": usage, **extra}
+            "choices": choices, "usage": usage, **extra}
+
+
+def completion_of(request_id: str, created: int, model: str, completion: Completion,
+                  **extra: Any) -> dict[str, Any]:
+    """``completion_body`` of an engine's answer as it came."""
+    return completion_body(request_id, created, model,
+                           [choice_body(choice) for choice in completion.choices],
+                           usage_dict(completion.usage), **{**completion.fields, **extra})
 
 
 def embedding_item(index: int, vector: list[float], dimensions: int | None,
@@ -237,15 +229,17 @@ def sse_event(payload: Any) -> bytes:
 
 
 class ChunkWriter:
-    """The ``chat.completion.chunk`` events of one streamed answer (one choice)."""
+    """The ``chat.completion.chunk`` events of one streamed answer; ``base`` takes the
+    answer-level fields (``system_fingerprint``) once the backend has sent them."""
 
     def __init__(self, request_id: str, created: int, model: str):
-        self.base = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model}
+        self.base: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk",
+                                     "created": created, "model": model}
 
-    def chunk(self, delta: dict, finish: str | None = None, **extra: Any) -> bytes:
-        return sse_event({**self.base, "choices": [{"index": 0, "delta": delta,
-                                                    "logprobs": None,
+    def chunk(self, delta: dict, finish: str | None = None, *, index: int = 0,
+              logprobs: dict[str, Any] | None = None, **extra: Any) -> bytes:
+        return sse_event({**self.base, "choices": [{"index": index, "delta": delta,
+                                                    "logprobs": logprobs,
                                                     "finish_reason": finish}], **extra})
 
     def usage(self, usage: dict[str, int]) -> bytes:

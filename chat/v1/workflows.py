@@ -24,7 +24,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 
-from inference.engines.base import ChatRequest
+from inference.engines.base import ChatRequest, Choice
 from routing.key_models import ApiKey
 from routing.usage import log_usage
 
@@ -32,7 +32,15 @@ from ..conversations import key_identity
 from ..graph.service import astream_resume, astream_turn
 from ..models import Workflow
 from .auth import record_usage
-from .wire import SSE_DONE, ApiRequest, ChunkWriter, completion_body, error_response, sse_response
+from .wire import (
+    SSE_DONE,
+    ApiRequest,
+    ChunkWriter,
+    choice_body,
+    completion_body,
+    error_response,
+    sse_response,
+)
 
 WORKFLOW_PREFIX = "workflow/"
 CONVERSATION_HEADER = "X-OpenClaw-Conversation"
@@ -166,8 +174,9 @@ async def _whole(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
     usage = last.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0,
                                   "total_tokens": 0}
     finish = "interrupted" if waiting else last.get("finish_reason") or "stop"
+    content = "" if waiting else last["content"]
     body = completion_body(chat.request_id, int(time.time()), last.get("model") or model,
-                           "" if waiting else last["content"], finish, usage,
+                           [choice_body(Choice(0, content, finish))], usage,
                            x_openclaw=_extension(last, conversation))
     response = JsonResponse(body)
     _headers(response, conversation, last, started)

@@ -9,11 +9,11 @@ stream of :class:`Delta` s, an async ``generate`` that collects it, and
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import EngineUnavailable
+from ..errors import EngineUnavailable, Unsupported
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class EndpointConfig:
     gpu_id: int | None = None
     max_batch: int = 8
     params: dict[str, Any] = field(default_factory=dict)  # default sampling params
+    tool_format: str = ""  # local engines: how tools are prompted and parsed ("" = refused)
     connect_timeout: float = 5.0
     first_byte_timeout: float = 60.0
     total_timeout: float = 300.0
@@ -67,24 +68,135 @@ class Usage:
 
 @dataclass
 class Delta:
-    """A piece of the answer as it is produced.
+    """A piece of the answer as it is produced, in OpenAI's chat terms.
 
-    ``tokens`` counts the tokens in ``text`` (1 per streamed chunk when the
-    backend does not say); the last delta carries ``finish_reason`` and, when
-    known, ``usage``.
+    ``tokens`` counts the tokens in ``text`` (1 per streamed chunk when the backend
+    does not say); the last delta of a choice carries ``finish_reason`` and, on
+    choice 0, ``usage`` when known. ``index`` is the choice (a request for ``n``
+    answers); ``tool_calls`` are OpenAI's streamed fragments (``{"index", "id"?,
+    "type"?, "function": {"name"?, "arguments"?}}``, an argument string in pieces);
+    ``logprobs`` this piece's entries (``{"content": [...]}``); ``fields`` the
+    answer-level fields the backend sent (``system_fingerprint``, ``service_tier``).
     """
 
     text: str = ""
     tokens: int = 0
     finish_reason: str | None = None
     usage: Usage | None = None
+    index: int = 0
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    fields: dict[str, Any] | None = None
+
+    @property
+    def speaks(self) -> bool:
+        """It carries part of the answer (text, a tool call or a refusal)."""
+        return bool(self.text or self.tool_calls or self.refusal)
+
+
+@dataclass
+class Choice:
+    """One whole answer of a completion: its text (None when it is only tool calls),
+    whole ``tool_calls`` (``{"id", "type": "function", "function": {"name",
+    "arguments"}}``), a refusal, its logprobs and why it ended."""
+
+    index: int = 0
+    text: str | None = ""
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 @dataclass
 class Completion:
+    """A whole answer: choice 0's text, finish reason, tool calls, refusal and
+    logprobs, the other choices (``n`` > 1) in ``more``, the usage and the
+    answer-level ``fields``."""
+
     text: str
     finish_reason: str | None
     usage: Usage
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+    more: list[Choice] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def choices(self) -> list[Choice]:
+        silent = (self.tool_calls or self.refusal) and not self.text  # content: null
+        first = Choice(0, None if silent else self.text,
+                       self.finish_reason, self.tool_calls, self.refusal, self.logprobs)
+        return [first, *self.more]
+
+
+class _ChoiceParts:
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.refusal: list[str] = []
+        self.logprobs: dict[str, list[Any]] = {}
+        self.finish_reason: str | None = None
+
+    def add(self, delta: Delta) -> None:
+        self.text.append(delta.text)
+        if delta.refusal:
+            self.refusal.append(delta.refusal)
+        for fragment in delta.tool_calls or ():
+            merge_tool_call(self.calls, fragment)
+        for key, entries in (delta.logprobs or {}).items():
+            if isinstance(entries, list):
+                self.logprobs.setdefault(key, []).extend(entries)
+        self.finish_reason = delta.finish_reason or self.finish_reason
+
+    def choice(self, index: int) -> Choice:
+        calls = [self.calls[i] for i in sorted(self.calls)] or None
+        text = "".join(self.text)
+        refusal = "".join(self.refusal) or None
+        return Choice(index, None if (calls or refusal) and not text else text,
+                      self.finish_reason, calls, refusal, self.logprobs or None)
+
+
+def merge_tool_call(calls: dict[int, dict[str, Any]], fragment: dict[str, Any]) -> None:
+    """Fold one streamed tool-call fragment into the whole calls, by its ``index``."""
+    index = fragment.get("index", 0) if isinstance(fragment.get("index"), int) else 0
+    call = calls.setdefault(index, {"id": "", "type": "function",
+                                    "function": {"name": "", "arguments": ""}})
+    if fragment.get("id"):
+        call["id"] = fragment["id"]
+    if fragment.get("type"):
+        call["type"] = fragment["type"]
+    function = fragment.get("function") or {}
+    if function.get("name"):
+        call["function"]["name"] = function["name"]
+    if function.get("arguments"):
+        call["function"]["arguments"] += function["arguments"]
+
+
+class Assembler:
+    """Deltas in, the whole ``Completion`` out (tool-call fragments joined)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, _ChoiceParts] = {}
+        self.usage: Usage | None = None
+        self.counted = 0
+        self.fields: dict[str, Any] = {}
+
+    def add(self, delta: Delta) -> None:
+        self.parts.setdefault(delta.index, _ChoiceParts()).add(delta)
+        self.counted += delta.tokens
+        self.usage = delta.usage or self.usage
+        self.fields.update(delta.fields or {})
+
+    def completion(self) -> Completion:
+        choices = [self.parts.setdefault(0, _ChoiceParts()).choice(0)]
+        choices += [self.parts[i].choice(i) for i in sorted(self.parts) if i]
+        first = choices[0]
+        return Completion(first.text or "", first.finish_reason,
+                          self.usage or Usage(0, self.counted), first.tool_calls,
+                          first.refusal, first.logprobs, choices[1:], self.fields)
 
 
 @dataclass
@@ -95,11 +207,53 @@ class EmbeddingResult:
     prompt_tokens: int = 0
 
 
+# Request fields that shape an answer beyond its text, and when a value asks for
+# something (``n: 1`` or ``logprobs: false`` ask for nothing). An engine names those it
+# honours (``Engine.honours``); a request asking another of it is refused with a 400
+# naming the field, never answered as if it had not been asked.
+SHAPING_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "n": lambda value: value not in (None, 1),
+    "logprobs": bool,
+    "top_logprobs": lambda value: value is not None,
+    "tools": bool,
+    "tool_choice": lambda value: value not in (None, "none"),
+    "functions": bool,
+    "function_call": lambda value: value not in (None, "none"),
+    "response_format": lambda value: isinstance(value, dict) and value.get("type") != "text",
+    "modalities": lambda value: value not in (None, ["text"]),
+    "audio": lambda value: value is not None,
+    "prediction": lambda value: value is not None,
+    "logit_bias": bool,
+    "frequency_penalty": bool,
+    "presence_penalty": bool,
+    "reasoning_effort": lambda value: value is not None,
+    "web_search_options": lambda value: value is not None,
+}
+ALL_FIELDS = frozenset(SHAPING_FIELDS)
+
+
 class Engine(abc.ABC):
     """Base of every engine adapter."""
 
     kind: ClassVar[str] = ""
     runs_in: ClassVar[str] = "caller"  # or "worker": see inference.registry
+    honours: ClassVar[frozenset[str]] = frozenset()  # of SHAPING_FIELDS
+
+    @classmethod
+    def honoured(cls, config: EndpointConfig) -> frozenset[str]:
+        """The fields of ``SHAPING_FIELDS`` this engine honours for ``config``: its
+        ``honours``, unless what it can do depends on the endpoint."""
+        return cls.honours
+
+    @classmethod
+    def check_request(cls, config: EndpointConfig, request: ChatRequest) -> None:
+        """Refuse (``Unsupported``, 400) a request asking for what this engine cannot
+        give, naming the field."""
+        honoured = cls.honoured(config)
+        for name, asks in SHAPING_FIELDS.items():
+            if name not in honoured and name in request.extra and asks(request.extra[name]):
+                raise Unsupported(f"{config.name}: “{name}” is not supported by the "
+                                 f"{cls.kind or config.engine} engine", param=name)
 
     def __init__(self, config: EndpointConfig):
         self.config = config
@@ -117,16 +271,10 @@ class Engine(abc.ABC):
 
     async def generate(self, request: ChatRequest) -> Completion:
         """The whole answer at once (collects :meth:`stream`)."""
-        parts: list[str] = []
-        finish_reason = None
-        usage = None
-        counted = 0
+        assembler = Assembler()
         async for delta in self.stream(request):
-            parts.append(delta.text)
-            counted += delta.tokens
-            finish_reason = delta.finish_reason or finish_reason
-            usage = delta.usage or usage
-        return Completion("".join(parts), finish_reason, usage or Usage(0, counted))
+            assembler.add(delta)
+        return assembler.completion()
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         """One vector per text; engines that make embeddings override it."""

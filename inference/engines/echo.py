@@ -29,7 +29,10 @@ def _content(message: dict) -> str:
 
 @register_engine("echo")
 class EchoEngine(Engine):
-    """Streams the last user message back; ``params.delay_ms`` paces the words."""
+    """Streams the last user message back (``n`` times for ``n`` choices);
+    ``params.delay_ms`` paces the words."""
+
+    honours = frozenset({"n"})
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         users = [m for m in request.messages if m.get("role") == "user"]
@@ -37,11 +40,13 @@ class EchoEngine(Engine):
         limit = request.max_tokens or self.config.max_output_tokens
         prompt_tokens = sum(len(_words(_content(m))) for m in request.messages)
         delay = float(self.config.params.get("delay_ms", 0)) / 1000
+        choices = range(request.extra.get("n") or 1)
         for word in words[:limit]:
             if delay:
                 await asyncio.sleep(delay)
-            yield Delta(text=word, tokens=1)
+            for index in choices:
+                yield Delta(text=word, tokens=1, index=index)
         finish = "length" if len(words) > limit else "stop"
-        yield Delta(finish_reason=finish,
-                    usage=Usage(prompt_tokens=prompt_tokens,
-                                completion_tokens=min(len(words), limit)))
+        for index in choices:  # the usage (every choice's tokens) rides on the last
+            yield Delta(finish_reason=finish, index=index, usage=None if index < choices[-1]
+                        else Usage(prompt_tokens, min(len(words), limit) * len(choices)))

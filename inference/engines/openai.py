@@ -40,7 +40,9 @@ from ..errors import (
 )
 from ..registry import register_engine
 from .base import (
+    ALL_FIELDS,
     ChatRequest,
+    Choice,
     Completion,
     Delta,
     EmbeddingResult,
@@ -49,18 +51,22 @@ from .base import (
     Usage,
 )
 from .openai_http import (
-    CONTEXT_MESSAGE,
     MAX_ERROR_BODY,
     EventReader,
     SSEParser,
     StreamState,
     aclose_clients,
+    answer_fields,
     clean_message,
     endpoint_urls,
     env_proxy,
     error_from_response,
+    error_status,
     retry_after_seconds,
     shared_client,
+    stream_piece,
+    usage_of,
+    whole_choice,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +92,10 @@ class EndpointHealth:
 
 @register_engine("openai", "vllm")
 class OpenAIEngine(Engine):
-    """Talks to an OpenAI-compatible server over HTTP."""
+    """Talks to an OpenAI-compatible server over HTTP; every request field is passed on,
+    every answer field passed back (tool calls, refusals, logprobs, ``n`` choices)."""
+
+    honours = ALL_FIELDS
 
     def __init__(self, config: EndpointConfig):
         super().__init__(config)
@@ -282,7 +291,7 @@ class OpenAIEngine(Engine):
             async with asyncio.timeout(self.config.total_timeout):
                 await self._read_stream(request, state, emit)
         except aiohttp.ClientError as exc:  # first: aiohttp's timeouts are TimeoutErrors too
-            if state.finish_reason is None:
+            if not state.answered:
                 raise self._transport_error(exc, state) from exc
             logger.debug("%s: connection lost after the answer ended: %r", self.config.name, exc)
             self._finish(state, emit)
@@ -319,11 +328,15 @@ class OpenAIEngine(Engine):
                     response.close()  # cancelled, failed or not drained: close the connection
 
     def _finish(self, state: StreamState, emit: Callable[[Delta], None]) -> None:
-        if not state.done and state.finish_reason is None:
+        if not state.done and not state.answered:
             raise ConnectionFailed(f"{self.config.name}: stream ended after {state.tokens} "
                                    "tokens without a finish_reason or [DONE]")
         state.finished = True
-        emit(Delta(finish_reason=state.finish_reason or "stop", usage=state.usage))
+        indexes = sorted(state.choices) or [0]
+        for index in indexes:  # the usage rides on the last
+            emit(Delta(index=index, finish_reason=state.finish_reasons.get(index) or "stop",
+                       usage=state.usage if index == indexes[-1] else None,
+                       fields=self._fields_once(state)))
 
     def _on_event(self, data: str, state: StreamState, emit: Callable[[Delta], None]) -> bool:
         """Take one event's data into ``state``; True at [DONE]."""
@@ -332,18 +345,32 @@ class OpenAIEngine(Engine):
             return True
         chunk = self._json(data.encode())
         if chunk.get("error"):  # some servers report a failure mid-stream this way
-            raise self._error(_status_of(chunk["error"]), {}, data.encode())
+            raise self._error(error_status(chunk["error"]), {}, data.encode())
         if isinstance(chunk.get("usage"), dict):
-            state.usage = _usage(chunk["usage"])
+            state.usage = usage_of(chunk["usage"])
+        state.fields.update(answer_fields(chunk))
         for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict):
                 continue
-            content = (choice.get("delta") or {}).get("content")
-            if content:
+            index = choice["index"] if isinstance(choice.get("index"), int) else 0
+            state.choices.add(index)
+            piece = stream_piece(index, choice)
+            if piece.speaks or piece.logprobs:
                 state.tokens += 1
-                emit(Delta(content, 1))
-            state.finish_reason = choice.get("finish_reason") or state.finish_reason
+                piece.tokens = 1 if piece.text else 0
+                piece.fields = self._fields_once(state)
+                emit(piece)
+            if choice.get("finish_reason"):
+                state.finish_reasons[index] = str(choice["finish_reason"])
         return False
+
+    @staticmethod
+    def _fields_once(state: StreamState) -> dict[str, Any] | None:
+        """The answer-level fields, on the first delta handed over."""
+        if state.fields_sent:
+            return None
+        state.fields_sent = True
+        return dict(state.fields) or None
 
     # -- non-streaming
 
@@ -357,12 +384,14 @@ class OpenAIEngine(Engine):
         except TimeoutError:
             raise self._timeout("total") from None
         payload = self._json(raw)
-        choices = payload.get("choices") or [{}]
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        text = (choice.get("message") or {}).get("content") or ""
         usage = payload.get("usage")
-        return Completion(text, choice.get("finish_reason"),
-                          _usage(usage) if isinstance(usage, dict) else Usage())
+        choices = sorted((whole_choice(c) for c in payload.get("choices") or []
+                          if isinstance(c, dict)), key=lambda c: c.index) or [Choice()]
+        first = choices[0]
+        return Completion(first.text or "", first.finish_reason,
+                          usage_of(usage) if isinstance(usage, dict) else Usage(),
+                          first.tool_calls, first.refusal, first.logprobs, choices[1:],
+                          answer_fields(payload))
 
     async def _post(self, body: dict[str, Any], request_id: str) -> bytes:
         try:
@@ -440,18 +469,3 @@ def _encode_json(body: dict[str, Any]) -> bytes:
     # As httpx encoded ``json=``: compact, UTF-8, and NaN or infinity refused (ValueError).
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False).encode()
-
-
-def _usage(raw: dict[str, Any]) -> Usage:
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
-
-
-def _status_of(error: Any) -> int:
-    """The HTTP status an in-stream error object stands for (500 unless it says)."""
-    code = error.get("code") if isinstance(error, dict) else None
-    if isinstance(code, int) and 400 <= code < 600:
-        return code
-    if isinstance(error, dict) and (error.get("code") == "context_length_exceeded"
-                                    or CONTEXT_MESSAGE.search(str(error.get("message")))):
-        return 400
-    return 500

@@ -1,6 +1,7 @@
 """HTTP for the ``openai`` engine: endpoint URLs, the pooled ``aiohttp`` session of each
 event loop (TLS as httpx did it, proxies from the environment), the server-sent
-events parser, and the mapping of a backend's error responses to ``inference.errors``.
+events parser, the mapping of a backend's error responses to ``inference.errors``, and
+the reading of its answers (whole choices, streamed pieces) into the engine interface.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import ssl
 import urllib.request
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, lru_cache
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -33,7 +35,7 @@ from ..errors import (
     RateLimited,
     ServerError,
 )
-from .base import Usage
+from .base import Choice, Delta, Usage
 
 certifi: ModuleType | None
 try:  # optional: the bundle httpx and requests bring; without it, the system's
@@ -246,10 +248,22 @@ class EventReader:
 class StreamState:
     started: bool = False  # response headers received
     tokens: int = 0
-    finish_reason: str | None = None
+    finish_reasons: dict[int, str] = field(default_factory=dict)  # by choice
+    choices: set[int] = field(default_factory=set)  # the choices seen
     usage: Usage | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # system_fingerprint, service_tier
+    fields_sent: bool = False
     done: bool = False  # [DONE] seen
     finished: bool = False  # the last delta was handed over
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.finish_reasons.get(0)
+
+    @property
+    def answered(self) -> bool:
+        """Every choice seen has ended (the answer is whole)."""
+        return bool(self.finish_reasons) and self.choices <= set(self.finish_reasons)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -313,3 +327,59 @@ def error_from_response(name: str, status: int, headers: Mapping[str, str], body
 
 
 # -- the engine -------------------------------------------------------------------------
+
+
+# -- answers ----------------------------------------------------------------------------
+
+ANSWER_FIELDS = ("system_fingerprint", "service_tier")  # passed back as the backend sent them
+
+
+def usage_of(raw: dict[str, Any]) -> Usage:
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+
+
+def error_status(error: Any) -> int:
+    """The HTTP status an in-stream error object stands for (500 unless it says)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and 400 <= code < 600:
+        return code
+    if isinstance(error, dict) and (error.get("code") == "context_length_exceeded"
+                                    or CONTEXT_MESSAGE.search(str(error.get("message")))):
+        return 400
+    return 500
+
+
+def answer_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return {name: payload[name] for name in ANSWER_FIELDS if payload.get(name) is not None}
+
+
+def tool_calls_of(raw: Any) -> list[dict[str, Any]] | None:
+    return [c for c in raw if isinstance(c, dict)] or None if isinstance(raw, list) else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def stream_piece(index: int, choice: dict[str, Any]) -> Delta:
+    """One streamed choice's delta: its text, tool-call fragments, refusal, logprobs."""
+    delta = _object(choice.get("delta"))
+    content, refusal = delta.get("content"), delta.get("refusal")
+    logprobs = choice.get("logprobs")
+    return Delta(text=content if isinstance(content, str) else "", index=index,
+                 tool_calls=tool_calls_of(delta.get("tool_calls")),
+                 refusal=refusal if isinstance(refusal, str) and refusal else None,
+                 logprobs=logprobs if isinstance(logprobs, dict)
+                 and any(logprobs.values()) else None)
+
+
+def whole_choice(raw: dict[str, Any]) -> Choice:
+    """One whole choice of a non-streamed answer."""
+    message = _object(raw.get("message"))
+    content, refusal = message.get("content"), message.get("refusal")
+    logprobs = raw.get("logprobs")
+    return Choice(raw["index"] if isinstance(raw.get("index"), int) else 0,
+                  content if isinstance(content, str) else None, raw.get("finish_reason"),
+                  tool_calls_of(message.get("tool_calls")),
+                  refusal if isinstance(refusal, str) else None,
+                  logprobs if isinstance(logprobs, dict) else None)
