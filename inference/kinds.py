@@ -20,3 +20,12 @@ class EngineKind(models.TextChoices):
 
 HTTP_ENGINES = {EngineKind.OPENAI, EngineKind.VLLM}
 LOCAL_ENGINES = {EngineKind.TENSORRT_LLM, EngineKind.TRANSFORMERS, EngineKind.ONNX}
+
+
+class ToolFormat(models.TextChoices):
+    """How a local engine prompts a model with tools and finds the calls in its text
+    (``inference.tool_templates``, ``inference.tool_parsing``)."""
+
+    NONE = "", _("None (tools refused)")
+    HERMES = "hermes", _("Hermes (<tool_call> JSON blocks: Qwen, Hermes and others)")
+    LLAMA3_JSON = "llama3_json", _("Llama 3.1 JSON (a name and parameters object)")

@@ -353,7 +353,7 @@ def register_endpoint(job: FineTuneJob, folder: Path) -> ModelEndpoint:
                            f"{job.dataset}, job {job.pk}.",
             "context_window": base.context_window, "max_output_tokens": base.max_output_tokens,
             "gpu_id": base.gpu_id, "max_batch": base.max_batch,
-            "default_params": base.default_params,
+            "tool_format": base.tool_format, "default_params": base.default_params,
             "first_byte_timeout": base.first_byte_timeout,
             "total_timeout": base.total_timeout})
     return endpoint

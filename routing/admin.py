@@ -37,9 +37,9 @@ class ModelEndpointForm(forms.ModelForm):
         model = ModelEndpoint
         fields = [  # api_key is the write-only field above, not the model's
             "name", "display_name", "description", "engine", "enabled", "endpoint_url",
-            "upstream_model", "model_path", "gpu_id", "context_window", "max_output_tokens",
-            "weight", "balancing", "max_batch", "warm", "default_params", "connect_timeout",
-            "first_byte_timeout", "total_timeout",
+            "upstream_model", "model_path", "gpu_id", "tool_format", "context_window",
+            "max_output_tokens", "weight", "balancing", "max_batch", "warm", "default_params",
+            "connect_timeout", "first_byte_timeout", "total_timeout",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -84,7 +84,8 @@ class ModelEndpointAdmin(TranslationAdmin):
     fieldsets = (
         (None, {"fields": ("name", "display_name", "description", "engine", "enabled")}),
         (_("Where it runs"), {"fields": ("endpoint_url", "upstream_model", "key_hint",
-                                         "api_key", "clear_api_key", "model_path", "gpu_id")}),
+                                         "api_key", "clear_api_key", "model_path", "gpu_id",
+                                         "tool_format")}),
         (_("Capacity and balancing"), {"fields": ("context_window", "max_output_tokens",
                                                   "weight", "balancing", "max_batch",
                                                   "warm")}),

@@ -85,6 +85,7 @@ MODEL_KEYS: dict[str, tuple[tuple[type, ...], str | None]] = {
     "model": ((str,), "upstream_model"),
     "auth": ((dict,), None),
     "gpu_id": ((int,), "gpu_id"),
+    "tool_format": ((str,), "tool_format"),  # hermes | llama3_json (full_clean checks)
     "display_name": ((str,), "display_name"),
     "description": ((str,), "description"),
     "context_window": ((int,), "context_window"),

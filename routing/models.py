@@ -15,7 +15,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from core.fields import EncryptedTextField
-from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind
+from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind, ToolFormat
 
 from .key_models import ApiKey  # noqa: F401 - defined in its own module, an app model here
 from .usage_models import AuditEvent, UsageRecord  # noqa: F401 - likewise
@@ -147,6 +147,13 @@ class ModelEndpoint(models.Model):
     max_output_tokens = models.PositiveIntegerField(_("max output tokens"), default=1024,
                                                     validators=[MinValueValidator(1)])
     gpu_id = models.PositiveSmallIntegerField(_("GPU id"), null=True, blank=True)
+    tool_format = models.CharField(
+        _("tool call format"), max_length=32, choices=ToolFormat.choices, blank=True,
+        default=ToolFormat.NONE,
+        help_text=_("Local engines: how tools are written into the prompt when the model's "
+                    "own chat template has no tool support, and how tool calls are read out "
+                    "of the text it generates. Pick the format the model was trained on; "
+                    "empty refuses requests with tools."))
     weight = models.PositiveIntegerField(
         _("weight"), default=1, help_text=_("Share of traffic among instances; 0 drains."))
     balancing = models.CharField(

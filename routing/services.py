@@ -34,7 +34,7 @@ def endpoint_config(endpoint: ModelEndpoint) -> EndpointConfig:
         upstream_model=endpoint.upstream_model, api_key=endpoint.api_key or "",
         context_window=endpoint.context_window, max_output_tokens=endpoint.max_output_tokens,
         gpu_id=endpoint.gpu_id, max_batch=endpoint.max_batch,
-        params=dict(endpoint.default_params or {}),
+        params=dict(endpoint.default_params or {}), tool_format=endpoint.tool_format,
         connect_timeout=endpoint.connect_timeout,
         first_byte_timeout=endpoint.first_byte_timeout, total_timeout=endpoint.total_timeout,
     )

@@ -40,7 +40,10 @@ from typing import Any
 
 from ..errors import ContextTooLong, EngineUnavailable
 from ..registry import register_engine
-from .base import ChatRequest, Delta, EndpointConfig, Engine, Usage
+from ..tool_parsing import tools_in_play, with_tool_calls
+from ..tool_templates import tool_prompt_ids, uses_tool_template
+from .base import ChatRequest, Delta, EndpointConfig, Usage
+from .local import LocalEngine
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ _NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
 
 
 @register_engine("onnx", runs_in="worker")
-class OnnxEngine(Engine):
+class OnnxEngine(LocalEngine):
     """A local ONNX model folder (see the module docstring for its layout)."""
 
     def __init__(self, config: EndpointConfig):
@@ -71,12 +74,18 @@ class OnnxEngine(Engine):
             if self._model is None:
                 self._model, self._tokenizer = await asyncio.to_thread(self._load_blocking)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        """The request's deltas, its tool calls read out of the text (``with_tool_calls``)."""
+        return with_tool_calls(self.config, request, self._stream(request))
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         """One delta per token that completes some text; the last has finish_reason and usage."""
         await self.load()
         model, tokenizer = self._model, self._tokenizer
         assert model is not None  # load() set it
-        prompt = await asyncio.to_thread(_prompt_ids, tokenizer, request.messages)
+        prompt = await asyncio.to_thread(_prompt_ids, tokenizer, request.messages,
+                                         self.config.tool_format,
+                                         tools_in_play(self.config, request))
         budget = self._budget(model, len(prompt), request)
         sampler = _Sampler.for_request(request, self.config.params)
         text = _TextStream(tokenizer, request.stop or [])
@@ -283,8 +292,12 @@ def _content(message: dict[str, Any]) -> str:
     return str(content)
 
 
-def _prompt_ids(tokenizer, messages: list[dict[str, Any]]) -> list[int]:
-    """The chat template's tokens; a plain "role: content" transcript when there is none."""
+def _prompt_ids(tokenizer, messages: list[dict[str, Any]], tool_format: str = "",
+                tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """The chat template's tokens (with ``tools`` as ``tool_format`` says); a plain
+    "role: content" transcript when there is no template."""
+    if uses_tool_template(tool_format, messages, tools):
+        return tool_prompt_ids(tokenizer, messages, tools, tool_format)
     plain = [{"role": m.get("role", "user"), "content": _content(m)} for m in messages]
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=True)

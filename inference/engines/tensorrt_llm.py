@@ -34,7 +34,10 @@ from typing import Any
 
 from ..errors import ContextTooLong, EngineError, EngineUnavailable, ServerError
 from ..registry import register_engine
-from .base import ChatRequest, Delta, EndpointConfig, Engine, Usage
+from ..tool_parsing import tools_in_play, with_tool_calls
+from ..tool_templates import tool_prompt_text, uses_tool_template
+from .base import ChatRequest, Delta, EndpointConfig, Usage
+from .local import LocalEngine
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class _Running:
 
 
 @register_engine("tensorrt_llm", runs_in="worker")
-class TensorRTLLMEngine(Engine):
+class TensorRTLLMEngine(LocalEngine):
     """A model folder (Hugging Face checkpoint or engine dir) served by TensorRT-LLM."""
 
     def __init__(self, config: EndpointConfig):
@@ -70,11 +73,14 @@ class TensorRTLLMEngine(Engine):
             if self._llm is None:
                 self._llm, self._sampling_params = await asyncio.to_thread(self._build)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        """The request's deltas, its tool calls read out of the text (``with_tool_calls``)."""
+        return with_tool_calls(self.config, request, self._stream(request))
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         """One delta per ``text_diff``; the last has finish_reason and usage."""
         await self.load()
-        prompt = self._llm.tokenizer.apply_chat_template(
-            _text_messages(request.messages), tokenize=False, add_generation_prompt=True)
+        prompt = self._prompt(request)
         try:
             output = self._llm.generate_async(prompt, self._params(request), streaming=True)
         except Exception as exc:  # the library's own checks of the request
@@ -112,6 +118,15 @@ class TensorRTLLMEngine(Engine):
             await asyncio.to_thread(llm.shutdown)
 
     # -- helpers
+
+    def _prompt(self, request: ChatRequest) -> str:
+        """The chat template's text; with the tools when the endpoint has a tool format."""
+        tokenizer, tool_format = self._llm.tokenizer, self.config.tool_format
+        tools = tools_in_play(self.config, request)
+        if uses_tool_template(tool_format, request.messages, tools):
+            return tool_prompt_text(tokenizer, request.messages, tools, tool_format)
+        return tokenizer.apply_chat_template(_text_messages(request.messages), tokenize=False,
+                                             add_generation_prompt=True)
 
     def _build(self) -> tuple[Any, Any]:
         _pin_gpu(self.config)

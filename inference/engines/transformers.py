@@ -41,7 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, ContextTooLong, EngineError, EngineUnavailable
 from ..registry import register_engine
-from .base import ChatRequest, Delta, EndpointConfig, Engine
+from ..tool_parsing import tools_in_play, with_tool_calls
+from ..tool_templates import tool_prompt_ids, uses_tool_template
+from .base import ChatRequest, Delta, EndpointConfig
+from .local import LocalEngine
 from .transformers_batching import (
     DEFAULT_BATCH_WAIT_MS,
     Batch,
@@ -66,7 +69,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 @register_engine("transformers", runs_in="worker")
-class TransformersEngine(Engine):
+class TransformersEngine(LocalEngine):
     """A Hugging Face causal LM from ``config.path``, batching concurrent requests."""
 
     def __init__(self, config: EndpointConfig):
@@ -185,10 +188,14 @@ class TransformersEngine(Engine):
 
     # Requests ------------------------------------------------------------------
 
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The prompt's token ids: the chat template, or "role: content" lines without one."""
-        turns = [{"role": m.get("role", "user"), "content": message_content(m)} for m in messages]
+    def prompt_ids(self, messages: list[dict[str, Any]],
+                   tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """The prompt's token ids: the chat template (with ``tools`` as the endpoint's
+        ``tool_format`` says), or "role: content" lines without one."""
         tokenizer = self._tokenizer
+        if uses_tool_template(self.config.tool_format, messages, tools):
+            return tool_prompt_ids(tokenizer, messages, tools, self.config.tool_format)
+        turns = [{"role": m.get("role", "user"), "content": message_content(m)} for m in messages]
         if getattr(tokenizer, "chat_template", None):
             try:
                 ids = tokenizer.apply_chat_template(turns, add_generation_prompt=True)
@@ -205,7 +212,11 @@ class TransformersEngine(Engine):
                                  f"max_tokens {max_tokens} exceed the context window of "
                                  f"{window} tokens")
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        """The request's deltas, its tool calls read out of the text (``with_tool_calls``)."""
+        return with_tool_calls(self.config, request, self._stream(request))
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         job = await self._submit(request)
         try:
             while True:
@@ -222,7 +233,7 @@ class TransformersEngine(Engine):
 
     async def _submit(self, request: ChatRequest) -> Job:
         await self.load()
-        prompt = self.prompt_ids(request.messages)
+        prompt = self.prompt_ids(request.messages, tools_in_play(self.config, request))
         sampling = resolve_sampling(self.config, request)
         self._check_context(len(prompt), sampling.max_tokens)
         job = Job(request.request_id, prompt, sampling, self._detokenizer(),

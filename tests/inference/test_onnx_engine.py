@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inference.engines.base import ChatRequest, EndpointConfig
-from inference.engines.onnx import OnnxEngine
+from inference.engines.onnx import OnnxEngine, _prompt_ids
 from inference.errors import ContextTooLong, EngineUnavailable
 from inference.onnx_export import export_to_onnx, main
 from inference.registry import build_local_engine, engine_class
@@ -218,3 +218,19 @@ async def test_aclose_drops_the_session_and_a_later_stream_reloads(onnx_folder: 
 
     assert engine._model is None
     assert [d.text for d in await collect(engine, max_tokens=4)] == [d.text for d in before]
+
+
+async def test_tools_are_written_into_the_prompt_with_the_endpoints_tool_format(
+        onnx_folder: Path):
+    from transformers import AutoTokenizer
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    tokenizer = AutoTokenizer.from_pretrained(onnx_folder)
+    prompt = _prompt_ids(tokenizer, ENGLISH, "llama3_json", tools)
+
+    [*_, last] = await collect(onnx_engine(onnx_folder, tool_format="llama3_json"),
+                               max_tokens=3, extra={"tools": tools})
+
+    assert '"name": "get_weather"' in tokenizer.decode(prompt)
+    assert last.usage.prompt_tokens == len(prompt)
+    assert last.finish_reason == "length"

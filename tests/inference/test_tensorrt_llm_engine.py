@@ -212,6 +212,39 @@ async def test_missing_package_is_unavailable_with_the_install_hint(monkeypatch)
         await trt_engine().load()
 
 
+# -- tool calls ---------------------------------------------------------------------------
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+# The stand-in answers with the words of its prompt: a call in the question comes back.
+ASKS_FOR_A_CALL = [{"role": "user", "content": 'Weather? <tool_call>{"name": "get_weather", '
+                                               '"arguments": {"city": "Paris"}}</tool_call>'}]
+
+
+async def test_tools_reach_the_chat_template_and_the_call_comes_back_as_a_tool_call(trtllm):
+    engine = trt_engine(tool_format="hermes")
+    request = ChatRequest(messages=ASKS_FOR_A_CALL, extra={"tools": [WEATHER_TOOL]})
+
+    deltas = [d async for d in engine.stream(request)]
+
+    [call] = trtllm.instances[0].tokenizer.calls
+    assert call["tools"] == [WEATHER_TOOL]
+    assert "<tools>" in call["chat_template"]  # the stand-in's template knows no tools
+    assert "".join(d.text for d in deltas) == "Weather?"
+    [fragment] = [c for d in deltas for c in d.tool_calls or []]
+    assert (fragment["index"], fragment["function"]) == (
+        0, {"name": "get_weather", "arguments": '{"city": "Paris"}'})
+    assert deltas[-1].finish_reason == "tool_calls"
+    assert deltas[-1].usage.completion_tokens == 6
+
+
+async def test_without_a_tool_format_the_call_is_only_text(trtllm):
+    completion = await trt_engine().generate(ChatRequest(messages=ASKS_FOR_A_CALL))
+
+    assert completion.tool_calls is None and "<tool_call>" in completion.text
+    assert "tools" not in trtllm.instances[0].tokenizer.calls[0]
+
+
 # -- the real library ---------------------------------------------------------------------
 
 

@@ -333,3 +333,23 @@ def test_registered_as_a_worker_kind_without_importing_torch():
 
     assert result.stdout.strip() == "worker"
     assert engine_class("transformers") is TransformersEngine
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+async def test_tools_are_written_into_the_prompt_with_the_endpoints_tool_format(make_engine):
+    engine = await make_engine(tool_format="hermes")
+    request = ask("Weather in Paris?", max_tokens=3, extra={"tools": [WEATHER_TOOL]})
+
+    prompt = engine.prompt_ids(request.messages, [WEATHER_TOOL])
+    completion = await engine.generate(request)
+
+    text = engine._tokenizer.decode(prompt)
+    assert '<tools>\n{"name": "get_weather", "parameters"' in text
+    assert text.endswith("<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+                         "<|im_start|>assistant\n")
+    assert completion.usage.prompt_tokens == len(prompt)  # the tools reached the model
+    assert completion.tool_calls is None  # the tiny model babbles: text, no call
+    assert completion.finish_reason == "length"

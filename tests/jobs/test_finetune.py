@@ -47,7 +47,7 @@ def base(tiny_llama) -> ModelEndpoint:
     return ModelEndpoint.objects.create(
         name="tiny", engine="transformers", model_path=str(tiny_llama), context_window=512,
         max_output_tokens=12, first_byte_timeout=60, total_timeout=120,
-        default_params={"temperature": 0})
+        default_params={"temperature": 0}, tool_format="hermes")
 
 
 @pytest.fixture
@@ -107,6 +107,7 @@ def test_annotated_replies_fine_tune_into_a_new_endpoint_that_generates(
     endpoint = job.result_endpoint
     assert (endpoint.name, endpoint.engine, endpoint.enabled) == (f"tiny-ft-{job.pk}",
                                                                   "transformers", False)
+    assert endpoint.tool_format == "hermes"  # configured like its base
     endpoint.enabled = True
     endpoint.save(update_fields=["enabled"])
     tuned = asyncio.run(generate(endpoint, "Capital of France?"))

@@ -5,6 +5,7 @@ import pytest
 from django.contrib.messages import get_messages
 
 from routing.models import ModelEndpoint
+from routing.services import endpoint_config
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +100,19 @@ def test_test_connection_action_reports_and_records_health(admin_client):
     dead.refresh_from_db()
     assert (echo.health, dead.health) == ("healthy", "unhealthy")
     assert dead.health_checked_at is not None
+
+
+def test_tool_format_is_edited_next_to_the_local_fields_and_reaches_the_engine(admin_client):
+    endpoint = ModelEndpoint.objects.create(name="qwen", engine="transformers",
+                                            model_path="/models/qwen", tool_format="hermes")
+    change_url = f"/admin/routing/modelendpoint/{endpoint.pk}/change/"
+
+    page = admin_client.get(change_url).content.decode()
+    refused = admin_client.post(change_url, form_data(
+        name="qwen", engine="openai", endpoint_url="http://127.0.0.1:1/v1", tool_format="xml"))
+
+    assert page.index('name="gpu_id"') < page.index('name="tool_format"')
+    assert '<option value="hermes" selected>' in page
+    assert "how tool calls are read out of the text" in page
+    assert "Select a valid choice" in refused.content.decode()
+    assert endpoint_config(endpoint).tool_format == "hermes"

@@ -144,6 +144,29 @@ def test_export_never_prints_secrets_and_applies_back_unchanged():
     assert report.created == [] and report.updated == []
 
 
+def test_tool_format_applies_and_exports_like_the_other_fields():
+    text = ("models:\n  - name: qwen\n    type: local\n    engine: transformers\n"
+            "    path: /models/qwen\n    tool_format: hermes\n")
+
+    apply_config(text, environ={})
+    exported = export_config()
+
+    assert ModelEndpoint.objects.get(name="qwen").tool_format == "hermes"
+    assert "tool_format: hermes" in exported
+    assert apply_config(exported, environ={}).unchanged == ["qwen (/models/qwen)"]
+
+
+def test_unknown_tool_format_is_refused_on_its_line():
+    text = ("models:\n  - name: qwen\n    type: local\n    engine: transformers\n"
+            "    path: /models/qwen\n    tool_format: xml\n")
+
+    with pytest.raises(ConfigError) as caught:
+        apply_config(text, environ={})
+
+    assert any(line == 6 and "tool_format:" in message and "xml" in message
+               for line, message in caught.value.problems), caught.value.problems
+
+
 def test_dry_run_reports_without_writing():
     report = apply_config(SEED, environ=ENV, dry_run=True)
     assert len(report.created) == 2

@@ -21,7 +21,10 @@ at max_tokens; a stop string cuts the text before it, "stop"). After
 
 Every LLM built is appended to ``instances`` and records its constructor
 kwargs, the ``CUDA_VISIBLE_DEVICES`` it saw when built, its requests (with
-their SamplingParams), aborts and shutdowns, for the tests to assert on.
+their SamplingParams), aborts and shutdowns, for the tests to assert on. Its
+tokenizer records each ``apply_chat_template`` call's arguments (``calls``);
+a worker process started by a test also appends them, as JSON lines, to the
+file named by ``TRTLLM_STAND_IN_RECORD`` when it is set.
 
 ``test_tensorrt_llm_engine.py::test_real_tensorrt_llm_on_gpu`` runs the same
 engine on the real library, on a GPU node.
@@ -30,6 +33,7 @@ engine on the real library, on a GPU node.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import zlib
@@ -68,8 +72,13 @@ class Tokenizer:
     def apply_chat_template(self, conversation: list[dict[str, Any]], *,
                             tokenize: bool = True, add_generation_prompt: bool = False,
                             **kwargs: Any) -> str | list[int]:
-        self.calls.append({"conversation": conversation, "tokenize": tokenize,
-                           "add_generation_prompt": add_generation_prompt, **kwargs})
+        call = {"conversation": conversation, "tokenize": tokenize,
+                "add_generation_prompt": add_generation_prompt, **kwargs}
+        self.calls.append(call)
+        record = os.environ.get("TRTLLM_STAND_IN_RECORD")
+        if record:
+            with open(record, "a", encoding="utf-8") as file:
+                file.write(json.dumps(call) + "\n")
         text = "".join(f"<|{m['role']}|>{m['content']}\n" for m in conversation)
         if add_generation_prompt:
             text += "<|assistant|>"
