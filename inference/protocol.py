@@ -50,7 +50,7 @@ def request_from_dict(data: dict[str, Any]) -> ChatRequest:
 
 # A delta's fields beyond text, tokens, finish and usage: sent only when set, so a plain
 # text token stays as small on the channel layer as it was.
-OPTIONAL = ("index", "tool_calls", "refusal", "logprobs", "fields")
+OPTIONAL = ("index", "tool_calls", "refusal", "logprobs", "fields", "message_fields")
 
 
 def delta_message(delta: Delta) -> dict[str, Any]:

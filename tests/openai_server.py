@@ -42,7 +42,9 @@ only when ``parallel_tool_calls`` is false), arguments made from each tool's JSO
 schema and the message's words, ``finish_reason: "tool_calls"``, streamed as OpenAI
 streams the fragments; after ``tool`` messages it answers ``echo: tool results: …``.
 ``n`` gives that many choices, ``logprobs`` / ``top_logprobs`` per-token logprobs,
-``response_format`` JSON (a value made from the ``json_schema``, or an object).
+``response_format`` JSON (a value made from the ``json_schema``, or an object),
+``modalities: ["text", "audio"]`` an ``audio`` object (its transcript the text; streamed
+in two pieces).
 
 Every request is recorded in :attr:`OpenAIServer.requests` (with, for streams,
 the monotonic time each event was written)::
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import itertools
@@ -375,6 +378,18 @@ def answer_usage(body: dict[str, Any], answer: Answer, choices: int) -> dict[str
     return _usage(prompt_words(body), completion * choices)
 
 
+def wants_audio(body: dict[str, Any]) -> bool:
+    modalities = body.get("modalities")
+    return isinstance(modalities, list) and "audio" in modalities
+
+
+def audio_of(transcript: str) -> dict[str, Any]:
+    """The ``audio`` of an answer asked for with ``modalities: ["text", "audio"]``: the
+    transcript, and its bytes as base64 "audio" data."""
+    return {"id": "audio_openclaw_tests", "expires_at": 1_900_000_000,
+            "data": base64.b64encode(transcript.encode()).decode(), "transcript": transcript}
+
+
 def embedding(text: str, dimensions: int) -> list[float]:
     """A unit vector that depends only on ``text``."""
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
@@ -649,6 +664,8 @@ class OpenAIServer:
             "content": None if answer.calls or answer.refusal else "".join(answer.tokens)}
         if answer.calls:
             message["tool_calls"] = answer.calls
+        if wants_audio(body):
+            message["audio"] = audio_of("".join(answer.tokens))
         logprobs = logprobs_of(answer.tokens, body.get("top_logprobs") or 0) \
             if body.get("logprobs") else None
         payload = {
@@ -753,6 +770,14 @@ class _ChatStream:
                                                                           self.top_logprobs)
             chunks += [self._chunk({"content": token}, choice, logprobs=logprobs)
                        for choice in range(choices)]
+        if wants_audio(self.body):  # the audio in two pieces, as OpenAI streams it
+            audio = audio_of("".join(answer.tokens))
+            half = len(audio["transcript"]) // 2
+            chunks += [piece for choice in range(choices) for piece in (
+                self._chunk({"audio": {"id": audio["id"],
+                                       "transcript": audio["transcript"][:half]}}, choice),
+                self._chunk({"audio": {"data": audio["data"], "expires_at": audio["expires_at"],
+                                       "transcript": audio["transcript"][half:]}}, choice))]
         for number, chunk in enumerate(chunks):
             if not await self._token(number, chunk):
                 return False

@@ -89,6 +89,7 @@ class ChatStream:
             piece["tool_calls"] = delta.tool_calls
         if delta.refusal:
             piece["refusal"] = delta.refusal
+        piece.update(delta.message_fields or {})
         if piece or delta.logprobs:
             events.append(self.writer.chunk(piece, index=index, logprobs=delta.logprobs))
         if delta.finish_reason:

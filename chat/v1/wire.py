@@ -187,6 +187,7 @@ def choice_body(choice: Choice, content: str | None = None) -> dict[str, Any]:
                                "refusal": choice.refusal}
     if choice.tool_calls:
         message["tool_calls"] = choice.tool_calls
+    message.update(choice.message_fields or {})
     return {"index": choice.index, "message": message, "logprobs": choice.logprobs,
             "finish_reason": choice.finish_reason or "stop"}
 

@@ -76,7 +76,9 @@ class Delta:
     answers); ``tool_calls`` are OpenAI's streamed fragments (``{"index", "id"?,
     "type"?, "function": {"name"?, "arguments"?}}``, an argument string in pieces);
     ``logprobs`` this piece's entries (``{"content": [...]}``); ``fields`` the
-    answer-level fields the backend sent (``system_fingerprint``, ``service_tier``).
+    answer-level fields the backend sent (``system_fingerprint``, ``service_tier``);
+    ``message_fields`` the message's other fields (``MESSAGE_FIELDS``: ``audio``,
+    ``annotations``), in pieces as the backend streams them.
     """
 
     text: str = ""
@@ -88,11 +90,12 @@ class Delta:
     refusal: str | None = None
     logprobs: dict[str, Any] | None = None
     fields: dict[str, Any] | None = None
+    message_fields: dict[str, Any] | None = None
 
     @property
     def speaks(self) -> bool:
-        """It carries part of the answer (text, a tool call or a refusal)."""
-        return bool(self.text or self.tool_calls or self.refusal)
+        """It carries part of the answer (text, a tool call, a refusal, audio…)."""
+        return bool(self.text or self.tool_calls or self.refusal or self.message_fields)
 
 
 @dataclass
@@ -107,6 +110,31 @@ class Choice:
     tool_calls: list[dict[str, Any]] | None = None
     refusal: str | None = None
     logprobs: dict[str, Any] | None = None
+    message_fields: dict[str, Any] | None = None
+
+
+# The message's fields besides content, tool calls and refusal that a backend may
+# give (audio output, web-search annotations): passed back as they come.
+MESSAGE_FIELDS = ("audio", "annotations")
+
+
+def merge_fields(whole: dict[str, Any], piece: dict[str, Any]) -> None:
+    """Fold a streamed piece of message fields into the whole: strings inside an
+    object (``audio.data``, ``audio.transcript``) are joined, lists extended, the
+    rest replaced."""
+    for name, value in piece.items():
+        known = whole.get(name)
+        if isinstance(known, dict) and isinstance(value, dict):
+            for key, part in value.items():
+                if isinstance(known.get(key), str) and isinstance(part, str) \
+                        and key not in ("id", "expires_at"):
+                    known[key] += part
+                else:
+                    known[key] = part
+        elif isinstance(known, list) and isinstance(value, list):
+            known.extend(value)
+        else:
+            whole[name] = dict(value) if isinstance(value, dict) else value
 
 
 @dataclass
@@ -123,12 +151,13 @@ class Completion:
     logprobs: dict[str, Any] | None = None
     more: list[Choice] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
+    message_fields: dict[str, Any] | None = None
 
     @property
     def choices(self) -> list[Choice]:
         silent = (self.tool_calls or self.refusal) and not self.text  # content: null
-        first = Choice(0, None if silent else self.text,
-                       self.finish_reason, self.tool_calls, self.refusal, self.logprobs)
+        first = Choice(0, None if silent else self.text, self.finish_reason,
+                       self.tool_calls, self.refusal, self.logprobs, self.message_fields)
         return [first, *self.more]
 
 
@@ -138,6 +167,7 @@ class _ChoiceParts:
         self.calls: dict[int, dict[str, Any]] = {}
         self.refusal: list[str] = []
         self.logprobs: dict[str, list[Any]] = {}
+        self.message_fields: dict[str, Any] = {}
         self.finish_reason: str | None = None
 
     def add(self, delta: Delta) -> None:
@@ -149,6 +179,7 @@ class _ChoiceParts:
         for key, entries in (delta.logprobs or {}).items():
             if isinstance(entries, list):
                 self.logprobs.setdefault(key, []).extend(entries)
+        merge_fields(self.message_fields, delta.message_fields or {})
         self.finish_reason = delta.finish_reason or self.finish_reason
 
     def choice(self, index: int) -> Choice:
@@ -156,7 +187,8 @@ class _ChoiceParts:
         text = "".join(self.text)
         refusal = "".join(self.refusal) or None
         return Choice(index, None if (calls or refusal) and not text else text,
-                      self.finish_reason, calls, refusal, self.logprobs or None)
+                      self.finish_reason, calls, refusal, self.logprobs or None,
+                      self.message_fields or None)
 
 
 def merge_tool_call(calls: dict[int, dict[str, Any]], fragment: dict[str, Any]) -> None:
@@ -196,7 +228,8 @@ class Assembler:
         first = choices[0]
         return Completion(first.text or "", first.finish_reason,
                           self.usage or Usage(0, self.counted), first.tool_calls,
-                          first.refusal, first.logprobs, choices[1:], self.fields)
+                          first.refusal, first.logprobs, choices[1:], self.fields,
+                          first.message_fields)
 
 
 @dataclass

@@ -391,7 +391,7 @@ class OpenAIEngine(Engine):
         return Completion(first.text or "", first.finish_reason,
                           usage_of(usage) if isinstance(usage, dict) else Usage(),
                           first.tool_calls, first.refusal, first.logprobs, choices[1:],
-                          answer_fields(payload))
+                          answer_fields(payload), first.message_fields)
 
     async def _post(self, body: dict[str, Any], request_id: str) -> bytes:
         try:

@@ -35,7 +35,7 @@ from ..errors import (
     RateLimited,
     ServerError,
 )
-from .base import Choice, Delta, Usage
+from .base import MESSAGE_FIELDS, Choice, Delta, Usage
 
 certifi: ModuleType | None
 try:  # optional: the bundle httpx and requests bring; without it, the system's
@@ -370,7 +370,8 @@ def stream_piece(index: int, choice: dict[str, Any]) -> Delta:
                  tool_calls=tool_calls_of(delta.get("tool_calls")),
                  refusal=refusal if isinstance(refusal, str) and refusal else None,
                  logprobs=logprobs if isinstance(logprobs, dict)
-                 and any(logprobs.values()) else None)
+                 and any(logprobs.values()) else None,
+                 message_fields=message_fields_of(delta))
 
 
 def whole_choice(raw: dict[str, Any]) -> Choice:
@@ -382,4 +383,11 @@ def whole_choice(raw: dict[str, Any]) -> Choice:
                   content if isinstance(content, str) else None, raw.get("finish_reason"),
                   tool_calls_of(message.get("tool_calls")),
                   refusal if isinstance(refusal, str) else None,
-                  logprobs if isinstance(logprobs, dict) else None)
+                  logprobs if isinstance(logprobs, dict) else None,
+                  message_fields_of(message))
+
+
+def message_fields_of(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The message's fields besides content, calls and refusal (``MESSAGE_FIELDS``)."""
+    return {name: message[name] for name in MESSAGE_FIELDS
+            if message.get(name) not in (None, [], {})} or None

@@ -6,6 +6,7 @@ cannot honour refused with a 400 naming the field."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import httpx
@@ -276,3 +277,19 @@ def test_legacy_completions_refuse_what_they_cannot_give(client, fields, param):
         client.completions.create(**{"model": "gpt", "prompt": "x", **fields})
 
     assert refused.value.body["param"] == param
+
+
+def test_audio_output_passes_through_whole_and_streamed(client):
+    asked = dict(model="gpt", modalities=["text", "audio"],
+                 audio={"voice": "alloy", "format": "wav"}, messages=ask("say hello"))
+
+    whole = client.chat.completions.create(**asked)
+    pieces = [c.choices[0].delta.audio.model_dump(exclude_none=True)
+              for c in client.chat.completions.create(stream=True, **asked)
+              if c.choices and c.choices[0].delta.audio]
+
+    audio = whole.choices[0].message.audio
+    assert audio.transcript == "echo: say hello" and audio.id == "audio_openclaw_tests"
+    assert base64.b64decode(audio.data) == b"echo: say hello"
+    assert "".join(p.get("transcript", "") for p in pieces) == "echo: say hello"
+    assert any("data" in p for p in pieces)
