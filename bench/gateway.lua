@@ -12,6 +12,11 @@ local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then
   wrk.headers["Authorization"] = auth
 end
+-- BENCH_VERSION: the anthropic-version header of /v1/messages requests
+local version = os.getenv("BENCH_VERSION")
+if version and version ~= "" then
+  wrk.headers["anthropic-version"] = version
+end
 
 local header = os.getenv("BENCH_HEADER")
 local threads = {}

@@ -11,7 +11,10 @@ p50/p99. OpenClaw's own overhead is read from the ``x-openclaw-overhead-ms``
 header of every response (LiteLLM's from ``x-litellm-overhead-duration-ms``),
 and the "added" latency is the target's p50/p99 minus the backend's at
 concurrency 1. Time to first token: --streams sequential streams from a small
-Python client, first content chunk.
+Python client, first content chunk. Through OpenClaw the same answer is also asked
+for on its other surfaces at concurrency 1 — the Responses API (``/v1/responses``),
+Anthropic's Messages (``/v1/messages``) and legacy completions — and their overhead
+p50 is set beside chat completions' (one core serves them all, so they should match).
 
 LiteLLM runs from its own environment, never this project's:
 
@@ -53,6 +56,16 @@ CHAT_BODY = {"model": MODEL, "messages": MESSAGES, "max_tokens": 16}
 STREAM_BODY = {"model": MODEL, "messages": [{"role": "user", "content": " ".join(["tok"] * 16)}],
                "stream": True}
 CONCURRENCIES = (1, 16, 64)
+# The same answer on each of OpenClaw's surfaces: (path, body, extra environment).
+SURFACES = {
+    "chat": ("chat/completions", CHAT_BODY, {}),
+    "responses": ("responses", {"model": MODEL, "input": MESSAGES[0]["content"],
+                                "max_output_tokens": 16, "store": False}, {}),
+    "messages": ("messages", {"model": MODEL, "messages": MESSAGES, "max_tokens": 16},
+                 {"BENCH_VERSION": "2023-06-01"}),
+    "completions": ("completions", {"model": MODEL, "prompt": MESSAGES[0]["content"],
+                                    "max_tokens": 16}, {}),
+}
 
 
 # --- processes -----------------------------------------------------------------------
@@ -154,13 +167,14 @@ def start_litellm(tmp: Path, backend: str) -> tuple[subprocess.Popen, str, str] 
 
 
 def wrk(url: str, secret: str, concurrency: int, seconds: float, header: str,
-        tmp: Path) -> dict:
+        tmp: Path, surface: str = "chat") -> dict:
     out = tmp / f"wrk-{os.getpid()}-{time.monotonic_ns()}.json"
-    env = dict(os.environ, BENCH_BODY=json.dumps(CHAT_BODY),
+    path, body, extra = SURFACES[surface]
+    env = dict(os.environ, BENCH_BODY=json.dumps(body),
                BENCH_AUTH=f"Bearer {secret}" if secret else "", BENCH_HEADER=header,
-               BENCH_OUT=str(out))
+               BENCH_OUT=str(out), **extra)
     argv = ["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-            "--timeout", "10s", "--latency", "-s", str(LUA), f"{url}/chat/completions"]
+            "--timeout", "10s", "--latency", "-s", str(LUA), f"{url}/{path}"]
     subprocess.run(argv, check=True, env=env, capture_output=True, text=True)
     raw = json.loads(out.read_text())
     values = raw["header_values"]
@@ -217,6 +231,26 @@ def measure(name: str, url: str, secret: str, header: str, seconds: float, strea
     stream = ttft(url, secret, streams)
     print(f"   streams: {stream}", flush=True)
     return {"url": url, "runs": runs, "stream": stream}
+
+
+def surfaces(url: str, secret: str, seconds: float, tmp: Path) -> dict:
+    """OpenClaw's overhead on each surface at concurrency 1, in turn, twice each
+    (alternating, so a drift of the machine does not favour one)."""
+    found: dict[str, list[dict]] = {name: [] for name in SURFACES}
+    for _round in range(2):
+        for name in SURFACES:
+            found[name].append(wrk(url, secret, 1, seconds, "x-openclaw-overhead-ms", tmp,
+                                   surface=name))
+    summary = {}
+    for name, runs in found.items():
+        values = [run["overhead_p50_ms"] for run in runs if "overhead_p50_ms" in run]
+        summary[name] = {
+            "overhead_p50_ms": round(statistics.median(values), 2) if values else None,
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
+            "rps": round(statistics.median(r["rps"] for r in runs), 1),
+            "errors": sum(r["errors"] for r in runs)}
+        print(f"   {name}: {summary[name]}", flush=True)
+    return summary
 
 
 # --- report ---------------------------------------------------------------------------
@@ -306,6 +340,8 @@ def main() -> None:
                                     tmp)
         results["openclaw"] = measure("openclaw", openclaw_url, secret,
                                       "x-openclaw-overhead-ms", args.seconds, args.streams, tmp)
+        print("-- openclaw surfaces at c=1", flush=True)
+        surface_results = surfaces(openclaw_url, secret, args.seconds, tmp)
         if litellm:
             results["litellm"] = measure("litellm", litellm[1], litellm[2],
                                          "x-litellm-overhead-duration-ms", args.seconds,
@@ -316,6 +352,11 @@ def main() -> None:
     added(results)
     print()
     print(table(results))
+    print("\nOpenClaw's surfaces at c=1 (same answer): overhead header p50, latency p50, req/s")
+    for name, found in surface_results.items():
+        print(f"  {name:12} {found['overhead_p50_ms']} ms  {found['p50_ms']} ms  "
+              f"{found['rps']:.0f}/s  errors {found['errors']}")
+    results["openclaw_surfaces_c1"] = surface_results
     if "litellm" in results:
         results["openclaw_vs_litellm_rps_c16"] = round(
             results["openclaw"]["runs"][1]["rps"] / max(results["litellm"]["runs"][1]["rps"],
