@@ -16,8 +16,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from core.fields import EncryptedTextField
+
 from . import curated, workflow_admin  # noqa: F401  (workflow_admin: workflows, runs, schedules)
-from .conversations import ConversationError, export_session, import_session
+from .conversations import (
+    ConversationError,
+    export_session,
+    import_session,
+    matching_titles,
+)
 from .models import Conversation, MemoryItem, Message, QAPair
 
 if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
@@ -66,15 +73,28 @@ class ImportForm(forms.Form):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "user", "model", "turns", "prompt_tokens", "completion_tokens",
-                    "updated_at"]
+    list_display = ["title_or_id", "user", "model", "turns", "prompt_tokens",
+                    "completion_tokens", "updated_at"]
     list_filter = ["model"]
-    search_fields = ["id", "user", "title"]
+    search_fields = ["id", "user"]  # and the title, decrypted: get_search_results
     readonly_fields = ["id", "owner", "user", "model", "turns", "prompt_tokens",
                        "completion_tokens", "created_at", "updated_at"]
     fields = ["id", "title", *readonly_fields[1:]]
+    formfield_overrides = {EncryptedTextField: {"widget": forms.TextInput(
+        attrs={"class": "vTextField"})}}
     inlines = [MessageInline]
     actions = ["export_sessions"]
+
+    @admin.display(description=_("title"))
+    def title_or_id(self, conversation: Conversation) -> str:
+        return conversation.title or str(conversation.pk)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Titles are encrypted at rest: matched in Python, besides the id and user."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            found = found | queryset.filter(pk__in=matching_titles(queryset, search_term))
+        return found, duplicates
 
     def has_add_permission(self, request) -> bool:  # conversations start in a chat, or import
         return request.user.has_perm("chat.add_conversation")

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -91,6 +91,23 @@ def check_content(content: Any, where: str = "content") -> str | list[dict]:
 def owner_of(user: str):
     """The Django user the identity ``user`` names, if any."""
     return get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: user}).first()
+
+
+# --- titles ----------------------------------------------------------------------------
+
+TITLES_SEARCHED = 5000  # the latest conversations a title search decrypts
+
+
+def matching_titles(conversations: QuerySet[Conversation], query: str,
+                    limit: int = TITLES_SEARCHED) -> list[uuid.UUID]:
+    """The ids of ``conversations`` (their latest ``limit``) whose title contains
+    ``query``, case-insensitively. Titles are encrypted at rest, so the database cannot
+    search them: they are decrypted here (a few microseconds each)."""
+    needle = query.strip().casefold()
+    if not needle:
+        return []
+    found = conversations.order_by("-updated_at").values_list("pk", "title")[:limit]
+    return [pk for pk, title in found if needle in (title or "").casefold()]
 
 
 # --- turns -----------------------------------------------------------------------------

@@ -27,7 +27,9 @@ class Conversation(models.Model):
 
     ``user`` is the caller's identity (a username, or another stable name such as an
     API key's ``key:<prefix>``); ``owner`` is set when it names a Django user, so the
-    admin can show people their own conversations.
+    admin can show people their own conversations. ``title`` is encrypted at rest, so
+    it is searched in Python (``chat.conversations.matching_titles``), and its string
+    form is the id: the admin's change log keeps an object's string in clear.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -36,7 +38,8 @@ class Conversation(models.Model):
                               related_name="conversations")
     user = models.CharField(_("user"), max_length=150, db_index=True,
                             help_text=_("Who the conversation belongs to."))
-    title = models.CharField(_("title"), max_length=200, blank=True)
+    # Encrypted like messages: a title is the first user message's start.
+    title = EncryptedTextField(_("title"), max_length=200, blank=True)
     model = models.CharField(_("model"), max_length=200, blank=True,
                              help_text=_("The model asked for on the last turn."))
     turns = models.PositiveIntegerField(_("turns"), default=0)
@@ -62,7 +65,7 @@ class Conversation(models.Model):
         ordering = ["-updated_at"]
 
     def __str__(self) -> str:
-        return self.title or str(self.id)
+        return str(self.id)
 
 
 class Role(models.TextChoices):

@@ -2,12 +2,17 @@
 
 A stored value reads ``v1:<key id>:<base64(nonce | ciphertext+tag)>``: the key
 id travels with each value, so keys can be rotated (the first key in
-``settings.ENCRYPTION_KEYS`` encrypts, all of them decrypt).
+``settings.ENCRYPTION_KEYS`` encrypts, all of them decrypt). Bytes (files kept in
+the database) are sealed the same way without the base64: ``b"v1:<key id>:" + nonce
++ ciphertext+tag`` (``encrypt_bytes``).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
+import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -54,6 +59,52 @@ def decrypt(token: str, associated_data: bytes = b"") -> str:
         return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated_data).decode()
     except InvalidTag:
         raise DecryptionError(f"value does not decrypt with key {key_id!r}") from None
+
+
+def encrypt_bytes(plaintext: bytes) -> bytes:
+    key_id = active_key_id()
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(_keys()[key_id]).encrypt(nonce, plaintext, None)
+    return f"{PREFIX}:{key_id}:".encode() + nonce + sealed
+
+
+def key_id_of_bytes(token: bytes) -> str | None:
+    """The key id a sealed value names (its first 70 bytes are enough), or None."""
+    prefix = f"{PREFIX}:".encode()
+    if bytes(token[:len(prefix)]) != prefix:
+        return None
+    key_id, sep, _rest = bytes(token[len(prefix):len(prefix) + 65]).partition(b":")
+    try:
+        return key_id.decode("ascii") if sep and key_id else None
+    except UnicodeDecodeError:
+        return None
+
+
+def decrypt_bytes(token: bytes) -> bytes:
+    key_id = key_id_of_bytes(token)
+    if key_id is None:
+        raise DecryptionError("not an encrypted value")
+    key = _keys().get(key_id)
+    if key is None:
+        raise DecryptionError(f"encryption key {key_id!r} is not configured")
+    raw = memoryview(token)[len(PREFIX) + len(key_id) + 2:]
+    try:
+        return AESGCM(key).decrypt(bytes(raw[:NONCE_BYTES]), bytes(raw[NONCE_BYTES:]), None)
+    except InvalidTag:
+        raise DecryptionError(f"value does not decrypt with key {key_id!r}") from None
+
+
+def keyed_digest(data: bytes, purpose: str) -> str:
+    """HMAC-SHA256 of ``data`` (hex) under a key derived from the active key for
+    ``purpose``: a lookup key that, unlike a plain hash, confirms no guessed content to
+    whoever lacks the keys (it changes when the active key does)."""
+    return hmac.new(_derived_key(_keys()[active_key_id()], purpose), data,
+                    hashlib.sha256).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _derived_key(key: bytes, purpose: str) -> bytes:
+    return hmac.new(key, f"openclaw:{purpose}".encode(), hashlib.sha256).digest()
 
 
 def parse_keys(spec: str) -> dict[str, bytes]:

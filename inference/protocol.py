@@ -11,12 +11,20 @@ worker answers on it::
                                             produced; ``index``, ``tool_calls``, ``refusal``,
                                             ``logprobs``, ``fields`` only when they are set
     gen.error      {code, message}          an EngineError, by code
+
+The request itself rides the Celery broker, whose messages a Redis broker may keep on
+disk (its append-only file) until they are consumed and the file rewritten: it travels
+sealed (AES-256-GCM, the data keys of ``core.crypto``), so a prompt is never written
+there in clear. The deltas cross the channel layer in clear, in flight only.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
+
+from core.crypto import decrypt, encrypt
 
 from .engines.base import ChatRequest, Delta, Usage
 from .errors import (
@@ -39,13 +47,17 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
 
 
 def request_to_dict(request: ChatRequest) -> dict[str, Any]:
-    return {"messages": request.messages, "max_tokens": request.max_tokens,
-            "temperature": request.temperature, "top_p": request.top_p, "stop": request.stop,
-            "seed": request.seed, "extra": request.extra, "request_id": request.request_id}
+    """The request as the task's argument: its id in clear (logs, cancel), the rest
+    sealed."""
+    fields = {"messages": request.messages, "max_tokens": request.max_tokens,
+              "temperature": request.temperature, "top_p": request.top_p,
+              "stop": request.stop, "seed": request.seed, "extra": request.extra}
+    return {"request_id": request.request_id,
+            "sealed": encrypt(json.dumps(fields, ensure_ascii=False))}
 
 
 def request_from_dict(data: dict[str, Any]) -> ChatRequest:
-    return ChatRequest(**data)
+    return ChatRequest(request_id=data.get("request_id", ""), **json.loads(decrypt(data["sealed"])))
 
 
 # A delta's fields beyond text, tokens, finish and usage: sent only when set, so a plain

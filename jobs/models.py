@@ -13,7 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from core.fields import EncryptedTextField
+from core.fields import EncryptedBinaryField, EncryptedJSONField, EncryptedTextField
 
 
 def _public_id(prefix: str) -> str:
@@ -35,12 +35,13 @@ class FilePurpose(models.TextChoices):
 
 class BatchFile(models.Model):
     """An uploaded or produced file, OpenAI's ``file`` object. The bytes live in the
-    database, so every web replica and worker reads them without a shared disk."""
+    database, so every web replica and worker reads them without a shared disk; they
+    are AES-256-GCM encrypted there, like message content."""
 
     id = models.CharField(primary_key=True, max_length=40, default=new_file_id, editable=False)
     purpose = models.CharField(_("purpose"), max_length=20, choices=FilePurpose.choices)
     filename = models.CharField(_("file name"), max_length=255)
-    content = models.BinaryField(_("content"))
+    content = EncryptedBinaryField(_("content"))
     bytes = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
     # The key family (a key and its rotated successors) that owns it; empty: operators.
     owner = models.CharField(_("owner key"), max_length=16, blank=True, db_index=True)
@@ -243,17 +244,17 @@ class LineStatus(models.TextChoices):
 class BatchLine(models.Model):
     """One valid request of a job and its outcome. A chunk task writes a line only
     while it is pending, so a chunk run twice (redelivered after a crash) writes
-    each line once."""
+    each line once. The request and response bodies are encrypted at rest."""
 
     job = models.ForeignKey(BatchJob, models.CASCADE, related_name="lines")
     line = models.PositiveIntegerField(_("line"))  # 1-based, in the input file
     chunk = models.PositiveIntegerField(_("chunk"))
     custom_id = models.CharField(_("custom id"), max_length=512)
-    body = models.JSONField(_("request body"))
+    body = EncryptedJSONField(_("request body"))
     status = models.CharField(_("status"), max_length=10, choices=LineStatus.choices,
                               default=LineStatus.PENDING)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    response = models.JSONField(_("response body"), null=True, blank=True)
+    response = EncryptedJSONField(_("response body"), null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -313,7 +314,7 @@ class Annotation(models.Model):
 
 class Dataset(models.Model):
     """A versioned chat-format JSONL export (``{"messages": [...]}`` a line). The bytes
-    live in the database, like batch files, so any worker can train on them."""
+    live in the database, encrypted like batch files, so any worker can train on them."""
 
     name = models.CharField(_("name"), max_length=100, db_index=True)
     version = models.PositiveIntegerField(_("version"), default=1)
@@ -323,7 +324,7 @@ class Dataset(models.Model):
         help_text=_("Keep conversations with personal data or secrets (off: left out)."))
     line_count = models.PositiveIntegerField(_("lines"), default=0)
     excluded_count = models.PositiveIntegerField(_("conversations left out"), default=0)
-    content = models.BinaryField(_("content"))
+    content = EncryptedBinaryField(_("content"))
     sha256 = models.CharField(_("content hash (SHA-256)"), max_length=64)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True,
                                    blank=True, related_name="+", verbose_name=_("created by"))

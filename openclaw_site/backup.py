@@ -37,7 +37,8 @@ from pathlib import Path
 from django.apps import apps
 from django.db import connection, connections
 
-from core.fields import EncryptedTextField
+from core import crypto
+from core.fields import EncryptedBinaryField, EncryptedTextField
 
 from .embedded import EmbeddedPostgres, StartupError
 
@@ -118,6 +119,14 @@ def encrypted_columns() -> list[tuple[str, str]]:
             if isinstance(field, EncryptedTextField)]
 
 
+def encrypted_binary_columns() -> list[tuple[str, str]]:
+    """(table, column) of every ``EncryptedBinaryField`` (files kept in the database)."""
+    return [(model._meta.db_table, field.column)
+            for model in apps.get_models()
+            for field in model._meta.concrete_fields
+            if isinstance(field, EncryptedBinaryField)]
+
+
 def key_ids_in_use() -> set[str]:
     """The encryption key ids the stored values name (``v1:<key id>:…``)."""
     existing = set(connection.introspection.table_names())
@@ -131,6 +140,18 @@ def key_ids_in_use() -> set[str]:
             cursor.execute(f"SELECT DISTINCT split_part({q_column}, ':', 2) FROM {q_table} "
                            f"WHERE {q_column} LIKE %s", ["v1:%"])
             ids.update(row[0] for row in cursor.fetchall())
+        for table, column in encrypted_binary_columns():
+            if table not in existing:
+                continue
+            q_table, q_column = (connection.ops.quote_name(table),
+                                 connection.ops.quote_name(column))
+            head = f"substring({q_column} from 4 for 66)"  # after b"v1:": b"<key id>:…"
+            cursor.execute(f"SELECT DISTINCT substring({q_column} from 1 for "
+                           f"3 + position(%s in {head})) FROM {q_table} "
+                           f"WHERE substring({q_column} from 1 for 3) = %s",
+                           [b":", b"v1:"])
+            ids.update(filter(None, (crypto.key_id_of_bytes(bytes(row[0]))
+                                     for row in cursor.fetchall())))
     return ids
 
 

@@ -16,16 +16,17 @@ How ``/v1/chat/completions`` uses it::
         await response_cache.aput(key, body)
 
 A request is cacheable when it is not streamed and its temperature is exactly 0. The
-key is a hash of the model, the messages and every other parameter, so any difference
-misses. Entries are shared between API keys (an answer depends only on the request);
-a key listed in ``OPENCLAW_RESPONSE_CACHE_EXCLUDE_KEYS`` (its prefix or family) never
-reads nor writes the cache, nor does a request sent with ``Cache-Control: no-cache``
+key is a keyed hash (HMAC, ``core.crypto.keyed_digest``) of the model, the messages
+and every other parameter, so any difference misses and a guess cannot be checked
+against it; in Redis the entries are encrypted. Entries are shared between API keys
+(an answer depends only on the request); a key listed in
+``OPENCLAW_RESPONSE_CACHE_EXCLUDE_KEYS`` (its prefix or family) never reads nor
+writes the cache, nor does a request sent with ``Cache-Control: no-cache``
 or ``no-store``. A cache that fails (Redis away) is a miss, never an error.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -36,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core import metrics, redis_pipeline
+from core import crypto, metrics, redis_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def cache_key(model: str, messages: list[dict[str, Any]],
                "params": {k: v for k, v in params.items() if k not in IGNORED_PARAMS}}
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                          default=str)
-    return KEY_PREFIX + hashlib.sha256(encoded.encode()).hexdigest()
+    return KEY_PREFIX + crypto.keyed_digest(encoded.encode(), "response-cache")
 
 
 def chat_params(request: Any) -> dict[str, Any]:
@@ -144,17 +145,25 @@ class LocalStore:
 class RedisStore:
     """The cache Redis (``CACHE_URL`` / ``REDIS_URL``, embedded: its socket), through the
     event loop's pipeline client (``core.redis_pipeline``). Its own keys
-    (``openclaw:rc:…``), not Django's: plain JSON text with a TTL."""
+    (``openclaw:rc:…``), not Django's: the JSON text AES-256-GCM encrypted (it outlives
+    the request, so it is content at rest), with a TTL. One that no configured key
+    opens is a miss."""
 
     def __init__(self, url: str):
         self.url = url
 
     async def get(self, key: str) -> str | None:
         (raw,) = await redis_pipeline.pool_for(self.url).execute([("GET", key)])
-        return raw.decode() if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return crypto.decrypt(raw.decode())
+        except (crypto.DecryptionError, ValueError):
+            return None
 
     async def set(self, key: str, value: str, ttl: int) -> None:
-        await redis_pipeline.pool_for(self.url).execute([("SET", key, value, "EX", ttl)])
+        await redis_pipeline.pool_for(self.url).execute(
+            [("SET", key, crypto.encrypt(value), "EX", ttl)])
 
 
 _stores: dict[tuple, LocalStore | RedisStore] = {}
