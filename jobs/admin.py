@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -22,6 +23,7 @@ from .batch import BatchRefused
 from .datasets import DatasetRefused
 from .finetune import FineTuneRefused
 from .models import Annotation, BatchFile, BatchJob, Dataset, FineTuneJob
+from .permissions import CHANGE_BATCHES, READ_CONTENT
 
 
 @admin.register(BatchJob)
@@ -41,6 +43,10 @@ class BatchJobAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_cancel_permission(self, request) -> bool:
+        """Cancel and retry (the form itself stays read-only): ``jobs.change_batchjob``."""
+        return request.user.has_perm(CHANGE_BATCHES)
 
     @admin.display(description=_("progress"))
     def progress(self, job: BatchJob) -> str:
@@ -81,12 +87,13 @@ class BatchJobAdmin(admin.ModelAdmin):
             "", "<li>{} {}: {}</li>",
             ((_("line"), p["line"], p["message"]) for p in job.validation_errors[:100])))
 
-    @admin.action(description=_("Cancel selected jobs"))
+    @admin.action(description=_("Cancel selected jobs"), permissions=["cancel"])
     def cancel(self, request, queryset):
         self._each(request, queryset, batch.cancel_job, ngettext(
             "%(count)d job cancelled.", "%(count)d jobs cancelled.", queryset.count()))
 
-    @admin.action(description=_("Retry the failed lines of selected jobs"))
+    @admin.action(description=_("Retry the failed lines of selected jobs"),
+                  permissions=["cancel"])
     def retry(self, request, queryset):
         self._each(request, queryset, batch.retry_job, ngettext(
             "%(count)d job retried.", "%(count)d jobs retried.", queryset.count()))
@@ -241,6 +248,11 @@ class DatasetAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
+    def has_add_permission(self, request) -> bool:
+        """An export is everyone's selected conversations, decrypted: it also needs
+        ``chat.view_message_content``."""
+        return super().has_add_permission(request) and request.user.has_perm(READ_CONTENT)
+
     def save_model(self, request, obj, form, change) -> None:
         """Adding a dataset exports it: the next version of that name."""
         try:
@@ -277,6 +289,8 @@ class DatasetAdmin(admin.ModelAdmin):
         dataset = self.get_object(request, str(dataset_id))
         if dataset is None or not self.has_view_permission(request, dataset):
             return HttpResponse(status=404)
+        if not request.user.has_perm(READ_CONTENT):  # its lines are conversations' text
+            raise PermissionDenied
         response = HttpResponse(bytes(dataset.content), content_type="application/jsonl")
         response["Content-Disposition"] = (
             f'attachment; filename="{dataset.name}-v{dataset.version}.jsonl"')
@@ -362,7 +376,7 @@ class FineTuneJobAdmin(admin.ModelAdmin):
         state = _("enabled") if endpoint.enabled else _("disabled: enable it there")
         return format_html('<a href="{}">{}</a> ({})', url, endpoint.name, state)
 
-    @admin.action(description=_("Cancel selected jobs"))
+    @admin.action(description=_("Cancel selected jobs"), permissions=["change"])
     def cancel(self, request, queryset):
         count = 0
         for job in queryset:

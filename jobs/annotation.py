@@ -2,9 +2,12 @@
 and free tags, kept with the annotator and the time. The studio calls these through
 ``jobs.annotation_api``; datasets (``jobs.datasets``) read them back.
 
-Who may annotate a reply: staff, and the owner of its conversation. Curated answers
-(question/answer pairs that answer a turn directly) are the conversations' own:
-``chat.curated``.
+Who may annotate a reply: the owner of its conversation, and staff with
+``jobs.add_annotation`` and ``chat.view_message_content`` (they judge what they read;
+``jobs.permissions``). Who sees an annotation: its annotator, and staff with
+``jobs.view_annotation`` (its correction only with the content permission as well).
+Curated answers (question/answer pairs that answer a turn directly) are the
+conversations' own: ``chat.curated``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from django.utils.translation import gettext as _
 from chat.models import Message, Role
 
 from .models import Annotation, Rating
+from .permissions import ADD_ANNOTATIONS, READ_CONTENT, VIEW_ANNOTATIONS, staff_with
 
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 50
@@ -44,12 +48,14 @@ class AnnotationInput:
 
 
 def can_annotate(user, message: Message) -> bool:
-    """Staff may annotate any reply; others the replies of their own conversations."""
+    """Everyone the replies of their own conversations; staff with the permissions to
+    annotate and to read the content any reply."""
     if not user or not user.is_authenticated:
         return False
     conversation = message.conversation
-    return bool(user.is_staff or conversation.owner_id == user.pk
-                or (conversation.owner_id is None and conversation.user == user.get_username()))
+    return bool(conversation.owner_id == user.pk
+                or (conversation.owner_id is None and conversation.user == user.get_username())
+                or staff_with(user, ADD_ANNOTATIONS, READ_CONTENT))
 
 
 def clean_input(data: dict[str, Any]) -> AnnotationInput:
@@ -122,9 +128,10 @@ def annotations_for(user, *, conversation_id: str | None = None, rating: str | N
                     tag: str | None = None, model: str | None = None,
                     since: datetime | None = None,
                     until: datetime | None = None) -> QuerySet[Annotation]:
-    """The annotations ``user`` may see (staff: all; others: their own), filtered."""
+    """The annotations ``user`` may see (all with ``jobs.view_annotation``, else their
+    own), filtered."""
     queryset = Annotation.objects.select_related("message", "annotator")
-    if not user.is_staff:
+    if not staff_with(user, VIEW_ANNOTATIONS):
         queryset = queryset.filter(annotator=user)
     if conversation_id:
         queryset = queryset.filter(message__conversation_id=conversation_id)
@@ -144,9 +151,12 @@ def annotations_for(user, *, conversation_id: str | None = None, rating: str | N
     return queryset
 
 
-def annotation_dict(annotation: Annotation) -> dict[str, Any]:
-    """The JSON the studio reads."""
+def annotation_dict(annotation: Annotation, reader=None) -> dict[str, Any]:
+    """The JSON the studio reads; another annotator's correction only for a ``reader``
+    who may read message content (none given: the annotator's own answer)."""
     message = annotation.message
+    shown = reader is None or annotation.annotator_id == reader.pk \
+        or reader.has_perm(READ_CONTENT)
     return {
         "id": annotation.pk,
         "message_id": annotation.message_id,
@@ -154,7 +164,7 @@ def annotation_dict(annotation: Annotation) -> dict[str, Any]:
         "turn": message.turn,
         "model": message.model,
         "rating": annotation.rating,
-        "corrected_content": annotation.corrected_content,
+        "corrected_content": annotation.corrected_content if shown else None,
         "tags": annotation.tags,
         "annotator": annotation.annotator.get_username() if annotation.annotator else None,
         "created_at": annotation.created_at.isoformat(),

@@ -2,17 +2,22 @@
 ``/studio/api/finetune/``: the JSON the studio calls for annotation, dataset
 export and fine-tuning jobs. Session-authenticated (the studio's sign-in) and
 CSRF-protected like the studio's other calls (send ``X-CSRFToken``). Errors are
-``{"error": {"message", "field"}}`` with a 4xx status.
+``{"error": {"message", "field"}}`` with a 4xx status: 401 signed out, 403 without
+the permission a call names (``jobs.permissions``: staff holding it).
 
 - ``GET  annotations/?conversation=&rating=&tag=&model=&since=&until=`` → ``{"data": [...]}``
+  (one's own; everyone's with ``jobs.view_annotation``)
 - ``POST annotations/messages/<id>/`` ``{"rating"?, "corrected_content"?, "tags"?}``
-  → the annotation
-- ``POST datasets/`` (staff) ``{"name", "filters"?, "include_flagged"?}`` → the dataset
-- ``GET  datasets/`` (staff) → ``{"data": [...]}``
-- ``GET  finetune/jobs/`` (staff) → ``{"data": [...]}``; ``GET finetune/jobs/<id>/`` → a job
-  with ``losses`` (``[[step, loss], ...]``) for the chart
-- ``POST finetune/jobs/`` (staff) ``{"base_endpoint_id", "dataset_id", "lora_rank"?, …}`` → a job
-- ``POST finetune/jobs/<id>/cancel/`` (staff) → the job
+  → the annotation (a reply of one's own conversations; any with ``jobs.add_annotation``
+  and ``chat.view_message_content``)
+- ``POST datasets/`` (``jobs.add_dataset`` + ``chat.view_message_content``)
+  ``{"name", "filters"?, "include_flagged"?}`` → the dataset
+- ``GET  datasets/`` (``jobs.view_dataset``) → ``{"data": [...]}``
+- ``GET  finetune/jobs/`` (``jobs.view_finetunejob``) → ``{"data": [...]}``;
+  ``GET finetune/jobs/<id>/`` → a job with ``losses`` (``[[step, loss], ...]``) for the chart
+- ``POST finetune/jobs/`` (``jobs.add_finetunejob``) ``{"base_endpoint_id", "dataset_id",
+  "lora_rank"?, …}`` → a job
+- ``POST finetune/jobs/<id>/cancel/`` (``jobs.change_finetunejob``) → the job
 - ``POST qa/match/`` ``{"text"}`` → ``{"match": {"pair_id", "question", "answer",
   "similarity", "threshold"} | null}`` (annotation reply: the curated pair that answers)
 """
@@ -32,6 +37,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat import curated
+from core.text import uuid_id
 from routing.models import ModelEndpoint
 
 from . import annotation, datasets, finetune
@@ -39,6 +45,15 @@ from .annotation import AnnotationRefused
 from .datasets import DatasetRefused
 from .finetune import FineTuneRefused
 from .models import Dataset, FineTuneJob
+from .permissions import (
+    ADD_DATASETS,
+    ADD_FINETUNES,
+    CHANGE_FINETUNES,
+    READ_CONTENT,
+    VIEW_DATASETS,
+    VIEW_FINETUNES,
+    refusal,
+)
 
 MAX_LISTED = 500
 
@@ -47,16 +62,19 @@ def _error(message: str, status: int = 400, field: str | None = None) -> JsonRes
     return JsonResponse({"error": {"message": message, "field": field}}, status=status)
 
 
-def api_view(staff: bool = False) -> Callable:
-    """Signed in (staff when asked), JSON bodies parsed, refusals as JSON errors."""
+def api_view(*perms: str, post: tuple[str, ...] | None = None) -> Callable:
+    """Signed in; with ``perms``, staff holding them (``post``: those a POST needs
+    instead); refusals as JSON errors."""
 
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> JsonResponse:
             if not request.user.is_authenticated:
                 return _error(_("Sign in first."), 401)
-            if staff and not request.user.is_staff:
-                return _error(_("Only staff may do this."), 403)
+            needed = post if post is not None and request.method == "POST" else perms
+            reason = refusal(request.user, needed) if needed else None
+            if reason:
+                return _error(reason, 403)
             try:
                 return view(request, *args, **kwargs)
             except (AnnotationRefused, DatasetRefused, FineTuneRefused) as exc:
@@ -79,11 +97,31 @@ def _when(request: HttpRequest, key: str):
     value = request.GET.get(key)
     if not value:
         return None
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well formed, but no such date ("2020-13-45T00:00")
+        parsed = None
     if parsed is None:
         raise AnnotationRefused(_("“%(key)s” must be an ISO date-time.") % {"key": key},
                                 field=key)
     return parsed
+
+
+def _text(request: HttpRequest, key: str) -> str | None:
+    """A query parameter (None when empty), refused when it holds NUL, which no
+    database text can."""
+    value = request.GET.get(key) or None
+    if value is not None and "\x00" in value:
+        raise AnnotationRefused(_("“%(key)s” must be text.") % {"key": key}, field=key)
+    return value
+
+
+def _conversation(request: HttpRequest) -> str | None:
+    value = request.GET.get("conversation") or None
+    if value is not None and uuid_id(value) is None:
+        raise AnnotationRefused(_("“conversation” must be a conversation's id (a UUID)."),
+                                field="conversation")
+    return value
 
 
 @require_GET
@@ -91,11 +129,11 @@ def _when(request: HttpRequest, key: str):
 @api_view()
 def annotation_list(request: HttpRequest) -> JsonResponse:
     queryset = annotation.annotations_for(
-        request.user, conversation_id=request.GET.get("conversation") or None,
-        rating=request.GET.get("rating") or None, tag=request.GET.get("tag") or None,
-        model=request.GET.get("model") or None, since=_when(request, "since"),
+        request.user, conversation_id=_conversation(request),
+        rating=_text(request, "rating"), tag=_text(request, "tag"),
+        model=_text(request, "model"), since=_when(request, "since"),
         until=_when(request, "until"))
-    return JsonResponse({"data": [annotation.annotation_dict(a)
+    return JsonResponse({"data": [annotation.annotation_dict(a, reader=request.user)
                                   for a in queryset[:MAX_LISTED]]})
 
 
@@ -115,7 +153,7 @@ def dataset_dict(dataset: Dataset) -> dict[str, Any]:
 
 
 @require_http_methods(["GET", "POST"])
-@api_view(staff=True)
+@api_view(VIEW_DATASETS, post=(ADD_DATASETS, READ_CONTENT))  # an export is decrypted content
 def dataset_collection(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse({"data": [dataset_dict(d) for d in
@@ -135,7 +173,7 @@ JOB_FIELDS = ("lora_rank", "lora_alpha", "learning_rate", "epochs", "max_steps",
 
 
 @require_http_methods(["GET", "POST"])
-@api_view(staff=True)
+@api_view(VIEW_FINETUNES, post=(ADD_FINETUNES,))
 def job_collection(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         jobs = FineTuneJob.objects.select_related("base_endpoint", "dataset",
@@ -173,13 +211,13 @@ def _job(job_id: int) -> FineTuneJob:
 
 
 @require_GET
-@api_view(staff=True)
+@api_view(VIEW_FINETUNES)
 def job_detail(request: HttpRequest, job_id: int) -> JsonResponse:
     return JsonResponse(finetune.job_dict(_job(job_id)))
 
 
 @require_POST
-@api_view(staff=True)
+@api_view(CHANGE_FINETUNES)
 def job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
     job = finetune.cancel_job(_job(job_id))
     return JsonResponse(finetune.job_dict(_job(job.pk)))

@@ -1,23 +1,36 @@
 """The studio's Jobs page: batch jobs and fine-tuning jobs with their progress
 (done / failed / total, rate, ETA; steps and the last training loss), refreshed every
 two seconds by ``studio/jobs.js`` from ``api/jobs/``; cancel and retry from the page.
-Staff only, as in the admin: jobs belong to API keys and the operator, not to a
-studio user."""
+Staff with the jobs' model permissions only, as in the admin (``jobs.permissions``):
+jobs belong to API keys and the operator, not to a studio user."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from core.text import object_id
 from jobs import batch, finetune
 from jobs.batch import BatchRefused
 from jobs.finetune import FineTuneRefused
 from jobs.models import BatchJob, FineTuneJob
+from jobs.permissions import (
+    CHANGE_BATCHES,
+    CHANGE_FINETUNES,
+    VIEW_BATCHES,
+    VIEW_FINETUNES,
+    may_see_jobs,
+    refusal,
+    staff_with,
+)
 
 LISTED = 50  # most recent jobs of each kind
 
@@ -44,30 +57,52 @@ def finetune_row(job: FineTuneJob) -> dict[str, Any]:
             "finished": job.finished}
 
 
-@staff_member_required(login_url="studio:login")
-@require_GET
-def page(request: HttpRequest) -> HttpResponse:
-    return render(request, "studio/jobs.html", {})
-
-
-@staff_member_required(login_url="studio:login")
-@require_GET
-def jobs(request: HttpRequest) -> JsonResponse:
-    batches = BatchJob.objects.order_by("-created_at")[:LISTED]
-    tunings = FineTuneJob.objects.select_related("base_endpoint", "result_endpoint") \
-        .order_by("-created_at")[:LISTED]
-    return JsonResponse({"batches": [batch_row(j) for j in batches],
-                         "finetunes": [finetune_row(j) for j in tunings]})
-
-
 def _refused(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": {"message": message}}, status=status)
 
 
-@staff_member_required(login_url="studio:login")
+def json_view(*perms: str) -> Callable:
+    """Signed in (401), staff holding ``perms`` (403), refusals in the page's JSON shape."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+            if not request.user.is_authenticated:
+                return _refused(401, _("Sign in first."))
+            reason = refusal(request.user, perms)
+            if reason:
+                return _refused(403, reason)
+            return view(request, *args, **kwargs)
+        return wrapped
+    return decorate
+
+
+@login_required(login_url="studio:login")
+@require_GET
+def page(request: HttpRequest) -> HttpResponse:
+    if not may_see_jobs(request.user):
+        raise PermissionDenied
+    return render(request, "studio/jobs.html", {})
+
+
+@require_GET
+@json_view()
+def jobs(request: HttpRequest) -> JsonResponse:
+    """The jobs of each kind the user may view (403 when neither)."""
+    if not may_see_jobs(request.user):
+        return _refused(403, refusal(request.user, (VIEW_BATCHES,)) or "")
+    batches = BatchJob.objects.order_by("-created_at")[:LISTED] \
+        if staff_with(request.user, VIEW_BATCHES) else []
+    tunings = FineTuneJob.objects.select_related("base_endpoint", "result_endpoint") \
+        .order_by("-created_at")[:LISTED] if staff_with(request.user, VIEW_FINETUNES) else []
+    return JsonResponse({"batches": [batch_row(j) for j in batches],
+                         "finetunes": [finetune_row(j) for j in tunings]})
+
+
 @require_POST
+@json_view(CHANGE_BATCHES)
 def batch_action(request: HttpRequest, job_id: str, action: str) -> JsonResponse:
-    job = BatchJob.objects.filter(pk=job_id).first()
+    job = BatchJob.objects.filter(pk=job_id).first() if object_id(job_id) else None
     if job is None:
         return _refused(404, _("No batch job %(id)s.") % {"id": job_id})
     try:
@@ -81,8 +116,8 @@ def batch_action(request: HttpRequest, job_id: str, action: str) -> JsonResponse
     return JsonResponse(batch_row(job))
 
 
-@staff_member_required(login_url="studio:login")
 @require_POST
+@json_view(CHANGE_FINETUNES)
 def finetune_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
     job = FineTuneJob.objects.filter(pk=job_id).first()
     if job is None:

@@ -145,13 +145,13 @@ class PluginAdmin(TranslationAdmin):
             self.message_user(request, _("Available, not in the chain yet: %(names)s.")
                               % {"names": ", ".join(available)}, messages.INFO)
 
-    @admin.action(description=_("Enable the selected plugins"))
+    @admin.action(description=_("Enable the selected plugins"), permissions=["change"])
     def enable(self, request, queryset):
         count = set_enabled(queryset, True)
         self.message_user(request, ngettext("%(n)d plugin enabled.", "%(n)d plugins enabled.",
                                             count) % {"n": count})
 
-    @admin.action(description=_("Disable the selected plugins"))
+    @admin.action(description=_("Disable the selected plugins"), permissions=["change"])
     def disable(self, request, queryset):
         count = set_enabled(queryset, False)
         self.message_user(request, ngettext("%(n)d plugin disabled.",

@@ -101,7 +101,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
                                      "%(secret)s") % {"key": obj, "secret": secret},
                           messages.WARNING)
 
-    @admin.action(description=_("Rotate selected keys (issue successors)"))
+    # A rotation shows the successor's secret: ``routing.change_apikey``, not only view.
+    @admin.action(description=_("Rotate selected keys (issue successors)"),
+                  permissions=["change"])
     def rotate(self, request, queryset):
         for key in queryset:
             try:
@@ -111,7 +113,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 continue
             self._show_secret(request, new, secret)
 
-    @admin.action(description=_("Revoke selected keys"))
+    @admin.action(description=_("Revoke selected keys"), permissions=["change"])
     def revoke(self, request, queryset):
         count = 0
         for key in queryset.filter(revoked_at__isnull=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -44,7 +45,9 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
     def summary_view(self, request):
         """Usage per key, model and day; ``?since=&until=`` (default the last 7 days),
-        ``key`` and ``model`` narrow it."""
+        ``key`` and ``model`` narrow it. Needs ``routing.view_usagerecord``, as the list."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         today = timezone.now().date()
         since = _date(request.GET.get("since")) or today - timedelta(days=6)
         until = _date(request.GET.get("until")) or today

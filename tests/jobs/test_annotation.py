@@ -14,6 +14,7 @@ from chat.curated import match_reply, save_pair
 from chat.models import QAPair
 from jobs.annotation import AnnotationInput, AnnotationRefused, annotate, clean_input
 from jobs.models import Annotation
+from tests.grants import grant
 from tests.jobs.training_data import conversation
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +65,32 @@ def test_someone_elses_reply_is_refused_as_missing(alice, bob):
     with pytest.raises(AnnotationRefused) as refused:
         annotate(bob, reply.pk, AnnotationInput(rating="up"))
     assert refused.value.status == 404
+
+
+def test_staff_annotate_and_list_others_only_with_the_permissions(alice):
+    # given: alice's reply, annotated by her; a member of the staff with no permission
+    [reply] = conversation(alice, ("q", "a"))
+    annotate(alice, reply.pk, AnnotationInput(rating="down", corrected_content="fixed"))
+    sam = get_user_model().objects.create_user("sam", password="pw-sam-12", is_staff=True)
+    client = Client()
+    client.force_login(sam)
+    url = f"/studio/api/annotations/messages/{reply.pk}/"
+    # when / then: is_staff alone opens nothing
+    with pytest.raises(AnnotationRefused):
+        annotate(sam, reply.pk, AnnotationInput(rating="up"))
+    assert client.post(url, '{"rating": "up"}', content_type="application/json") \
+        .status_code == 404
+    assert client.get("/studio/api/annotations/").json()["data"] == []
+    # with the view permission: everyone's annotations, corrections still hidden
+    client.force_login(grant(sam, "jobs.view_annotation"))
+    [listed] = client.get("/studio/api/annotations/").json()["data"]
+    assert (listed["annotator"], listed["corrected_content"]) == ("alice", None)
+    # with the content permission too: corrections shown, and any reply annotated
+    client.force_login(grant(sam, "chat.view_message_content", "jobs.add_annotation"))
+    [listed] = client.get("/studio/api/annotations/").json()["data"]
+    assert listed["corrected_content"] == "fixed"
+    assert client.post(url, '{"rating": "up"}', content_type="application/json") \
+        .status_code == 200
 
 
 def test_user_messages_cannot_be_annotated(alice):

@@ -13,6 +13,7 @@ from django.test import Client
 from jobs.annotation import AnnotationInput, annotate
 from jobs.datasets import DatasetRefused, dataset_rows, export_dataset, flag_reasons
 from jobs.models import Dataset
+from tests.grants import grant
 from tests.jobs.training_data import conversation
 
 pytestmark = pytest.mark.django_db
@@ -106,12 +107,19 @@ def test_secrets_and_pii_are_detected():
     assert flag_reasons("nothing to see") == []
 
 
-def test_api_exports_for_staff_only(alice):
+def test_api_exports_for_staff_with_the_dataset_and_content_permissions_only(alice):
     conversation(alice, ("q", "a"))
     client = Client()
     client.force_login(alice)
-    response = client.post("/studio/api/datasets/", json.dumps({"name": "api"}),
-                           content_type="application/json")
+    body = json.dumps({"name": "api"})
+    refused = client.post("/studio/api/datasets/", body, content_type="application/json")
+    assert refused.status_code == 403
+    assert "jobs.add_dataset" in refused.json()["error"]["message"]
+    client.force_login(grant(alice, "jobs.add_dataset"))
+    refused = client.post("/studio/api/datasets/", body, content_type="application/json")
+    assert "chat.view_message_content" in refused.json()["error"]["message"]
+    client.force_login(grant(alice, "chat.view_message_content"))
+    response = client.post("/studio/api/datasets/", body, content_type="application/json")
     assert response.status_code == 201, response.content
     assert response.json()["line_count"] == 1
     other = get_user_model().objects.create_user("eve", password="pw")

@@ -1,5 +1,5 @@
-"""The studio's Jobs page with Django's test client: staff only, batch and fine-tuning
-jobs listed with their progress, cancel from the page."""
+"""The studio's Jobs page with Django's test client: staff with the jobs' permissions
+only, batch and fine-tuning jobs listed with their progress, cancel from the page."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 
 from jobs import batch, batch_files
 from jobs.models import BatchStatus, LineStatus
+from tests.grants import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -20,16 +21,25 @@ LINES = b"\n".join(
 @pytest.fixture
 def staff(client):
     user = get_user_model().objects.create_user("sam", password="pw-sam-123", is_staff=True)
+    user = grant(user, "jobs.view_batchjob", "jobs.change_batchjob", "jobs.view_finetunejob")
     client.force_login(user)
     return user
 
 
-def test_the_page_is_for_staff_only(client):
+def test_the_page_is_for_staff_with_the_jobs_permissions_only(client):
     get_user_model().objects.create_user("ann", password="pw-ann-123")
     client.login(username="ann", password="pw-ann-123")
 
-    assert client.get("/studio/jobs/").status_code == 302
-    assert client.get("/studio/api/jobs/").status_code == 302
+    assert client.get("/studio/jobs/").status_code == 403
+    assert client.get("/studio/api/jobs/").json()["error"]["message"] == \
+        "Only staff may do this."
+    get_user_model().objects.create_user("bea", password="pw-bea-123", is_staff=True)
+    client.login(username="bea", password="pw-bea-123")  # staff, no permission
+    assert client.get("/studio/jobs/").status_code == 403
+    assert client.get("/studio/api/jobs/").status_code == 403
+    client.logout()
+    assert client.get("/studio/jobs/").status_code == 302  # to the studio's sign-in
+    assert client.get("/studio/api/jobs/").status_code == 401
 
 
 def test_jobs_are_listed_with_progress_and_cancelled_from_the_page(client, staff):

@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from routing.models import ModelEndpoint
+from tests.grants import grant
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("quiet_server_env")]
@@ -219,6 +220,7 @@ def test_jobs_page_draws_the_training_loss(page, live_server_url):
 
     # given: staff, and a fine-tuning job part way through
     get_user_model().objects.filter(username="ada").update(is_staff=True)
+    grant(get_user_model().objects.get(username="ada"), "jobs.view_finetunejob")
     base = ModelEndpoint.objects.create(name="tiny-base", engine="transformers",
                                         model_path="/models/tiny", enabled=False)
     dataset = Dataset.objects.create(name="support", content=b"{}", sha256="0" * 64,
