@@ -2,11 +2,14 @@
 
 A thin adapter between the JSON protocol (docs/websocket.md) and the conversation
 graph's ``astream_turn``: it authenticates (session, or an API key in the handshake's
-``Authorization`` header), checks each frame (size, rate, shape), runs one turn at a
-time as a task it can cancel, and relays the turn's events, each stamped with the
-request's ``id``. Every socket on a conversation — on any web replica — sees its
-frames through the channel layer group ``chat.<conversation>``; a ``stop`` reaches
-the replica running the turn the same way.
+``Authorization`` header), checks each frame (size, rate, shape), admits each turn
+(``routing.admission``: a key's validity, network, scope and limits, or a signed-in
+user's quota — refused with the codes ``/v1`` uses), runs one turn at a time as a task
+it can cancel, relays the turn's events, each stamped with the request's ``id``, and
+settles the turn's tokens when it ends (a ``quota`` frame says what is left). Every
+socket on a conversation — on any web replica — sees its frames through the channel
+layer group ``chat.<conversation>``; a ``stop`` reaches the replica running the turn
+the same way.
 """
 
 from __future__ import annotations
@@ -26,18 +29,22 @@ from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from core.client_ip import client_ip
 from core.i18n import language_for_scope
 from core.metrics import websocket_closed, websocket_opened
-from routing.admission import authenticate
+from routing.admission import Ticket, admit, authenticate
 from routing.keys import KeyRefused
+from routing.rules import estimate_tokens
 
 from . import studio
 from .conversations import ConversationError, check_content, key_identity
 from .graph.service import astream_resume, astream_turn
+from .workflows.compiler import WorkflowError, aresolve
 from .ws_frames import (
     FrameError,
     TokenBucket,
     TurnRelay,
+    check_text,
     decision_of,
     model_of,
     params_of,
@@ -63,6 +70,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     conversation_id: str | None = None
     identity: str | None = None
+    account: Any = None  # the signed-in user (their quota), or None for an API key
+    secret: str | None = None  # the API key presented, admitted again on every turn
+    client_addr = ""  # the client's address behind trusted proxies (the key's networks)
     run: asyncio.Task | None = None
     run_id: str | None = None
     turn_open = False  # until the turn's last frame is sent (its task may still close)
@@ -77,7 +87,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # Frames' messages in the page's language (?lang= remembered, saved, Accept-Language).
         translation.activate(await database_sync_to_async(language_for_scope)(self.scope))
         self.bucket = TokenBucket(settings.OPENCLAW_WS_RATE, settings.OPENCLAW_WS_BURST)
-        self.identity = await self._identity()
+        try:
+            self.identity = await self._identity()
+        except KeyRefused as exc:  # unknown, expired, revoked, or from a network it may not
+            await self._refuse(4403 if exc.status == 403 else 4401, exc.code, exc.message,
+                               exc.status)
+            return
         if self.identity is None:
             await self._refuse(4401, "unauthorized", _("Sign in, or send an API key as "
                                                        "“Authorization: Bearer <key>”."))
@@ -87,7 +102,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             try:
                 past = await database_sync_to_async(studio.history)(wanted, self.identity)
             except ConversationError as exc:
-                await self._refuse(4404, exc.code, exc.message)
+                await self._refuse(4404, exc.code, exc.message, 404)
                 return
             await self._join(past["id"])
             await self.send_json({"type": "history", **past, "id": None,
@@ -98,17 +113,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _identity(self) -> str | None:
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
+            self.account = user
             return user.get_username()
-        headers = dict(self.scope.get("headers", []))
-        scheme, _sep, secret = headers.get(b"authorization", b"").decode(
+        headers = self.scope.get("headers", [])
+        found = dict(headers)
+        scheme, _sep, secret = found.get(b"authorization", b"").decode(
             "latin-1").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return None
-        return await database_sync_to_async(_key_identity)(
-            secret.strip(), (self.scope.get("client") or ("", 0))[0])
+        forwarded = ",".join(v.decode("latin-1") for k, v in headers
+                             if k == b"x-forwarded-for") or None
+        self.secret = secret.strip()
+        self.client_addr = client_ip((self.scope.get("client") or ("", 0))[0], forwarded)
+        return await database_sync_to_async(_key_identity)(self.secret, self.client_addr)
 
-    async def _refuse(self, code: int, error: str, message: str) -> None:
-        await self.send_json({"type": "error", "id": None, "code": error, "message": message})
+    async def _refuse(self, code: int, error: str, message: str, status: int = 401) -> None:
+        await self.send_json({"type": "error", "id": None, "code": error, "message": message,
+                              "status": status})
         await self.close(code=code)
         self.open = False
 
@@ -147,6 +168,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             frame = self._parse(text_data, bytes_data)
             request_id = request_id_of(frame)
+            check_text(frame)
             kind = frame.get("type")
             handler = self._handlers().get(kind) if isinstance(kind, str) else None
             if handler is None:
@@ -155,9 +177,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     % {"types": ", ".join(sorted(self._handlers()))})
             await handler(frame, request_id)
         except FrameError as exc:
-            await self._error(request_id, exc.code, exc.message)
+            await self._error(request_id, exc.code, exc.message, exc.param)
         except ConversationError as exc:
             await self._error(request_id, exc.code, exc.message)
+        except KeyRefused as exc:
+            await self._refused(request_id, exc)
         except Exception:
             logger.exception("studio frame failed")
             await self._error(request_id, "internal_error",
@@ -203,26 +227,29 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._require_idle()
         content = check_content(frame.get("content"))
         model, workflow, params = model_of(frame), workflow_of(frame), params_of(frame)
+        ticket = await self._admit(content, params, model=model, workflow=workflow)
         await self._start(request_id, lambda: astream_turn(
             conversation_id=self.conversation_id, user=self.user, content=content,
-            model=model, params=params, workflow=workflow))
+            model=model, params=params, workflow=workflow), ticket)
 
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
         conversation = self._require_conversation()
         model = model_of(frame, required=False)
-        source = await database_sync_to_async(studio.regenerate_source)(
-            conversation, self.identity)
+        params = params_of(frame)
         if model is None:
             past = await database_sync_to_async(studio.conversation_of)(
                 conversation, self.identity)
             model = past.model
-        params = params_of(frame)
+        # Admitted before the question leaves the context (its tokens settle at the end).
+        ticket = await self._admit(None, params, model=model)
+        source = await database_sync_to_async(studio.regenerate_source)(
+            conversation, self.identity)
         await self._emit({"type": "regenerate", "id": request_id,
                           "conversation": conversation, "turn": source["turn"]})
         await self._start(request_id, lambda: astream_turn(
             conversation_id=conversation, user=self.user, content=source["content"],
-            model=model, params=params))
+            model=model, params=params), ticket)
 
     async def on_fork(self, frame: dict, request_id: str | None) -> None:
         conversation = self._require_conversation()
@@ -252,8 +279,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._require_idle()
         conversation = self._require_conversation()
         resume = decision_of(frame)
+        ticket = await self._admit(resume.get("content"), {})
         await self._start(request_id, lambda: astream_resume(
-            conversation_id=conversation, user=self.user, resume=resume))
+            conversation_id=conversation, user=self.user, resume=resume), ticket)
 
     @property
     def user(self) -> str:
@@ -275,20 +303,55 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- a turn -------------------------------------------------------------------
 
+    async def _admit(self, content: Any, params: dict[str, Any], *, model: str | None = None,
+                     workflow: str | None = None) -> Ticket:
+        """Admit one turn (``KeyRefused`` refuses it): the signed-in user's quota, or the
+        API key's validity, network, scope and limits — a workflow turn may use the
+        workflow's own model without the key listing it."""
+        tokens = estimate_tokens([{"role": "user", "content": content}]) if content else 0
+        most = params.get("max_tokens")
+        reserve = most if isinstance(most, int) and not isinstance(most, bool) \
+            and most > 0 else 0
+        if self.account is not None:
+            return await admit(user=self.account, tokens=tokens, reserve=reserve)
+        own_model = None
+        if workflow is not None:
+            with contextlib.suppress(WorkflowError):  # unknown: the turn reports it
+                plan = await aresolve(workflow)
+                own_model = plan.default_model if plan is not None else None
+        return await admit(secret=self.secret, client_addr=self.client_addr, model=model,
+                           workflow=workflow, own_model=own_model, tokens=tokens,
+                           reserve=reserve)
+
+    async def _refused(self, request_id: str | None, exc: KeyRefused) -> None:
+        """A turn admission refused: an ``error`` frame with ``/v1``'s status and code,
+        when to retry and (a spent quota) its state."""
+        if self.open:
+            await self.send_json({"type": "error", "id": request_id, "code": exc.code,
+                                  "message": exc.message, "status": exc.status,
+                                  "retry_after": exc.retry_after, "quota": exc.quota,
+                                  "conversation": self.conversation_id})
+
     async def _start(self, request_id: str | None,
-                     events: Callable[[], AsyncGenerator[dict, None]]) -> None:
+                     events: Callable[[], AsyncGenerator[dict, None]], ticket: Ticket) -> None:
         request_id = request_id or uuid.uuid4().hex[:12]  # a turn's frames always carry one
         self.run_id, self.turn_open = request_id, True
-        self.run = asyncio.create_task(self._turn(request_id, events))
+        self.run = asyncio.create_task(self._turn(request_id, events, ticket))
 
     async def _turn(self, request_id: str,
-                    events: Callable[[], AsyncGenerator[dict, None]]) -> None:
+                    events: Callable[[], AsyncGenerator[dict, None]], ticket: Ticket) -> None:
         """Relay one turn's events; a cancel (stop, disconnect) ends it with ``done``
-        marked ``stopped`` and the text streamed so far, which is kept as the answer."""
+        marked ``stopped`` and the text streamed so far, which is kept as the answer.
+        Each model call's usage settles the turn's admission as it is reported (before
+        the turn's last frame, so the next turn is admitted by what this one used)."""
         relay = TurnRelay(request_id, self.conversation_id)
+        used: list[int] = []
         try:
             async with contextlib.aclosing(events()) as stream:
                 async for event in stream:
+                    if event["type"] == "usage":
+                        used.append(int(event.get("total_tokens") or 0))
+                        await ticket.asettle(used[-1])
                     if event["type"] == "conversation" and self.conversation_id is None:
                         await self._join(event["id"])
                     if event["type"] in ("done", "error", "waiting"):
@@ -313,6 +376,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._flush(relay)
             await self._emit(relay.frame({"type": "error", "code": "internal_error",
                                           "message": _("The turn failed; try again.")}))
+        finally:
+            await self._settled(request_id, relay, ticket, bool(used))
+
+    async def _settled(self, request_id: str, relay: TurnRelay, ticket: Ticket,
+                       reported: bool) -> None:
+        """Settle a turn no model call reported usage for (stopped, failed: its prompt
+        and what was streamed, else nothing), then tell the socket its quota's state."""
+        try:
+            if not reported:
+                text = "".join(relay.text)
+                await ticket.asettle(ticket.counted.need + estimate_tokens(
+                    [{"role": "assistant", "content": text}]) if text else 0)
+            quota = ticket.quota()
+            if quota is not None and self.open:
+                await self.send_json({"type": "quota", "id": request_id, "quota": quota})
+        except Exception:  # the turn is over; its count is the worst that is off
+            logger.exception("settling studio turn %s failed", request_id)
 
     async def _relay(self, relay: TurnRelay, frame: dict[str, Any], broadcast: bool) -> None:
         """Send a turn's frame. Until the answer's first token, bookkeeping frames
@@ -360,10 +440,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_send(group_name(self.conversation_id), {
                     "type": "studio.frame", "frame": frame, "origin": self.channel_name})
 
-    async def _error(self, request_id: str | None, code: str, message: str) -> None:
+    async def _error(self, request_id: str | None, code: str, message: str,
+                     param: str | None = None) -> None:
         if self.open:
-            await self.send_json({"type": "error", "id": request_id, "code": code,
-                                  "message": message, "conversation": self.conversation_id})
+            frame = {"type": "error", "id": request_id, "code": code, "message": message,
+                     "conversation": self.conversation_id}
+            if param is not None:
+                frame["param"] = param  # the field at fault
+            await self.send_json(frame)
 
     # --- channel layer events -----------------------------------------------------
 
@@ -389,8 +473,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return json.dumps(content, ensure_ascii=False, default=str)
 
 
-def _key_identity(secret: str, client_addr: str) -> str | None:
-    try:
-        return key_identity(authenticate(secret, client_addr))
-    except KeyRefused:
-        return None
+def _key_identity(secret: str, client_addr: str) -> str:
+    """The identity of the key presented, valid from this address, or ``KeyRefused``."""
+    return key_identity(authenticate(secret, client_addr))

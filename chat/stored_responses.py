@@ -10,9 +10,12 @@ from typing import Any
 
 from django.db import transaction
 
+from core.text import object_id
+
 from .models import StoredResponse
 
 MAX_CHAIN = 200  # responses followed back through previous_response_id
+MAX_ID_CHARS = 64  # StoredResponse.id's
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ def save(owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]
 
 def load(owner: str, response_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """(the response object, its input items), or None when this owner has none."""
+    if object_id(response_id, MAX_ID_CHARS) is None:
+        return None  # no response has such an id
     row = StoredResponse.objects.filter(pk=response_id, owner=owner).first()
     if row is None:
         return None
@@ -41,12 +46,16 @@ def load(owner: str, response_id: str) -> tuple[dict[str, Any], list[dict[str, A
 
 
 def delete(owner: str, response_id: str) -> bool:
+    if object_id(response_id, MAX_ID_CHARS) is None:
+        return False
     deleted, _by_model = StoredResponse.objects.filter(pk=response_id, owner=owner).delete()
     return bool(deleted)
 
 
 def chain(owner: str, response_id: str) -> list[Turn] | None:
     """The turns up to ``response_id``, oldest first; None when it is not this owner's."""
+    if object_id(response_id, MAX_ID_CHARS) is None:
+        return None
     turns: list[Turn] = []
     current: str | None = response_id
     while current is not None and len(turns) < MAX_CHAIN:

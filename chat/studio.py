@@ -22,9 +22,17 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from core.text import lone_surrogate_at
+from routing.admission import user_quota
 from routing.models import ModelEndpoint
 
-from .conversations import ConversationError, forget_window, message_dict, text_of
+from .conversations import (
+    ConversationError,
+    forget_window,
+    matching_titles,
+    message_dict,
+    text_of,
+)
 from .graph.graph import compile_graph
 from .graph.service import waiting_runs
 from .models import Conversation, MemoryItem, Message, Role, Workflow
@@ -50,11 +58,12 @@ def conversation_of(conversation_id: Any, user: str) -> Conversation:
 
 
 def list_conversations(user: str, query: str = "") -> list[dict[str, Any]]:
-    """The user's conversations, latest first; ``query`` filters by title (content is
-    encrypted, so it cannot be searched in the database)."""
+    """The user's conversations, latest first; ``query`` filters by title or model
+    (titles are encrypted, so they are matched in Python: ``matching_titles``)."""
     rows = Conversation.objects.filter(user=user)
     if query.strip():
-        rows = rows.filter(Q(title__icontains=query.strip()) | Q(model__icontains=query.strip()))
+        rows = rows.filter(Q(pk__in=matching_titles(rows, query))
+                           | Q(model__icontains=query.strip()))
     return [{"id": str(c.pk), "title": c.title or _("New chat"), "model": c.model,
              "turns": c.turns, "updated": c.updated_at.isoformat()}
             for c in rows.order_by("-updated_at")[:LIST_LIMIT]]
@@ -75,7 +84,8 @@ def history(conversation_id: Any, user: str) -> dict[str, Any]:
 
 
 def rename_conversation(conversation_id: Any, user: str, title: Any) -> dict[str, Any]:
-    if not isinstance(title, str) or not title.strip():
+    if not isinstance(title, str) or not title.strip() or "\x00" in title \
+            or lone_surrogate_at(title) is not None:  # neither can be stored as text
         raise ConversationError("invalid_title", _("A title must be a non-empty string."))
     conversation = conversation_of(conversation_id, user)
     conversation.title = " ".join(title.split())[:TITLE_MAX]
@@ -237,7 +247,7 @@ def page(request: HttpRequest) -> HttpResponse:
                             samesite="Lax", secure=settings.SESSION_COOKIE_SECURE)
         return response
     config = {"models": available_models(), "workflows": workflows(),
-              "user": _identity(request),
+              "user": _identity(request), "quota": user_quota(request.user),
               "language": translation.get_language(), "csrf": get_token(request)}
     return render(request, "studio/index.html", {"config": config})
 
@@ -245,8 +255,11 @@ def page(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def conversations(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"conversations": list_conversations(
-        _identity(request), request.GET.get("q", ""))})
+    query = request.GET.get("q", "")
+    if "\x00" in query:  # no text holds NUL (PostgreSQL refuses it)
+        return _refusal(ConversationError("invalid_query", _("“q” must be text to search "
+                                                             "for.")))
+    return JsonResponse({"conversations": list_conversations(_identity(request), query)})
 
 
 @login_required
@@ -276,3 +289,10 @@ def memory_delete(request: HttpRequest, memory_id: int) -> JsonResponse:
     except ConversationError as exc:
         return _refusal(exc)
     return JsonResponse({"deleted": memory_id})
+
+
+@login_required
+@require_GET
+def quota(request: HttpRequest) -> JsonResponse:
+    """The signed-in user's studio quota as its bar shows it (``null``: none)."""
+    return JsonResponse({"quota": user_quota(request.user)})

@@ -15,4 +15,5 @@ urlpatterns = [
     path("api/conversations/<str:conversation_id>/", studio.conversation,
          name="conversation"),
     path("api/memories/<int:memory_id>/delete/", studio.memory_delete, name="memory-delete"),
+    path("api/quota/", studio.quota, name="quota"),
 ]

@@ -13,9 +13,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from modeltranslation.admin import TranslationAdmin
 
+from routing.keys import KeyRefused
+
 from .graph import checkpointer
 from .graph.service import arun_resume
 from .models import RunStatus, Workflow, WorkflowRun, WorkflowSchedule
+from .run_admission import admit_run
 from .workflows.compiler import WorkflowError, workflow_mermaid
 from .workflows.registry import node_types
 
@@ -58,7 +61,12 @@ class WorkflowAdmin(TranslationAdmin):
 
 
 def _resume(run: WorkflowRun, decision: dict) -> dict:
-    """Resume a waiting run from the admin's (synchronous) request."""
+    """Resume a waiting run from the admin's (synchronous) request, admitted for the
+    conversation's user (their quota pays for the rest of the run)."""
+    try:
+        ticket = admit_run(run.conversation.user, decision.get("content"))
+    except KeyRefused as exc:
+        return {"type": "error", "code": exc.code, "message": exc.message}
 
     async def resume() -> dict:
         opened_here = asyncio.get_running_loop() not in checkpointer._savers
@@ -69,7 +77,10 @@ def _resume(run: WorkflowRun, decision: dict) -> dict:
             if opened_here:  # this loop ends with the call: close the pool it opened
                 await checkpointer.close_saver()
 
-    return async_to_sync(resume)()
+    last = async_to_sync(resume)()
+    if ticket is not None:
+        ticket.settle(int((last.get("usage") or {}).get("total_tokens") or 0))
+    return last
 
 
 @admin.register(WorkflowRun)

@@ -11,19 +11,23 @@ from typing import Any, Literal, overload
 
 from django.utils.translation import gettext as _
 
+from core.text import lone_surrogate_at, object_id
+
 from . import studio
 from .conversations import check_content
+from .v1 import validation
 
 MAX_ID_CHARS = 64
-PARAMS = {"temperature", "top_p", "max_tokens", "seed", "stop"}
+PARAMS = set(validation.SAMPLING)
 
 
 class FrameError(Exception):
-    """A client frame the protocol refuses: answered with an ``error`` frame."""
+    """A client frame the protocol refuses: answered with an ``error`` frame (its
+    ``param`` names the field at fault, when one is)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, param: str | None = None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.param = code, message, param
 
 
 class TokenBucket:
@@ -49,10 +53,20 @@ def request_id_of(frame: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int) or \
-            len(str(value)) > MAX_ID_CHARS:
+            len(str(value)) > MAX_ID_CHARS or lone_surrogate_at(value) is not None:
         raise FrameError("invalid_id", _("“id” must be a string of at most %(n)d "
-                                         "characters or a number.") % {"n": MAX_ID_CHARS})
+                                         "characters or a number.") % {"n": MAX_ID_CHARS},
+                         "id")
     return str(value)
+
+
+def check_text(frame: dict[str, Any]) -> None:
+    """Refuse a frame with a string that is not text (an unpaired surrogate: nothing can
+    store it or send it back), naming the field, as ``/v1`` refuses such a body."""
+    try:
+        validation.text(frame)
+    except validation.InvalidBody as exc:
+        raise FrameError("invalid_text", exc.message, exc.param) from None
 
 
 class TurnRelay:
@@ -122,10 +136,11 @@ def model_of(frame: dict, required: bool = True) -> str | None:
     model = frame.get("model")
     if model is None and not required:
         return None
-    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+    name = object_id(model)
+    if name is None or not name.strip():
         raise FrameError("invalid_model", _("“model” must be a model name from the "
-                                            "registry."))
-    return model
+                                            "registry."), "model")
+    return name
 
 
 def workflow_of(frame: dict) -> str | None:
@@ -133,8 +148,9 @@ def workflow_of(frame: dict) -> str | None:
     workflow = frame.get("workflow")
     if workflow in (None, "", studio.BUILT_IN):
         return None
-    if not isinstance(workflow, str) or len(workflow) > 100:
-        raise FrameError("unknown_workflow", _("“workflow” must be a workflow's slug."))
+    if object_id(workflow, 100) is None:
+        raise FrameError("unknown_workflow", _("“workflow” must be a workflow's slug."),
+                         "workflow")
     return workflow
 
 
@@ -143,7 +159,7 @@ def decision_of(frame: dict) -> dict[str, Any]:
     if frame["type"] == "reject":
         reason = frame.get("reason", "")
         if not isinstance(reason, str):
-            raise FrameError("invalid_reason", _("“reason” must be a string."))
+            raise FrameError("invalid_reason", _("“reason” must be a string."), "reason")
         return {"action": "reject", "reason": reason}
     if frame.get("content") is None:
         return {"action": "approve"}
@@ -151,10 +167,16 @@ def decision_of(frame: dict) -> dict[str, Any]:
 
 
 def params_of(frame: dict) -> dict[str, Any]:
+    """The frame's sampling ``params``, checked by the rules of ``/v1`` chat bodies
+    (``chat.v1.validation.sampling``); ``FrameError`` names the one at fault."""
     params = frame.get("params")
     if params is None:
         return {}
     if not isinstance(params, dict) or set(params) - PARAMS:
         raise FrameError("invalid_params", _("“params” may set only: %(names)s.")
-                         % {"names": ", ".join(sorted(PARAMS))})
-    return params
+                         % {"names": ", ".join(sorted(PARAMS))}, "params")
+    try:
+        checked = validation.sampling(params)
+    except validation.InvalidBody as exc:
+        raise FrameError("invalid_params", exc.message, f"params.{exc.param}") from None
+    return {name: value for name, value in checked.items() if value is not None}

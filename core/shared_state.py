@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import hashlib
 import logging
 import pickle
 import weakref
@@ -160,6 +161,27 @@ async def count_with(increments: list[tuple[str, int, int]], reads: list[str],
     counted = replies[1:2 * len(increments):2]
     read = replies[2 * len(increments):]
     return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read], version
+
+
+class Script:
+    """A Lua script: run whole inside Redis, so what it reads and writes no other client
+    sees half done (``EVALSHA``; the source is sent once per server, when it lacks it)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # Redis's own name for it
+
+
+async def evaluate(script: Script, keys: list[str], args: list[Any]) -> Any:
+    """The reply of ``script`` run on ``keys`` (full Redis keys) and ``args``, in one
+    round trip (two the first time a server has not seen the script)."""
+    try:
+        (reply,) = await execute([("EVALSHA", script.sha, len(keys), *keys, *args)])
+    except redis_pipeline.RedisReplyError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+        (reply,) = await execute([("EVAL", script.source, len(keys), *keys, *args)])
+    return reply
 
 
 class _Coalescer:

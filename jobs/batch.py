@@ -40,10 +40,10 @@ from chat.v1.wire import completion_of, error_body, parse_chat_body
 from inference.engines.base import ChatRequest, Usage
 from inference.errors import EngineError
 from routing import gateway
+from routing.admission import Ticket, admit_sync
 from routing.gateway import GatewayError
 from routing.key_models import ApiKey
 from routing.keys import KeyRefused
-from routing.limits import check_limits, record_usage
 from routing.rules import RequestFacts, estimate_tokens
 from routing.usage import log_usage
 
@@ -65,6 +65,7 @@ COMPLETION_WINDOWS = ("24h",)
 MAX_REPORTED_ERRORS = 1000  # invalid lines listed on the job; the error file has them all
 FLUSH_EVERY = 50  # lines written (and cancellation checked) per database round
 KEY_LIMIT_WAIT_S = 60.0  # longest wait for a key's rpm/tpm window before retrying
+KEY_LIMIT_PATIENCE_S = 24 * 3600.0  # longest a line waits for such windows in all
 # The tasks (``jobs.tasks``, which call this module) are queued by name.
 START_TASK = "jobs.batch_start"
 CHUNK_TASK = "jobs.batch_chunk"
@@ -185,39 +186,46 @@ async def _run_line(job: BatchJob, line: BatchLine, slots: ModelSlots) -> LineRe
     request_id = chat.request_id
     key = job.api_key
     started = time.perf_counter()
+    ticket = None
     async with slots.hold(model):
         try:
             if key is not None:
-                await _admit(key, chat)
+                ticket = await _admit(key, model, chat)
             facts = RequestFacts(model=model, messages=chat.messages,
                                  api_key=key.prefix if key else "",
                                  user=str(key.owner_id or "") if key else "")
             completion, meta = await gateway.complete(facts, chat)
         except KeyRefused as exc:
             return _failure(line, request_id, exc.status, exc.code, exc.message)
-        except GatewayError as exc:
-            return _failure(line, request_id, exc.status, exc.code, exc.message)
-        except EngineError as exc:
-            return _failure(line, request_id, exc.http_status, exc.code, exc.message)
+        except (GatewayError, EngineError) as exc:
+            if ticket is not None:  # nothing answered: the reservation is given back
+                await sync_to_async(ticket.settle)(0)
+            status = exc.status if isinstance(exc, GatewayError) else exc.http_status
+            return _failure(line, request_id, status, exc.code, exc.message)
     usage = completion.usage
-    if key is not None and usage.total_tokens:
-        await sync_to_async(record_usage)(key, usage.total_tokens)
+    if ticket is not None:
+        await sync_to_async(ticket.settle)(usage.total_tokens)
     _log_usage(job, model, meta.instance_id, usage, started, 200, request_id)
     body = completion_of(request_id, int(time.time()), meta.model, completion)
     return LineResult(line.pk, LineStatus.SUCCEEDED, 200, body, request_id)
 
 
-async def _admit(key: ApiKey, chat: ChatRequest) -> None:
-    """Count the line against the key's limits; wait out an rpm/tpm window rather than
-    fail (a batch has time), give up on a spent budget (``KeyRefused``)."""
+async def _admit(key: ApiKey, model: str, chat: ChatRequest) -> Ticket:
+    """Admit the line (``routing.admission``: the key still valid — not revoked or
+    expired; its work outlives a rotation —, the model in its scope, its limits);
+    wait out an rpm/tpm window rather than fail (a batch has time), give up on a spent
+    budget or a refused key (``KeyRefused``)."""
     estimate = estimate_tokens(chat.messages)
+    deadline = time.monotonic() + KEY_LIMIT_PATIENCE_S
     while True:
         try:
-            return await sync_to_async(check_limits)(key, estimate)
+            return await sync_to_async(admit_sync)(key=key, model=model, tokens=estimate,
+                                                   reserve=chat.max_tokens or 0)
         except KeyRefused as exc:
-            if exc.code == "budget_exhausted" or exc.status != 429:
+            left = deadline - time.monotonic()
+            if exc.code == "budget_exhausted" or exc.status != 429 or left <= 0:
                 raise
-            await asyncio.sleep(min(float(exc.retry_after or 1), KEY_LIMIT_WAIT_S))
+            await asyncio.sleep(min(float(exc.retry_after or 1), KEY_LIMIT_WAIT_S, left))
 
 
 def _failure(line: BatchLine, request_id: str, status: int, code: str,

@@ -17,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from chat.v1.auth import authenticate, refused, rotation_notice
 from chat.v1.wire import ApiRequest, error_response
+from core.text import object_id as usable_id
 from routing.admission import check_scope
 from routing.key_models import ApiKey
 from routing.keys import KeyRefused
@@ -26,6 +27,7 @@ from .batch import BatchRefused
 from .models import BatchFile, BatchJob
 
 MAX_LIST = 100
+MAX_ID_CHARS = 40  # BatchFile.id's and BatchJob.id's
 
 
 def _not_allowed(allowed: str) -> HttpResponse:
@@ -98,7 +100,9 @@ async def _owned(request: HttpRequest, model: type[BatchFile] | type[BatchJob], 
         key = await _authenticate(request)
     except KeyRefused as exc:
         return None, refused(exc)
-    found = await model.objects.filter(pk=object_id, owner=key.family).afirst()
+    found = None
+    if usable_id(object_id, MAX_ID_CHARS) is not None:  # else no row has it
+        found = await model.objects.filter(pk=object_id, owner=key.family).afirst()
     return found, None if found else _missing(kind, object_id)
 
 
@@ -159,7 +163,9 @@ def _create_batch(key, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(file_id, str) or not file_id:
         raise BatchRefused(400, "invalid_request", _("“input_file_id” is required."),
                            "input_file_id")
-    found = BatchFile.objects.filter(pk=file_id, owner=key.family).first()
+    found = None
+    if usable_id(file_id, MAX_ID_CHARS) is not None:
+        found = BatchFile.objects.filter(pk=file_id, owner=key.family).first()
     if found is None:
         raise BatchRefused(404, "not_found", _("No file with id “%(id)s”.") % {"id": file_id},
                            "input_file_id")
@@ -183,7 +189,9 @@ def _batch_list(owner: str, query) -> dict[str, Any]:
     jobs = BatchJob.objects.filter(owner=owner).order_by("-created_at", "-pk")
     after = query.get("after")
     if after:
-        anchor = BatchJob.objects.filter(pk=after, owner=owner).first()
+        anchor = None
+        if usable_id(after, MAX_ID_CHARS) is not None:
+            anchor = BatchJob.objects.filter(pk=after, owner=owner).first()
         if anchor is None:
             raise BatchRefused(404, "not_found", _("No batch with id “%(id)s”.") % {"id": after},
                                "after")

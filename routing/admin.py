@@ -17,7 +17,8 @@ from modeltranslation.admin import TranslationAdmin
 
 from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES
 
-from . import key_admin, usage_admin  # noqa: F401 - register the key, usage, audit admins
+# noqa below: imported to register the key, quota, usage and audit admins
+from . import key_admin, quota_admin, usage_admin  # noqa: F401
 from .balancer import disagreeing_names
 from .breaker import Breaker, describe
 from .models import Balancing, ModelEndpoint, RoutingRule, describe_condition
@@ -130,7 +131,8 @@ class ModelEndpointAdmin(TranslationAdmin):
                                              "this server: %(problem)s") % {"problem": problem},
                                   messages.WARNING)
 
-    @admin.action(description=_("Test connection (one-token request)"))
+    # Actions change an endpoint or spend a request: ``routing.change_modelendpoint``.
+    @admin.action(description=_("Test connection (one-token request)"), permissions=["change"])
     def test_connection(self, request, queryset):
         for endpoint in queryset:
             result = async_to_sync(check_connection)(endpoint)
@@ -138,21 +140,22 @@ class ModelEndpointAdmin(TranslationAdmin):
             self.message_user(request, f"{endpoint}: {result.detail} "
                               f"({result.latency_ms:.0f} ms)", level)
 
-    @admin.action(description=_("Enable selected endpoints"))
+    @admin.action(description=_("Enable selected endpoints"), permissions=["change"])
     def enable(self, request, queryset):
         count = set_enabled(queryset, True)
         self.message_user(request, ngettext("%(count)d endpoint enabled.",
                                             "%(count)d endpoints enabled.", count)
                           % {"count": count})
 
-    @admin.action(description=_("Disable selected endpoints"))
+    @admin.action(description=_("Disable selected endpoints"), permissions=["change"])
     def disable(self, request, queryset):
         count = set_enabled(queryset, False)
         self.message_user(request, ngettext("%(count)d endpoint disabled.",
                                             "%(count)d endpoints disabled.", count)
                           % {"count": count})
 
-    @admin.action(description=_("Reset circuit (close it, forget recent failures)"))
+    @admin.action(description=_("Reset circuit (close it, forget recent failures)"),
+                  permissions=["change"])
     def reset_circuit(self, request, queryset):
         breaker = Breaker()
         count = 0

@@ -117,6 +117,14 @@ class Budget:
         return self.attempts < MAX_ATTEMPTS and self.remaining() > 0
 
 
+def out_of_attempts(last_error: EngineError | None) -> EngineError:
+    """What a request whose attempts ended answers: its last failure, or — when its
+    deadline (``x-openclaw-deadline-ms``) was spent before any instance was tried — a
+    timeout, never an internal error."""
+    return last_error or EngineTimeout(_("The request's deadline passed before a model "
+                                         "could be called."), phase="total")
+
+
 def transient(exc: EngineError) -> bool:
     """Worth calling the same instance again: the failure is likely to pass by itself."""
     if isinstance(exc, RateLimited | ConnectionFailed):

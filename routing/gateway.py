@@ -57,6 +57,7 @@ from .attempts import (
     deadline_from_headers,
     failed,
     no_verdict,
+    out_of_attempts,
     retry_delay,
     succeeded,
     tried,
@@ -118,8 +119,7 @@ async def complete(facts: RequestFacts, request: ChatRequest,
                 continue
             meta.models = [pick.name]
             return completion, meta
-    assert last_error is not None  # candidates() raises when it yields nothing
-    raise last_error
+    raise out_of_attempts(last_error)  # candidates() raises when it yields nothing
 
 
 async def _generate(pick: Pick, request: ChatRequest, meta: GatewayMeta,
@@ -212,8 +212,7 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
                 await call_ended(pick, first_token_s)
                 await _close(engine, deltas)
             await asyncio.sleep(delay)
-    assert last_error is not None
-    raise last_error
+    raise out_of_attempts(last_error)
 
 
 class Given:

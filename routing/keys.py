@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -29,12 +30,14 @@ PREFIX_MARK = "oc_"
 
 @dataclass
 class KeyRefused(Exception):
-    """Why a request is refused: an HTTP status, a stable code and a message for people."""
+    """Why a request is refused: an HTTP status, a stable code and a message for people
+    (and, for a spent limit, the quota's state the studio shows)."""
 
     status: int
     code: str
     message: str
     retry_after: int | None = None
+    quota: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return self.message

@@ -18,6 +18,7 @@ from core.fields import EncryptedTextField
 from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind, ToolFormat
 
 from .key_models import ApiKey  # noqa: F401 - defined in its own module, an app model here
+from .quota_models import Quota  # noqa: F401 - likewise
 from .usage_models import AuditEvent, UsageRecord  # noqa: F401 - likewise
 
 if TYPE_CHECKING:

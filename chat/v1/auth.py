@@ -1,6 +1,6 @@
 """How a ``/v1`` request meets admission (``routing.admission``): its bearer key, the
 client address behind trusted proxies, the key kept on the request for the answer's
-headers, and its tokens counted once the answer is known."""
+headers; the ``Ticket`` it gets is settled with its tokens once the answer is known."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from core.client_ip import request_client_ip
-from routing.admission import admit as admit_key
+from routing.admission import Ticket
+from routing.admission import admit as admit_request
 from routing.admission import authenticate as authenticate_key
-from routing.admission import record_usage_soon
 from routing.key_models import ApiKey
 from routing.keys import KeyRefused
 
@@ -43,19 +43,16 @@ async def authenticate(request: ApiRequest) -> ApiKey:
     return key
 
 
-async def admit(request: ApiRequest, model: str, tokens: int) -> ApiKey:
+async def admit(request: ApiRequest, model: str, tokens: int,
+                max_tokens: int | None = None) -> Ticket:
     """Authenticate, check the model scope and count the request against the key's
-    limits, from the event loop, or ``KeyRefused``."""
-    key = await admit_key(bearer(request), request_client_ip(request), model, tokens)
-    request.openclaw_key = key
-    return key
-
-
-def record_usage(key: ApiKey, tokens: int) -> None:
-    """Add the tokens to the key's counters in the background: the answer does not wait
-    for it; the next request sees it."""
-    if tokens > 0 and (key.tpm_limit or key.token_budget):
-        record_usage_soon(key, tokens)
+    limits (its prompt's ``tokens`` must fit; ``max_tokens`` is reserved with them),
+    from the event loop, or ``KeyRefused``. Settle the ticket when the answer is known."""
+    ticket = await admit_request(secret=bearer(request), client_addr=request_client_ip(request),
+                                 model=model, tokens=tokens, reserve=max_tokens or 0,
+                                 prefetch=True)
+    request.openclaw_key = ticket.key
+    return ticket
 
 
 def refused(exc: KeyRefused) -> JsonResponse:

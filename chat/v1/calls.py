@@ -16,15 +16,14 @@ from typing import Any
 
 from core import metrics
 from inference.engines.base import ChatRequest, Choice, Completion, Delta, Usage
-from plugins.base import PluginRequest, PluginResponse
+from plugins.base import PluginBlocked, PluginRequest, PluginResponse
 from plugins.chain import PluginChain, StreamFilter, aget_chain
 from routing import gateway, response_cache
+from routing.admission import Ticket
 from routing.gateway import GatewayMeta
 from routing.key_models import ApiKey
 from routing.rules import RequestFacts
 from routing.usage import log_usage
-
-from .auth import record_usage
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
           "responses": "/v1/responses", "messages": "/v1/messages"}
@@ -45,7 +44,7 @@ class Outcome:
 
 @dataclass
 class Call:
-    key: ApiKey
+    ticket: Ticket  # the request's admission, settled by ``finish``
     chat: ChatRequest  # as the plugins' pre hooks left it
     plugged: PluginRequest
     chain: PluginChain
@@ -54,18 +53,28 @@ class Call:
     started: float
     deadline_s: float | None = None
 
+    @property
+    def key(self) -> ApiKey:
+        return self.ticket.api_key
+
     @classmethod
-    async def begin(cls, key: ApiKey, model: str, chat: ChatRequest, surface: str,
+    async def begin(cls, ticket: Ticket, model: str, chat: ChatRequest, surface: str,
                     started: float, headers: Mapping[str, str]) -> Call:
-        """Run the pre hooks (``PluginBlocked`` refuses) and take the routing facts."""
+        """Run the pre hooks (``PluginBlocked`` refuses, and the admission's reservation
+        is given back) and take the routing facts."""
+        key = ticket.api_key
         chain = await aget_chain()
-        plugged = chain.pre_process(PluginRequest(
-            messages=chat.messages, model=model, user=str(key.owner_id or ""),
-            api_key=key.prefix, surface="api"))
+        try:
+            plugged = chain.pre_process(PluginRequest(
+                messages=chat.messages, model=model, user=str(key.owner_id or ""),
+                api_key=key.prefix, surface="api"))
+        except PluginBlocked:
+            ticket.settle_soon(0)
+            raise
         facts = RequestFacts(model=plugged.model, messages=plugged.messages,
                              api_key=key.prefix, user=plugged.user,
                              flags=frozenset(plugged.flags))
-        return cls(key, replace(chat, messages=plugged.messages), plugged, chain, facts,
+        return cls(ticket, replace(chat, messages=plugged.messages), plugged, chain, facts,
                    surface, started, gateway.deadline_from_headers(headers))
 
     # --- a whole answer
@@ -120,10 +129,9 @@ class Call:
 
     def finish(self, meta: GatewayMeta, usage: Usage | None, status: int, *,
                ttft_s: float | None = None, cached: bool = False) -> None:
-        """Count the tokens against the key (not for a cached answer), observe the
-        overhead and log the usage — written by a Celery task later."""
-        if usage is not None and not cached:
-            record_usage(self.key, usage.total_tokens)
+        """Settle the admission with the tokens used (none for a cached answer or a
+        failure), observe the overhead and log the usage — written by a Celery task later."""
+        self.ticket.settle_soon(usage.total_tokens if usage is not None and not cached else 0)
         if status == 200 or status == 499:
             metrics.observe_overhead(ROUTES[self.surface], meta.overhead_ms() / 1000)
         log_usage(key_prefix=self.key.prefix, user=str(self.key.owner_id or ""),

@@ -62,16 +62,16 @@ async def chat_completions(request: ApiRequest) -> HttpResponseBase:
         except InvalidBody:
             await authenticate(request)  # a refused key is reported before a bad body
             raise
-        key = await admit(request, model, estimate_tokens(chat.messages))
+        ticket = await admit(request, model, estimate_tokens(chat.messages), chat.max_tokens)
     except KeyRefused as exc:
         return with_meta(refused(exc), None)
     except InvalidBody as exc:
         return with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
     if workflows.applies(request, model, chat.extra):  # the graph runs the plugins itself
-        return await workflows.complete(request, key, model, streaming, include_usage, chat,
-                                        started)
+        return await workflows.complete(request, ticket, model, streaming, include_usage,
+                                        chat, started)
     try:
-        call = await Call.begin(key, model, chat, "chat", started, request.headers)
+        call = await Call.begin(ticket, model, chat, "chat", started, request.headers)
     except PluginBlocked as exc:
         return with_meta(blocked(exc), None)
     if streaming:

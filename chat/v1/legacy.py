@@ -80,17 +80,14 @@ def parse_completions_body(raw: bytes) -> TextRequest:
     extra: dict[str, Any] = {name: body[name] for name in PASSED_ON if name in body}
     if logprobs is not None:
         extra.update(logprobs=True, top_logprobs=logprobs)
-    stop = body.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (
-            isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
-        raise InvalidBody(_("“stop” must be a string or a list of strings."), "stop")
     chat = ChatRequest(
         messages=[{"role": "user", "content": prompts[0]}],
-        max_tokens=validation.integer(body, "max_tokens", 1) or DEFAULT_MAX_TOKENS,
+        max_tokens=validation.integer(body, "max_tokens", 1, validation.MAX_TOKENS)
+        or DEFAULT_MAX_TOKENS,
         temperature=validation.number(body, "temperature", 0.0, 2.0),
         top_p=validation.number(body, "top_p", 0.0, 1.0),
-        stop=[stop] if isinstance(stop, str) else stop,
-        seed=validation.integer(body, "seed", None), extra=extra,
+        stop=validation.stop(body),
+        seed=validation.integer(body, "seed", *validation.SEED_RANGE), extra=extra,
         request_id=f"cmpl-{uuid.uuid4().hex}")
     return TextRequest(model, prompts, stream, bool(options.get("include_usage")),
                        validation.boolean(body, "echo") or False, chat)
@@ -159,13 +156,14 @@ async def completions(request: ApiRequest) -> HttpResponseBase:
             await authenticate(request)  # a refused key is reported before a bad body
             raise
         estimate = estimate_tokens([{"role": "user", "content": p} for p in text.prompts])
-        key = await admit(request, text.model, estimate)
+        ticket = await admit(request, text.model, estimate,
+                             (text.chat.max_tokens or 0) * len(text.prompts))
     except KeyRefused as exc:
         return with_meta(refused(exc), None)
     except InvalidBody as exc:
         return with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
     try:
-        calls = [await Call.begin(key, text.model, replace(text.chat, messages=[
+        calls = [await Call.begin(ticket, text.model, replace(text.chat, messages=[
             {"role": "user", "content": prompt}]), "completions", started, request.headers)
             for prompt in text.prompts]
     except PluginBlocked as exc:

@@ -67,8 +67,9 @@ async def messages(request: ApiRequest) -> HttpResponseBase:
         except InvalidBody:
             await authenticate(request)  # a refused key is reported before a bad body
             raise
-        key = await admit(request, body["model"], estimate_tokens(chat.messages))
-        call = await Call.begin(key, body["model"], chat, "messages", started,
+        ticket = await admit(request, body["model"], estimate_tokens(chat.messages),
+                             chat.max_tokens)
+        call = await Call.begin(ticket, body["model"], chat, "messages", started,
                                 request.headers)
     except KeyRefused as exc:
         return with_meta(as_anthropic_error(refused(exc)), None)

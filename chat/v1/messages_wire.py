@@ -70,7 +70,7 @@ def parse_messages_body(raw: bytes) -> tuple[dict[str, Any], ChatRequest]:
     """(body, request) from a ``messages.create`` body, or ``InvalidBody``."""
     body, model = body_and_model(raw)
     validation.depth(body)
-    max_tokens = validation.integer(body, "max_tokens", 1)
+    max_tokens = validation.integer(body, "max_tokens", 1, validation.MAX_TOKENS)
     if max_tokens is None:
         raise InvalidBody(_("“max_tokens” is required."), "max_tokens")
     messages = _system(body.get("system")) + chat_messages(body.get("messages"))

@@ -66,8 +66,13 @@ async def responses(request: ApiRequest) -> HttpResponseBase:
         except InvalidBody:
             await authenticate(request)  # a refused key is reported before a bad body
             raise
-        key = await admit(request, body["model"], estimate_tokens(chat.messages))
-        chat = await _with_history(key, body, chat, items)
+        ticket = await admit(request, body["model"], estimate_tokens(chat.messages),
+                             chat.max_tokens)
+        try:
+            chat = await _with_history(ticket.api_key, body, chat, items)
+        except InvalidBody:
+            ticket.release_soon()  # refused after all: it counts for nothing
+            raise
     except KeyRefused as exc:
         return with_meta(refused(exc), None)
     except InvalidBody as exc:
@@ -76,7 +81,7 @@ async def responses(request: ApiRequest) -> HttpResponseBase:
         return with_meta(error_response(404 if code != "invalid_request" else 400,
                                         exc.message, code, exc.param), None)
     try:
-        call = await Call.begin(key, body["model"], chat, "responses", started,
+        call = await Call.begin(ticket, body["model"], chat, "responses", started,
                                 request.headers)
     except PluginBlocked as exc:
         return with_meta(error_response(400, exc.message, "content_blocked"), None)

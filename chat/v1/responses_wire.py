@@ -50,7 +50,8 @@ def parse_responses_body(raw: bytes) -> tuple[dict[str, Any], ChatRequest, list[
     if effort:
         extra["reasoning_effort"] = effort
     chat = ChatRequest(
-        messages=messages, max_tokens=validation.integer(body, "max_output_tokens", 1),
+        messages=messages, max_tokens=validation.integer(body, "max_output_tokens", 1,
+                                                        validation.MAX_TOKENS),
         temperature=validation.number(body, "temperature", 0.0, 2.0),
         top_p=validation.number(body, "top_p", 0.0, 1.0), extra=extra,
         request_id=new_id("resp"))

@@ -6,10 +6,13 @@ and none gives a 500.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from django.utils.translation import gettext as _
+
+from core.text import lone_surrogate_at
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -17,6 +20,10 @@ MAX_N = 128  # OpenAI's bounds
 MAX_TOOLS = 128
 MAX_TOP_LOGPROBS = 20
 MAX_DEPTH = 64  # nesting of a message's content or a tool's schema
+# No engine generates more; it also keeps the value a 32-bit integer wherever it goes.
+MAX_TOKENS = 2**31 - 1
+SEED_RANGE = (-(2**63), 2**63 - 1)  # OpenAI's: a 64-bit integer
+SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
 
 class InvalidBody(Exception):
@@ -31,8 +38,9 @@ def number(body: dict, name: str, low: float, high: float | None) -> float | Non
     value = body.get(name)
     if value is None:
         return None
-    if (not isinstance(value, int | float) or isinstance(value, bool) or value < low
-            or (high is not None and value > high)):
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or (isinstance(value, float) and not math.isfinite(value))  # NaN, Infinity
+            or value < low or (high is not None and value > high)):
         limit = f"{low}–{high}" if high is not None else f"≥ {low}"
         raise InvalidBody(_("“%(name)s” must be a number %(limit)s.")
                           % {"name": name, "limit": limit}, name)
@@ -56,11 +64,42 @@ def integer(body: dict, name: str, low: int | None, high: int | None = None) -> 
     return value
 
 
+def stop(body: dict) -> list[str] | None:
+    """``stop``: a string or a list of strings, as a list."""
+    found = body.get("stop")
+    if found is None:
+        return None
+    if isinstance(found, str):
+        return [found]
+    if isinstance(found, list) and all(isinstance(s, str) for s in found):
+        return found
+    raise InvalidBody(_("“stop” must be a string or a list of strings."), "stop")
+
+
+def sampling(body: dict, max_temperature: float = 2.0) -> dict[str, Any]:
+    """The sampling parameters (``SAMPLING``) of a chat request, each in OpenAI's range:
+    the ``/v1`` chat bodies and the studio websocket's ``params`` are checked here."""
+    return {"max_tokens": integer(body, "max_tokens", 1, MAX_TOKENS),
+            "temperature": number(body, "temperature", 0.0, max_temperature),
+            "top_p": number(body, "top_p", 0.0, 1.0), "stop": stop(body),
+            "seed": integer(body, "seed", *SEED_RANGE)}
+
+
 def boolean(body: dict, name: str) -> bool | None:
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
         raise InvalidBody(_("“%(name)s” must be true or false.") % {"name": name}, name)
     return value
+
+
+def text(value: Any, path: str = "") -> None:
+    """Refuse a value holding a string with an unpaired surrogate (``"\\ud800"``: valid
+    JSON, not text — nothing can store or send it), naming where it is."""
+    where = lone_surrogate_at(value, path)
+    if where is not None:
+        raise InvalidBody(_("“%(name)s” holds an unpaired surrogate (a lone "
+                            "\\ud800–\\udfff escape), which is not text.")
+                          % {"name": where}, where or None)
 
 
 def depth(value: Any, limit: int = MAX_DEPTH) -> int:

@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from core.text import object_id
 from inference.errors import EngineError
 from routing import gateway
 from routing.gateway import GatewayError
@@ -21,7 +22,7 @@ from routing.keys import KeyRefused, claim_successor
 from routing.models import ModelEndpoint
 from routing.rules import estimate_tokens
 
-from .auth import admit, authenticate, record_usage, refused, rotation_notice
+from .auth import admit, authenticate, refused, rotation_notice
 from .completions import with_meta
 from .wire import (
     ApiRequest,
@@ -68,7 +69,7 @@ async def model(request: ApiRequest, model_id: str) -> HttpResponse:
         key = await authenticate(request)
     except KeyRefused as exc:
         return refused(exc)
-    found = await sync_to_async(_model_list)(key, model_id)
+    found = await sync_to_async(_model_list)(key, model_id) if object_id(model_id) else None
     if not found:
         return error_response(404, _("The model “%(model)s” does not exist or has no enabled "
                                      "instance this key may use.") % {"model": model_id},
@@ -91,23 +92,24 @@ async def embeddings(request: ApiRequest) -> HttpResponse:
             await authenticate(request)  # a refused key is reported before a bad body
             raise
         estimate = estimate_tokens([{"role": "user", "content": t} for t in texts])
-        key = await admit(request, model, estimate)
+        ticket = await admit(request, model, estimate)
     except KeyRefused as exc:
         return with_meta(refused(exc), None)
     except InvalidBody as exc:
         return with_meta(error_response(400, exc.message, "invalid_request", exc.param), None)
     try:
         result, meta = await gateway.embed(model, texts)
-    except GatewayError as exc:
+    except (GatewayError, EngineError) as exc:
+        ticket.settle_soon(0)  # nothing embedded: the reservation is given back
+        if isinstance(exc, EngineError):
+            return with_meta(engine_error_response(exc), None)
         return with_meta(error_response(exc.status, exc.message, exc.code), None)
-    except EngineError as exc:
-        return with_meta(engine_error_response(exc), None)
+    tokens = result.prompt_tokens or estimate
+    ticket.settle_soon(tokens)
     if dimensions is not None and dimensions > len(result.vectors[0]):
         return with_meta(error_response(
             400, _("“dimensions” may be at most %(n)d for this model.")
             % {"n": len(result.vectors[0])}, "invalid_request", "dimensions"), meta)
-    tokens = result.prompt_tokens or estimate
-    record_usage(key, tokens)
     data = [embedding_item(index, vector, dimensions, encoding)
             for index, vector in enumerate(result.vectors)]
     return with_meta(JsonResponse({

@@ -78,17 +78,6 @@ def engine_error_response(exc: EngineError) -> JsonResponse:
 # --- request bodies -------------------------------------------------------------------
 
 
-def _stop(body: dict) -> list[str] | None:
-    stop = body.get("stop")
-    if stop is None:
-        return None
-    if isinstance(stop, str):
-        return [stop]
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return stop
-    raise InvalidBody(_("“stop” must be a string or a list of strings."), "stop")
-
-
 def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
     """The JSON object of a request body and its ``model``, or ``InvalidBody``."""
     try:
@@ -99,21 +88,12 @@ def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
         raise InvalidBody(_("The request body nests too deeply.")) from None
     if not isinstance(body, dict):
         raise InvalidBody(_("The request body must be a JSON object."))
-    if (b"\\ud" in raw or b"\\uD" in raw) and not _valid_unicode(body):
-        raise InvalidBody(_("The request body holds an unpaired surrogate (a lone "
-                            "\\ud800–\\udfff escape), which is not text."))
+    if b"\\ud" in raw or b"\\uD" in raw:
+        validation.text(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidBody(_("“model” must be a non-empty string."), "model")
     return body, model
-
-
-def _valid_unicode(body: dict[str, Any]) -> bool:
-    try:
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
@@ -128,12 +108,9 @@ def parse_chat_body(raw: bytes) -> tuple[str, bool, bool, ChatRequest]:
     validation.tools(body)
     validation.choices_and_logprobs(body)
     validation.response_format(body)
-    validation.integer(body, "max_completion_tokens", 1)
+    validation.integer(body, "max_completion_tokens", 1, validation.MAX_TOKENS)
     request = ChatRequest(
-        messages=validation.messages(body), max_tokens=validation.integer(body, "max_tokens", 1),
-        temperature=validation.number(body, "temperature", 0.0, 2.0),
-        top_p=validation.number(body, "top_p", 0.0, 1.0), stop=_stop(body),
-        seed=validation.integer(body, "seed", None),
+        messages=validation.messages(body), **validation.sampling(body),
         extra={k: v for k, v in body.items() if k not in NAMED_FIELDS},
         request_id=f"chatcmpl-{uuid.uuid4().hex}")
     return model, stream, bool(options.get("include_usage")), request

@@ -24,14 +24,18 @@ from asgiref.sync import sync_to_async
 from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 
+from core.text import object_id, uuid_id
 from inference.engines.base import ChatRequest, Choice
+from routing.admission import Ticket, check_scope
 from routing.key_models import ApiKey
+from routing.keys import KeyRefused
 from routing.usage import log_usage
 
 from ..conversations import key_identity
 from ..graph.service import astream_resume, astream_turn
 from ..models import Workflow
-from .auth import record_usage
+from .auth import refused
+from .validation import InvalidBody
 from .wire import (
     SSE_DONE,
     ApiRequest,
@@ -64,6 +68,22 @@ def _error(status: int, message: str, code: str, conversation: str | None = None
     return response
 
 
+def _conversation_named(request: ApiRequest, metadata: dict[str, Any]) -> str | None:
+    """The conversation the request continues — the header's, else
+    ``metadata.conversation_id`` — as a UUID's text; None (or "") starts a new one.
+    Anything else is ``InvalidBody`` naming where it came from."""
+    header = request.headers.get(CONVERSATION_HEADER)
+    given, where = ((header, CONVERSATION_HEADER) if header
+                    else (metadata.get("conversation_id"), "metadata.conversation_id"))
+    if given is None or given == "":
+        return None
+    conversation = uuid_id(given)
+    if conversation is None:
+        raise InvalidBody(_("“%(name)s” must be a conversation's id (a UUID).")
+                          % {"name": where}, where)
+    return conversation
+
+
 def _last_user_text(chat: ChatRequest) -> str | list[dict] | None:
     for message in reversed(chat.messages):
         if message.get("role") == "user" and message.get("content"):
@@ -82,29 +102,49 @@ def _default_model(slug: str) -> str | None:
         "default_model", flat=True).first()
 
 
-async def complete(request: ApiRequest, key: ApiKey, model: str, streaming: bool,
+async def complete(request: ApiRequest, ticket: Ticket, model: str, streaming: bool,
                    include_usage: bool, chat: ChatRequest, started: float) -> HttpResponseBase:
-    """Run the request's turn (or resume) and answer in OpenAI's shape."""
+    """Run the request's turn (or resume) and answer in OpenAI's shape. A refusal before
+    the run gives the admission's reservation back."""
+    response = await _start(request, ticket, model, streaming, include_usage, chat, started)
+    if response.status_code >= 400:
+        ticket.settle_soon(0)
+    return response
+
+
+async def _start(request: ApiRequest, ticket: Ticket, model: str, streaming: bool,
+                 include_usage: bool, chat: ChatRequest, started: float) -> HttpResponseBase:
+    key = ticket.api_key
     metadata = chat.extra.get("metadata")
     if not isinstance(metadata, dict):
         metadata = {}
-    conversation = request.headers.get(CONVERSATION_HEADER) or metadata.get("conversation_id")
+    try:
+        conversation = _conversation_named(request, metadata)
+    except InvalidBody as exc:
+        return _error(400, exc.message, "invalid_request", param=exc.param)
     slug = model[len(WORKFLOW_PREFIX):] if model.startswith(WORKFLOW_PREFIX) else None
     user = await sync_to_async(key_identity)(key)
     if "resume" in metadata:
         if not conversation:
             return _error(400, _("A resume needs the conversation's id."), "invalid_request",
                           param="metadata.conversation_id")
-        events = astream_resume(conversation_id=str(conversation), user=user,
+        events = astream_resume(conversation_id=conversation, user=user,
                                 resume=metadata["resume"])
     else:
         run_model = model
         if slug is not None:
-            default = await sync_to_async(_default_model)(slug)
+            default = await sync_to_async(_default_model)(slug) if object_id(slug) else None
             if default is None:
                 return _error(404, _("No enabled workflow “%(slug)s”.") % {"slug": slug},
                               "workflow_not_found", param="model")
             run_model = metadata.get("model") or default
+            if not isinstance(run_model, str):
+                return _error(400, _("“metadata.model” must be a model name."),
+                              "invalid_request", param="metadata.model")
+            try:  # a workflow scope never opens another model than the workflow's own
+                check_scope(key, run_model or None, workflow=slug, own_model=default)
+            except KeyRefused as exc:
+                return refused(exc)
             if not run_model:
                 return _error(400, _("Workflow “%(slug)s” has no default model: name one in "
                                      "“metadata.model”.") % {"slug": slug},
@@ -116,7 +156,7 @@ async def complete(request: ApiRequest, key: ApiKey, model: str, streaming: bool
             return _error(400, _("The request has no user message to send."),
                           "invalid_request", param="messages")
         params = {name: getattr(chat, name) for name in SAMPLING}
-        events = astream_turn(conversation_id=str(conversation) if conversation else None,
+        events = astream_turn(conversation_id=conversation,
                               user=user, content=content, model=str(run_model),
                               api_key=key.prefix, params=params, workflow=slug)
     first = await anext(events, None)
@@ -126,8 +166,8 @@ async def complete(request: ApiRequest, key: ApiKey, model: str, streaming: bool
         return _error(first["status"], first["message"], first["code"], conversation)
     conversation = first["id"]
     if streaming:
-        return _stream(key, chat, model, conversation, events, include_usage, started)
-    return await _whole(key, chat, model, conversation, events, started)
+        return _stream(ticket, chat, model, conversation, events, include_usage, started)
+    return await _whole(ticket, chat, model, conversation, events, started)
 
 
 def _headers(response: HttpResponseBase, conversation: str, last: dict,
@@ -150,9 +190,10 @@ def _extension(last: dict, conversation: str) -> dict[str, Any]:
             "route": last.get("route", {})}
 
 
-def _log(key: ApiKey, chat: ChatRequest, last: dict, status: int, started: float) -> None:
+def _log(ticket: Ticket, chat: ChatRequest, last: dict, status: int, started: float) -> None:
     usage = last.get("usage") or {}
-    record_usage(key, usage.get("total_tokens", 0))
+    ticket.settle_soon(usage.get("total_tokens", 0))
+    key = ticket.api_key
     log_usage(key_prefix=key.prefix, user=str(key.owner_id or ""), model=last.get("model", ""),
               instance=(last.get("route") or {}).get("instance"),
               tokens_in=usage.get("prompt_tokens", 0),
@@ -161,13 +202,13 @@ def _log(key: ApiKey, chat: ChatRequest, last: dict, status: int, started: float
               endpoint="chat-workflow", request_id=chat.request_id)
 
 
-async def _whole(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
+async def _whole(ticket: Ticket, chat: ChatRequest, model: str, conversation: str,
                  events: AsyncIterator[dict], started: float) -> JsonResponse:
     last: dict = {}
     async for event in events:
         last = event
     if last.get("type") not in ("done", "waiting"):
-        _log(key, chat, last, last.get("status", 500), started)
+        _log(ticket, chat, last, last.get("status", 500), started)
         return _error(last.get("status", 500), last.get("message", ""),
                       last.get("code", "internal_error"), conversation)
     waiting = last["type"] == "waiting"
@@ -180,20 +221,20 @@ async def _whole(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
                            x_openclaw=_extension(last, conversation))
     response = JsonResponse(body)
     _headers(response, conversation, last, started)
-    _log(key, chat, last, 200, started)
+    _log(ticket, chat, last, 200, started)
     return response
 
 
-def _stream(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
+def _stream(ticket: Ticket, chat: ChatRequest, model: str, conversation: str,
             events: AsyncIterator[dict], include_usage: bool,
             started: float) -> StreamingHttpResponse:
-    response = sse_response(_sse(key, chat, model, conversation, events, include_usage,
+    response = sse_response(_sse(ticket, chat, model, conversation, events, include_usage,
                                  started))
     _headers(response, conversation, {"model": model}, started)
     return response
 
 
-async def _sse(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
+async def _sse(ticket: Ticket, chat: ChatRequest, model: str, conversation: str,
                events: AsyncIterator[dict], include_usage: bool,
                started: float) -> AsyncIterator[bytes]:
     writer = ChunkWriter(chat.request_id, int(time.time()), model)
@@ -204,7 +245,7 @@ async def _sse(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
         if event["type"] == "token":
             yield writer.chunk({"content": event["text"]})
     if last.get("type") not in ("done", "waiting"):
-        _log(key, chat, last, last.get("status", 500), started)
+        _log(ticket, chat, last, last.get("status", 500), started)
         yield writer.error(last.get("status", 500), last.get("message", ""), last.get("code"))
         return
     writer.base["model"] = last.get("model") or model
@@ -212,5 +253,5 @@ async def _sse(key: ApiKey, chat: ChatRequest, model: str, conversation: str,
     yield writer.chunk({}, finish, x_openclaw=_extension(last, conversation))
     if include_usage:
         yield writer.usage(last.get("usage") or {})
-    _log(key, chat, last, 200, started)
+    _log(ticket, chat, last, 200, started)
     yield SSE_DONE

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -105,7 +106,7 @@ def resolve(slug: str | None = None, conversation_id: str | None = None) -> Plan
         try:
             workflow = (Workflow.objects.filter(conversations__pk=conversation_id,
                                                 enabled=True).first())
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, ValidationError):
             workflow = None  # not a UUID: the turn reports the conversation missing
     workflow = workflow or Workflow.objects.filter(is_default=True, enabled=True).first()
     return plan_of(workflow) if workflow else None
@@ -162,7 +163,7 @@ def _pin_of(conversation_id: str) -> int | None | Literal[_Missing.MISSING]:
         found = Conversation.objects.filter(pk=conversation_id).values_list(
             "workflow_id", flat=True)
         return next(iter(found), _MISSING)
-    except (ValueError, TypeError):  # not a UUID
+    except (ValueError, TypeError, ValidationError):  # not a UUID
         return _MISSING
 
 

@@ -38,13 +38,13 @@ import json
 import re
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
 from django.utils.translation import gettext as _
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from yarl import URL
 
 from routing.models import condition_problems
 from routing.rules import RequestFacts, evaluate
@@ -310,17 +310,29 @@ def annotation_reply(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
 # --- HTTP tool -------------------------------------------------------------------------
 
 
-def allowed_host(url: str) -> bool:
-    """Whether ``url`` is http(s) to a host of ``OPENCLAW_WORKFLOW_HTTP_HOSTS``."""
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and (
-        parts.hostname in settings.OPENCLAW_WORKFLOW_HTTP_HOSTS
-        or f"{parts.hostname}:{parts.port}" in settings.OPENCLAW_WORKFLOW_HTTP_HOSTS)
+def tool_url(url: Any) -> URL | None:
+    """``url`` as the HTTP tool calls it, when that is http(s) to a host of
+    ``OPENCLAW_WORKFLOW_HTTP_HOSTS``; else None. The one parser of both the save-time
+    check and the call: yarl, aiohttp's own, so no URL reads one way when saved and
+    another when called (a backslash, user info, whitespace, a bad port: refused)."""
+    if not isinstance(url, str) or not url.isprintable() or " " in url or "\\" in url:
+        return None
+    try:
+        parsed = URL(url)
+        port = parsed.explicit_port
+    except (ValueError, TypeError):
+        return None
+    host = parsed.host
+    if (parsed.scheme not in ("http", "https") or not host or not parsed.absolute
+            or parsed.user is not None or parsed.password is not None):
+        return None
+    allowed = settings.OPENCLAW_WORKFLOW_HTTP_HOSTS
+    return parsed if host in allowed or f"{host}:{port}" in allowed else None
 
 
 def _check_http(config: dict[str, Any]) -> list[str]:
     url, problems = config.get("url"), []
-    if not isinstance(url, str) or not allowed_host(url):
+    if tool_url(url) is None:
         problems.append(_("“url” must be an http(s) URL whose host is allowed by "
                           "OPENCLAW_WORKFLOW_HTTP_HOSTS (now: %(hosts)s).")
                         % {"hosts": ", ".join(settings.OPENCLAW_WORKFLOW_HTTP_HOSTS) or "none"})
@@ -341,14 +353,15 @@ def http_tool(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     output, timeout = config.get("output", node_id), float(config.get("timeout_s", 10))
 
     async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        if not allowed_host(url):  # the allowlist may have shrunk since the save
+        target = tool_url(url)  # the allowlist may have shrunk since the save
+        if target is None:
             return {"error": {"code": "tool_not_allowed", "status": 403, "message": _(
                 "The HTTP tool's host is no longer allowed.")}}
         payload = {"message": conversations.text_of(state.message.get("content", "")),
                    "user": state.user, "conversation_id": state.conversation_id,
                    "outputs": state.outputs}
         try:
-            result = await _call(url, method, payload, timeout)
+            result = await _call(target, method, payload, timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return {"error": {"code": "tool_failed", "status": 502, "message": _(
                 "The HTTP tool “%(node)s” failed: %(error)s")
@@ -359,7 +372,7 @@ def http_tool(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     return run
 
 
-async def _call(url: str, method: str, payload: dict, timeout: float) -> dict[str, Any]:
+async def _call(url: URL, method: str, payload: dict, timeout: float) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         kwargs: dict[str, Any] = {"json": payload} if method == "POST" else {}
         async with session.request(method, url, allow_redirects=False, **kwargs) as response:

@@ -1,8 +1,9 @@
 """Scheduled workflow runs: ``WorkflowSchedule`` rows (a cron expression or an
 interval in seconds) read by the ``chat.run_due_schedules`` task that Celery beat
 ticks every ``OPENCLAW_SCHEDULE_TICK_S``. Each due schedule moves its ``next_run_at``
-on (missed runs are not caught up) and is handed to a worker, which runs the workflow
-as one turn of the schedule's user and records the outcome on the row."""
+on (missed runs are not caught up) and is handed to a worker, which admits the run for
+the schedule's user (their quota; ``chat.run_admission``), runs the workflow as one turn
+of theirs and records the outcome on the row."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from django.db import close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from routing.keys import KeyRefused
+
 from ..graph.checkpointer import close_saver
 from ..graph.service import arun_turn
 from ..models import WorkflowSchedule
+from ..run_admission import admit_run
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,12 @@ def run_schedule(schedule_id: int) -> str:
     if schedule is None:
         return "missing"
     model = schedule.model or schedule.workflow.default_model
+    try:
+        ticket = admit_run(schedule.user, schedule.content, model=schedule.model or None,
+                           workflow=schedule.workflow.slug,
+                           own_model=schedule.workflow.default_model)
+    except KeyRefused as exc:
+        return _record(schedule_id, {"type": "error", "message": exc.message})
 
     async def run() -> dict:
         try:
@@ -76,6 +86,13 @@ def run_schedule(schedule_id: int) -> str:
 
     result = asyncio.run(run())
     close_old_connections()
+    if ticket is not None:
+        ticket.settle(int((result.get("usage") or {}).get("total_tokens") or 0))
+    return _record(schedule_id, result)
+
+
+def _record(schedule_id: int, result: dict) -> str:
+    """The run's outcome on its schedule's row; its status."""
     WorkflowSchedule.objects.filter(pk=schedule_id).update(
         last_run_at=timezone.now(), last_status=result.get("type", "error"),
         last_conversation_id=result.get("conversation_id"),

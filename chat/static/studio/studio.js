@@ -191,6 +191,37 @@
     },
   };
 
+  // --- the quota bar: the signed-in user's budget (else tokens, else requests) -------
+
+  var Quota = {
+    units: [["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]],
+    periods: { minute: t("minute"), hour: t("hour"), day: t("day"), week: t("week"), month: t("month") },
+    renews: function (seconds) {  // "in 3 hours", in the page's language
+      for (var i = 0; i < this.units.length; i++) {
+        if (seconds >= this.units[i][1] || this.units[i][0] === "second") {
+          return relative.format(Math.ceil(seconds / this.units[i][1]), this.units[i][0]);
+        }
+      }
+    },
+    show: function (q) {
+      var box = $("quota");
+      if (!q || !q.limit) { box.hidden = true; return; }
+      var share = Math.min(100, 100 * q.used / q.limit);
+      var period = this.periods[q.period] || q.period;
+      var text = interpolate(q.kind === "requests" ? t("%s of %s requests per %s") : q.kind === "tokens"
+        ? t("%s of %s tokens per %s") : t("Budget: %s of %s tokens per %s"),
+        [number.format(q.used), number.format(q.limit), period]);
+      if (q.spent) { text += " · " + interpolate(t("spent; renews %s"), [this.renews(q.resets_in)]); }
+      box.hidden = false;
+      box.classList.toggle("spent", !!q.spent);
+      box.classList.toggle("low", !q.spent && share >= 80);
+      $("quota-fill").style.width = share + "%";
+      $("quota-bar").setAttribute("aria-valuemax", String(q.limit));
+      $("quota-bar").setAttribute("aria-valuenow", String(Math.min(q.used, q.limit)));
+      $("quota-label").textContent = text;
+    },
+  };
+
   // --- a chat pane: one websocket, one conversation -------------------------------
 
   function Pane(root, modelSelect, primary) {
@@ -404,6 +435,11 @@
         var bubble = this.bubble("assistant", frame.message || frame.code, {});
         bubble.classList.add("error");
         bubble.dataset.code = frame.code;
+        if (frame.quota) { Quota.show(frame.quota); }
+        if (frame.status === 429 && this.primary) { status(frame.message); }  // a spent quota
+        break;
+      case "quota":
+        Quota.show(frame.quota);
         break;
       case "waiting":
         if (frame.id === this.running) { this.finishRun(); }
@@ -460,6 +496,7 @@
       this.panes = [new Pane($("pane-a"), $("model"), true), new Pane($("pane-b"), $("model-b"), false)];
       Panel.draw();
       Panel.reset();
+      Quota.show(config.quota);
       this.bind();
       var start = window.location.hash.slice(1) || null;
       this.panes[0].connect(start);
