@@ -137,6 +137,8 @@ class BatchFileAdmin(admin.ModelAdmin):
         file = self.get_object(request, file_id)
         if file is None or not self.has_view_permission(request, file):
             return HttpResponse(status=404)
+        if not request.user.has_perm(READ_CONTENT):  # its lines are API users' prompts
+            raise PermissionDenied
         response = HttpResponse(batch_files.file_content(file), content_type="application/jsonl")
         response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
         return response

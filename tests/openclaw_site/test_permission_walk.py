@@ -449,6 +449,17 @@ def test_exporting_a_dataset_needs_the_content_permission_too(theirs):
     assert exported.status_code == 201 and exported.json()["line_count"] == 1
 
 
+def test_downloading_a_batch_file_needs_the_content_permission_too(theirs):
+    file = BatchFile.objects.first()
+    url = f"/admin/jobs/batchfile/{file.pk}/download/"
+
+    refused = staff_with("jobs.view_batchfile").get(url)
+    allowed = staff_with("jobs.view_batchfile", "chat.view_message_content").get(url)
+
+    assert refused.status_code == 403  # its lines are API users' prompts
+    assert allowed.status_code == 200 and allowed.content
+
+
 def test_staff_with_the_add_permission_start_a_fine_tune(theirs):
     client = staff_with("jobs.add_finetunejob")
     body = json.dumps({"base_endpoint_id": theirs["base"].pk,
