@@ -42,7 +42,10 @@ REMEMBER = ("from django.contrib.auth import get_user_model; "
             "from chat.models import MemoryItem; "
             "MemoryItem.objects.create(owner=get_user_model().objects.get(username='admin'), "
             "user='admin', text='a memory to keep', embedding=[0.01] * 384)")
-RECALL = ("from chat.models import MemoryItem; m = MemoryItem.objects.get(); "
+# The imported conversation may be remembered too (by the worker, in the background):
+# the memory written here is found by its text (encrypted, so compared in Python).
+RECALL = ("from chat.models import MemoryItem; "
+          "m = next(m for m in MemoryItem.objects.all() if m.text == 'a memory to keep'); "
           "print(m.text, '|', len(m.embedding))")
 
 
