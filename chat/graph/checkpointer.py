@@ -212,7 +212,10 @@ async def get_saver() -> CachingSaver:
     saver = _savers.get(loop)
     if saver is not None:
         return saver
+    # Checked as it leaves the pool (an empty query), like Django's pool: a connection a
+    # database restart broke is replaced, not handed to a turn.
     pool = AsyncConnectionPool(conninfo(), min_size=1, max_size=_pool_size(), open=False,
+                               check=AsyncConnectionPool.check_connection,
                                kwargs={"autocommit": True, "prepare_threshold": 0,
                                        "row_factory": dict_row})
     await pool.open()
