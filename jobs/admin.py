@@ -35,7 +35,7 @@ class BatchJobAdmin(admin.ModelAdmin):
     fields = ("id", "status", "progress", "rate", "eta", "model", "endpoint", "owner",
               "api_key", "input_file", "output_link", "error_link", "invalid_lines", "error",
               "metadata", "chunk_size", "created_at", "in_progress_at", "completed_at",
-              "cancelled_at", "failed_at")
+              "cancelled_at", "failed_at", "heartbeat_at", "requeued")
     readonly_fields = fields
 
     def has_add_permission(self, request) -> bool:
@@ -333,7 +333,8 @@ class FineTuneJobAdmin(admin.ModelAdmin):
     actions = ["cancel"]
     readonly_fields = ("status", "progress_bar", "loss_chart", "output_path",
                        "result_link", "error", "celery_task_id", "cancel_requested",
-                       "created_by", "created_at", "started_at", "finished_at")
+                       "created_by", "created_at", "started_at", "finished_at",
+                       "heartbeat_at", "requeued")
 
     def get_fields(self, request, obj=None):
         settings_ = list(FineTuneJobForm.Meta.fields)

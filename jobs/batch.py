@@ -7,13 +7,19 @@ Life of a job (each step a service the Celery tasks in ``jobs.tasks`` call):
    POST, ``url`` the job's endpoint, a valid chat body, a model the key may use);
    bad lines are kept in ``validation_errors`` with their line numbers, good lines
    become ``BatchLine`` rows split into chunks, one ``jobs.batch_chunk`` task each.
-3. ``run_chunk`` — the chunk's pending lines through the gateway, a few at a time
-   (per-model concurrency shared by every worker, the key's limits), results written
-   only over pending lines: a chunk run twice writes each line once.
+3. ``run_chunk`` — the chunk's pending lines nobody else holds, claimed with a lease
+   (renewed while they run, ``jobs.liveness``), through the gateway, a few at a time
+   (per-model concurrency shared by every worker, the key's limits); each result is
+   written, with its usage record, in one transaction and only over a line still
+   pending and still this run's: a line is answered, written and counted once however
+   often its chunk runs. The chunk task (``run_chunks``) then takes the job's other
+   chunks nobody holds — queued behind it, or left by a worker that died.
 4. ``finish_if_done`` — once no line is pending: the output file (succeeded lines)
    and the error file (failed lines, then invalid ones), in input order.
 
-``cancel_job`` stops what has not run; ``retry_job`` runs the failed lines again.
+``cancel_job`` stops what has not run; ``retry_job`` runs the failed lines again;
+beat's watchdog (``jobs.batch_watchdog``) queues again the chunks whose run stopped
+renewing its lease, and a job no run has beaten for two leases.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -45,8 +52,9 @@ from routing.gateway import GatewayError
 from routing.key_models import ApiKey
 from routing.keys import KeyRefused
 from routing.rules import RequestFacts, estimate_tokens
-from routing.usage import log_usage
+from routing.usage_models import UsageRecord
 
+from . import liveness
 from .batch_files import BatchRefused, file_content, validate_lines
 from .batch_limits import ModelSlots
 from .models import (
@@ -66,6 +74,7 @@ MAX_REPORTED_ERRORS = 1000  # invalid lines listed on the job; the error file ha
 FLUSH_EVERY = 50  # lines written (and cancellation checked) per database round
 KEY_LIMIT_WAIT_S = 60.0  # longest wait for a key's rpm/tpm window before retrying
 KEY_LIMIT_PATIENCE_S = 24 * 3600.0  # longest a line waits for such windows in all
+MAX_CLAIMS = 5  # runs that may take a line up without finishing it before it fails
 # The tasks (``jobs.tasks``, which call this module) are queued by name.
 START_TASK = "jobs.batch_start"
 CHUNK_TASK = "jobs.batch_chunk"
@@ -76,7 +85,7 @@ def enqueue(task: str, *args: Any) -> None:
     current_app.send_task(task, args)
 
 
-def _enqueue_chunks(job_id: str, chunks: Iterable[int]) -> None:
+def enqueue_chunks(job_id: str, chunks: Iterable[int]) -> None:
     for chunk in chunks:
         enqueue(CHUNK_TASK, job_id, chunk)
 
@@ -135,10 +144,11 @@ def start_job(job_id: str) -> None:
             job.error_file = _write_file(job, "errors", [_error_row(p) for p in problems])
         else:
             job.status, job.in_progress_at = BatchStatus.IN_PROGRESS, now
+        job.heartbeat_at = now
         job.save()
         if valid:
             chunks = range(math.ceil(len(valid) / job.chunk_size))
-            transaction.on_commit(lambda: _enqueue_chunks(job.pk, chunks))
+            transaction.on_commit(lambda: enqueue_chunks(job.pk, chunks))
     if problems:
         logger.info("batch %s: %d invalid line(s), %d valid", job_id, len(problems), len(valid))
 
@@ -153,31 +163,105 @@ class LineResult:
     status_code: int
     body: dict[str, Any]
     request_id: str
+    usage: dict[str, Any] | None = None  # the line's usage record (fields), if answered
 
 
 def run_chunk(job_id: str, chunk: int) -> None:
-    """Run a chunk's pending lines, then finish the job if nothing is left pending."""
+    """Run a chunk's pending lines nobody else holds, then finish the job if nothing
+    is left pending."""
     job = BatchJob.objects.select_related("api_key").filter(pk=job_id).first()
     if job is None:
         logger.warning("batch %s no longer exists; chunk %d dropped", job_id, chunk)
         return
     if job.status == BatchStatus.IN_PROGRESS:
-        lines = list(BatchLine.objects.filter(job=job, chunk=chunk, status=LineStatus.PENDING)
-                     .order_by("line"))
-        if lines:
-            async_to_sync(_run_lines)(job, lines)
+        _run_claimed(job, chunk)
     finish_if_done(job_id)
 
 
-async def _run_lines(job: BatchJob, lines: list[BatchLine]) -> None:
+def run_chunks(job_id: str, chunk: int) -> None:
+    """The chunk task: ``chunk``, then every other chunk of the job with lines nobody
+    holds — queued behind it (their tasks will find nothing left), or left by a worker
+    that died (prefetched, or their lease run out) — until none is left."""
+    job = BatchJob.objects.select_related("api_key").filter(pk=job_id).first()
+    if job is None:
+        logger.warning("batch %s no longer exists; chunk %d dropped", job_id, chunk)
+        return
+    done: set[int] = set()
+    next_chunk: int | None = chunk
+    while next_chunk is not None and job.status == BatchStatus.IN_PROGRESS:
+        _run_claimed(job, next_chunk)
+        done.add(next_chunk)
+        job.refresh_from_db(fields=["status"])
+        next_chunk = free_chunk(job_id, exclude=done)
+    finish_if_done(job_id)
+
+
+def free_lines() -> Q:
+    """Lines no run holds: never claimed, given back, or their lease run out."""
+    return Q(lease="") | Q(leased_until__lt=Now())
+
+
+def free_chunk(job_id: str, exclude: Iterable[int] = ()) -> int | None:
+    return (BatchLine.objects.filter(free_lines(), job_id=job_id, status=LineStatus.PENDING)
+            .exclude(chunk__in=list(exclude)).order_by("chunk")
+            .values_list("chunk", flat=True).first())
+
+
+def claim(job_id: str, chunk: int, token: str) -> list[BatchLine]:
+    """Lease the chunk's pending lines nobody holds to the run ``token``; those lines.
+    Two runs claiming at once split nothing: PostgreSQL re-checks a row's lease when
+    the first run's update commits. A line taken by more than ``MAX_CLAIMS`` runs that
+    all ended without writing it (each crashed on it, or its worker died) fails
+    instead of running again."""
+    BatchLine.objects.filter(free_lines(), job_id=job_id, chunk=chunk,
+                             status=LineStatus.PENDING).update(
+        lease=token, leased_until=Now() + liveness.lease(), claims=F("claims") + 1)
+    lines = list(BatchLine.objects.filter(job_id=job_id, chunk=chunk, lease=token,
+                                          status=LineStatus.PENDING).order_by("line"))
+    worn = [line for line in lines if line.claims > MAX_CLAIMS]
+    if worn:
+        logger.warning("batch %s: %d line(s) of chunk %d given up after %d runs",
+                       job_id, len(worn), chunk, MAX_CLAIMS)
+        write_results(job_id, [_failure(line, line.request_id, 500, "line_runs_exhausted", _(
+            "This line was taken up %(count)d times and never finished (its worker died "
+            "or failed each time); it was given up.") % {"count": MAX_CLAIMS})
+            for line in worn], token)
+    return [line for line in lines if line.claims <= MAX_CLAIMS]
+
+
+def renew(job_id: str, token: str) -> None:
+    """A run is alive: its lines' lease extended, the job's heartbeat written."""
+    BatchLine.objects.filter(job_id=job_id, lease=token, status=LineStatus.PENDING).update(
+        leased_until=Now() + liveness.lease())
+    BatchJob.objects.filter(pk=job_id).update(heartbeat_at=timezone.now())
+
+
+def _held(pks: list[int], token: str) -> set[int]:
+    """Which of the lines the run ``token`` still holds (not cancelled, not handed to
+    another run after it stalled past its lease)."""
+    return set(BatchLine.objects.filter(pk__in=pks, lease=token, status=LineStatus.PENDING)
+               .values_list("pk", flat=True))
+
+
+def _run_claimed(job: BatchJob, chunk: int) -> None:
+    token = uuid.uuid4().hex
+    lines = claim(job.pk, chunk, token)
+    if lines:
+        with liveness.Keepalive(lambda: renew(job.pk, token), name=f"batch-{job.pk}"):
+            async_to_sync(_run_lines)(job, lines, token)
+
+
+async def _run_lines(job: BatchJob, lines: list[BatchLine], token: str) -> None:
     """The lines, at most the model's concurrency at once; results written (and
     cancellation checked) every ``FLUSH_EVERY`` lines."""
     queue = list(lines)
     async with ModelSlots() as slots:
         while queue:
             group, queue = queue[:FLUSH_EVERY], queue[FLUSH_EVERY:]
+            held = await sync_to_async(_held)([line.pk for line in group], token)
+            group = [line for line in group if line.pk in held]
             results = await asyncio.gather(*(_run_line(job, line, slots) for line in group))
-            if not await sync_to_async(write_results)(job.pk, results):
+            if not await sync_to_async(write_results)(job.pk, results, token):
                 return  # cancelled: the rest is not run
 
 
@@ -205,9 +289,9 @@ async def _run_line(job: BatchJob, line: BatchLine, slots: ModelSlots) -> LineRe
     usage = completion.usage
     if ticket is not None:
         await sync_to_async(ticket.settle)(usage.total_tokens)
-    _log_usage(job, model, meta.instance_id, usage, started, 200, request_id)
     body = completion_of(request_id, int(time.time()), meta.model, completion)
-    return LineResult(line.pk, LineStatus.SUCCEEDED, 200, body, request_id)
+    return LineResult(line.pk, LineStatus.SUCCEEDED, 200, body, request_id,
+                      _usage_row(job, model, meta.instance_id, usage, started, 200, request_id))
 
 
 async def _admit(key: ApiKey, model: str, chat: ChatRequest) -> Ticket:
@@ -234,25 +318,36 @@ def _failure(line: BatchLine, request_id: str, status: int, code: str,
                       request_id)
 
 
-def _log_usage(job: BatchJob, model: str, instance: int | None, usage: Usage, started: float,
-               status: int, request_id: str) -> None:
-    log_usage(key_prefix=job.api_key.prefix if job.api_key else "", model=model,
-              instance=instance, tokens_in=usage.prompt_tokens,
-              tokens_out=usage.completion_tokens,
-              latency_ms=(time.perf_counter() - started) * 1000, status=status,
-              endpoint="batch", request_id=request_id)
+def _usage_row(job: BatchJob, model: str, instance: int | None, usage: Usage, started: float,
+               status: int, request_id: str) -> dict[str, Any]:
+    """A line's usage record, written with its result (``write_results``)."""
+    return {"key_prefix": job.api_key.prefix if job.api_key else "", "endpoint": "batch",
+            "model": model[:200], "instance": "" if instance is None else str(instance),
+            "tokens_in": usage.prompt_tokens, "tokens_out": usage.completion_tokens,
+            "latency_ms": (time.perf_counter() - started) * 1000, "status": status,
+            "request_id": request_id[:64]}
 
 
-def write_results(job_id: str, results: list[LineResult]) -> bool:
-    """Write results over lines still pending (a line already written — by an earlier
-    run of the same chunk — or cancelled meanwhile is left as it is); update the
-    job's counts with its heartbeat. True while the job is still wanted (not cancelled)."""
+def write_results(job_id: str, results: list[LineResult], lease: str | None = None) -> bool:
+    """Write results over lines still pending — and, given the run's ``lease``, still
+    held by it (a line already written by another run of its chunk, cancelled, or
+    handed to another run is left as it is) —, each written line's usage record in the
+    same transaction, and the job's counts with its heartbeat. True while the job is
+    still wanted (not cancelled)."""
     now = timezone.now()
+    usage = []
     with transaction.atomic():
         for result in results:
-            BatchLine.objects.filter(pk=result.pk, status=LineStatus.PENDING).update(
+            line = BatchLine.objects.filter(pk=result.pk, status=LineStatus.PENDING)
+            if lease is not None:
+                line = line.filter(lease=lease)
+            written = line.update(
                 status=result.status, status_code=result.status_code, response=result.body,
-                request_id=result.request_id, attempts=F("attempts") + 1, finished_at=now)
+                request_id=result.request_id, attempts=F("attempts") + 1, finished_at=now,
+                lease="", leased_until=None)
+            if written and result.usage:
+                usage.append(UsageRecord(created_at=now, **result.usage))
+        UsageRecord.objects.bulk_create(usage)
         return BatchJob.beat(job_id, **line_counts(job_id))
 
 
@@ -369,46 +464,16 @@ def retry_job(job: BatchJob) -> int:
                                _("Only a finished batch with failed lines can be retried."))
         failed = BatchLine.objects.filter(job=job, status=LineStatus.FAILED)
         chunks = sorted(set(failed.values_list("chunk", flat=True)))
-        count = failed.update(status=LineStatus.PENDING)
+        count = failed.update(status=LineStatus.PENDING, lease="", leased_until=None)
         if not count:
             return 0
         job.status, job.in_progress_at = BatchStatus.IN_PROGRESS, timezone.now()
+        job.heartbeat_at = job.in_progress_at
         job.cancel_requested = False
         job.completed_at = job.cancelled_at = job.cancelling_at = job.failed_at = None
         job.finalizing_at = None
         job.save()
         update_counts(job.pk)
         BatchJob.objects.filter(pk=job.pk).update(progress_base=F("done") + F("failed"))
-        transaction.on_commit(lambda: _enqueue_chunks(job.pk, chunks))
+        transaction.on_commit(lambda: enqueue_chunks(job.pk, chunks))
     return count
-
-
-# --- the OpenAI shape ----------------------------------------------------
-
-
-def _ts(value) -> int | None:
-    return int(value.timestamp()) if value else None
-
-
-def batch_object(job: BatchJob) -> dict[str, Any]:
-    """OpenAI's ``batch`` object (plus ``x_openclaw`` progress)."""
-    errors = None
-    if job.validation_errors:
-        errors = {"object": "list", "data": [
-            {"code": p["code"], "message": p["message"], "param": p.get("param"),
-             "line": p["line"]} for p in job.validation_errors]}
-    rate, eta = job.rate(), job.eta_seconds()
-    return {
-        "id": job.pk, "object": "batch", "endpoint": job.endpoint, "errors": errors,
-        "input_file_id": job.input_file_id, "completion_window": job.completion_window,
-        "status": job.status, "output_file_id": job.output_file_id,
-        "error_file_id": job.error_file_id, "created_at": _ts(job.created_at),
-        "in_progress_at": _ts(job.in_progress_at), "expires_at": _ts(job.expires_at),
-        "finalizing_at": _ts(job.finalizing_at), "completed_at": _ts(job.completed_at),
-        "failed_at": _ts(job.failed_at), "expired_at": None,
-        "cancelling_at": _ts(job.cancelling_at), "cancelled_at": _ts(job.cancelled_at),
-        "request_counts": {"total": job.total, "completed": job.done, "failed": job.failed},
-        "metadata": job.metadata or None, "model": job.model or None,
-        "x_openclaw": {"lines_per_s": round(rate, 1) if rate else None,
-                       "eta_s": round(eta, 1) if eta is not None else None},
-    }

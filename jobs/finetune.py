@@ -12,6 +12,15 @@ loads any folder; that folder is registered as a new, disabled ``ModelEndpoint``
 Cancel: a queued job is cancelled at once (its task finds it so and does nothing); a
 running one stops at its next step and saves nothing.
 
+A worker that dies: its run's heartbeat (written with each progress write and every
+few seconds by a ``Keepalive`` thread, also while the model loads or saves) stops;
+beat's watchdog (``resume_stalled``) queues a job nobody has beaten for a lease
+(``OPENCLAW_JOB_LEASE_S``) again under a new task id, and it **trains again from
+step 0** (no checkpoint is kept: the adapter of a half-run is not saved). The job
+belongs to the run whose task id it holds (``celery_task_id``): an older run still
+alive — only slow — finds the job no longer its own at its next step and stops,
+saving nothing, and the old task if the broker hands it out again is skipped.
+
 torch, transformers and peft are imported inside the functions: the web process
 creates jobs without them.
 """
@@ -26,19 +35,21 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from inference.kinds import EngineKind
 from routing.models import ModelEndpoint
 
+from . import liveness
 from .datasets import dataset_rows
 from .models import Dataset, FineTuneJob, FineTuneQueue, FineTuneStatus
 
@@ -47,9 +58,6 @@ logger = logging.getLogger(__name__)
 RUN_TASK = "jobs.finetune"  # jobs.tasks.run_finetune
 MAX_LOSS_POINTS = 1000
 FLUSH_EVERY_S = 0.5  # how often a running job writes its progress and reads "cancel"
-# A running job whose progress is older than this lost its worker (redelivered after
-# the broker's visibility timeout); a fresher one is still training elsewhere.
-HEARTBEAT_STALE = timedelta(minutes=5)
 LIMITS = {  # field -> (least, most)
     "lora_rank": (1, 256),
     "lora_alpha": (1, 1024),
@@ -69,6 +77,10 @@ class FineTuneRefused(Exception):
 
 class Cancelled(Exception):
     """The job was cancelled while it trained."""
+
+
+class Superseded(Exception):
+    """The job was handed to another run (this one stalled past its lease)."""
 
 
 # --- creating and cancelling -------------------------------------------------------
@@ -154,16 +166,47 @@ def cancel_job(job: FineTuneJob) -> FineTuneJob:
     return job
 
 
+def resume_stalled() -> int:
+    """Beat's watchdog: a running job no run has beaten for a lease lost its worker;
+    it is queued again under a new task id and trains from the start. The number
+    queued. A job whose row is locked (starting, cancelling) waits for the next tick."""
+    queued = 0
+    stale = liveness.lease()
+    for pk in FineTuneJob.stalled([FineTuneStatus.RUNNING], stale).values_list("pk",
+                                                                             flat=True):
+        with transaction.atomic():
+            job = (FineTuneJob.stalled([FineTuneStatus.RUNNING], stale).filter(pk=pk)
+                   .select_for_update(skip_locked=True).first())
+            if job is None:
+                continue
+            job.status, job.celery_task_id = FineTuneStatus.QUEUED, str(uuid.uuid4())
+            job.heartbeat_at, job.requeued = timezone.now(), F("requeued") + 1
+            job.save(update_fields=["status", "celery_task_id", "heartbeat_at", "requeued"])
+            job.refresh_from_db(fields=["requeued"])
+            transaction.on_commit(partial(enqueue, job))
+        logger.warning("fine-tuning job %s: no run has written its progress for %d s "
+                       "(its worker died?); queued again as task %s, from step 0",
+                       pk, stale.total_seconds(), job.celery_task_id)
+        queued += 1
+    return queued
+
+
 # --- running (in a worker) -------------------------------------------------------------
 
 
-def run_job(job_id: int) -> None:
-    """Train a job to its end: succeeded (endpoint registered), cancelled or failed."""
-    job = _start(job_id)
+def run_job(job_id: int, task_id: str | None = None) -> None:
+    """Train a job to its end: succeeded (endpoint registered), cancelled or failed.
+    ``task_id``: the Celery task's, skipped unless the job still names it."""
+    job = _start(job_id, task_id)
     if job is None:
         return
     try:
-        endpoint = train(job)
+        with liveness.Keepalive(lambda: _mine(job).update(heartbeat_at=timezone.now()),
+                                name=f"finetune-{job.pk}"):
+            endpoint = train(job)
+    except Superseded:
+        logger.warning("fine-tuning job %s was handed to another run; this one stops",
+                       job_id)
     except Cancelled:
         _finish(job, FineTuneStatus.CANCELLED)
     except Exception as exc:  # recorded on the job: the admin and CLI show it
@@ -176,13 +219,23 @@ def run_job(job_id: int) -> None:
         gc.collect()  # the model and optimiser: a worker lives on after the job
 
 
-def _start(job_id: int) -> FineTuneJob | None:
+def _mine(job: FineTuneJob) -> QuerySet[FineTuneJob]:
+    """The job's row while this run still owns it (running under its task id)."""
+    return FineTuneJob.objects.filter(pk=job.pk, celery_task_id=job.celery_task_id,
+                                      status=FineTuneStatus.RUNNING)
+
+
+def _start(job_id: int, task_id: str | None = None) -> FineTuneJob | None:
     with transaction.atomic():
         job = FineTuneJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.finished:
             return None  # deleted, or cancelled while queued
+        if task_id and job.celery_task_id and task_id != job.celery_task_id:
+            logger.warning("fine-tuning job %s was queued again as task %s: task %s "
+                           "skipped", job_id, job.celery_task_id, task_id)
+            return None
         if job.status == FineTuneStatus.RUNNING:
-            if job.running_elsewhere(HEARTBEAT_STALE):
+            if job.running_elsewhere(liveness.lease()):
                 logger.warning("fine-tuning job %s is running elsewhere: duplicate skipped",
                                job_id)
                 return None
@@ -197,10 +250,17 @@ def _start(job_id: int) -> FineTuneJob | None:
 
 
 def _finish(job: FineTuneJob, status: str, error: str = "") -> None:
-    job.status, job.finished_at = status, timezone.now()
+    """Record the end — unless the job was handed to another run meanwhile."""
     job.set_error(error)
-    job.save(update_fields=["status", "error", "finished_at", "result_endpoint", "step",
-                            "losses", "total_steps"])
+    ended = _mine(job).update(
+        status=status, error=job.error, finished_at=timezone.now(),
+        result_endpoint=job.result_endpoint, step=job.step, losses=job.losses,
+        total_steps=job.total_steps)
+    if not ended:
+        logger.warning("fine-tuning job %s was handed to another run; its end (%s) is "
+                       "not recorded", job.pk, status)
+        return
+    job.refresh_from_db()
 
 
 @dataclass
@@ -323,9 +383,13 @@ def _train_loop(job: FineTuneJob, model: Any, examples: list[Example], device: s
 
 
 def _flush(job: FineTuneJob) -> None:
-    """Write progress; raise ``Cancelled`` when a cancel was asked for."""
-    if not FineTuneJob.beat(job.pk, step=job.step, losses=job.losses,
-                            total_steps=job.total_steps):
+    """Write progress with the heartbeat; raise ``Cancelled`` when a cancel was asked
+    for, ``Superseded`` when the job is no longer this run's."""
+    mine = _mine(job)
+    if not mine.update(heartbeat_at=timezone.now(), step=job.step, losses=job.losses,
+                       total_steps=job.total_steps):
+        raise Superseded
+    if mine.filter(cancel_requested=True).exists():
         raise Cancelled
 
 

@@ -5,11 +5,13 @@ jobs: annotations, datasets, fine-tuning jobs."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -62,8 +64,11 @@ class BatchFile(models.Model):
 class Job(models.Model):
     """What every long job has, whatever it runs: when it was created, the error it
     ended with, a cancel request its worker reads between steps, and a heartbeat —
-    written with each progress write (``beat``), so a task redelivered after its worker
-    died can be told from a duplicate of one still running (``running_elsewhere``).
+    written with each progress write (``beat``) and every few seconds besides while a
+    worker holds the job (``jobs.liveness``), so a task redelivered after its worker
+    died can be told from a duplicate of one still running (``running_elsewhere``), and
+    beat's watchdog (``jobs.resume_stalled``) hands the work of a job nobody beats for
+    to another worker (``stalled``; ``requeued`` counts how often).
 
     Each kind names its finished statuses (``FINISHED``), its units of work
     (``units``: done, planned) and its current run (``run``: started, ended, units
@@ -77,6 +82,10 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(_("cancel requested"), default=False)
     heartbeat_at = models.DateTimeField(_("last progress"), null=True, blank=True,
                                         editable=False)
+    requeued = models.PositiveIntegerField(
+        _("re-queued"), default=0, editable=False,
+        help_text=_("Times its work was handed to another worker because no worker had "
+                    "written its progress for a while (a worker killed or lost)."))
     created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
 
     class Meta:
@@ -129,6 +138,15 @@ class Job(models.Model):
         """A worker wrote this job's progress within ``stale_after``: it is alive."""
         return self.heartbeat_at is not None and (
             timezone.now() - self.heartbeat_at < stale_after)
+
+    @classmethod
+    def stalled(cls, statuses: Iterable[str], stale_after: timedelta) -> models.QuerySet:
+        """Jobs in one of ``statuses`` whose heartbeat (or, never beaten, creation) is
+        older than ``stale_after``: no worker is running them."""
+        cutoff = timezone.now() - stale_after
+        return cls._default_manager.filter(
+            Q(status__in=list(statuses)),  # each kind's own field
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
 
     def set_error(self, message: str) -> None:
         self.error = message[:self.MAX_ERROR_CHARS]
@@ -242,9 +260,11 @@ class LineStatus(models.TextChoices):
 
 
 class BatchLine(models.Model):
-    """One valid request of a job and its outcome. A chunk task writes a line only
-    while it is pending, so a chunk run twice (redelivered after a crash) writes
-    each line once. The request and response bodies are encrypted at rest."""
+    """One valid request of a job and its outcome. A chunk run claims its pending lines
+    with a lease (``lease``: the run's token, ``leased_until``: renewed while it runs)
+    and writes a line only while it is pending and still its own, so two runs — a chunk
+    redelivered after a crash, a dead worker's chunk handed to another — never call or
+    write the same line both. The request and response bodies are encrypted at rest."""
 
     job = models.ForeignKey(BatchJob, models.CASCADE, related_name="lines")
     line = models.PositiveIntegerField(_("line"))  # 1-based, in the input file
@@ -258,6 +278,11 @@ class BatchLine(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The chunk run holding the line ("": none) and until when (database clock); a
+    # lease not renewed by then is free for another run.
+    lease = models.CharField(max_length=32, blank=True, default="", editable=False)
+    leased_until = models.DateTimeField(null=True, blank=True, editable=False)
+    claims = models.PositiveSmallIntegerField(default=0, editable=False)  # runs that took it
 
     class Meta:
         verbose_name = _("batch line")

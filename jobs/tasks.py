@@ -1,22 +1,26 @@
 """Celery tasks of the jobs: thin, they take ids and call ``jobs.batch`` and
 ``jobs.finetune``.
 
-Batch chunks (queue ``batch``) are acknowledged only after they ran (``acks_late``)
-and given back to the broker when their worker dies (``reject_on_worker_lost``); a
-chunk that runs again writes only the lines still pending, so a crash loses and
-duplicates nothing.
+A worker that dies loses nothing and holds nothing up for long: the work it ran is
+claimed with a lease its run renews (``jobs.liveness``), and beat's watchdog
+(``resume_stalled``, every ``OPENCLAW_JOB_RESUME_TICK_S``) queues again what no live
+run holds — within a lease and a tick of the death, not after the broker's visibility
+timeout. Tasks are still acknowledged only after they ran (``acks_late``); the
+broker's redelivery, an hour later, then finds nothing left to do.
 
-Fine-tuning (queue ``cpu`` or ``gpu``, the job's choice) is acknowledged likewise, so
-a killed worker's job trains again elsewhere (``run_job`` starts it over); a job
-cancelled while queued is skipped. Keep ``OPENCLAW_BROKER_VISIBILITY_TIMEOUT_S`` above
-the longest training.
+Batch chunks (queue ``batch``): a chunk task runs its chunk's lines nobody holds, then
+the job's other free chunks; each line is answered, written and counted once.
+
+Fine-tuning (queue ``cpu`` or ``gpu``, the job's choice): a job whose worker died trains
+again from the start under a new task id; a task whose id the job no longer names is
+skipped, and a job cancelled while queued too.
 """
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from . import batch, finetune
+from . import batch, batch_watchdog, finetune
 
 
 @shared_task(name="jobs.batch_start", ignore_result=True, acks_late=True,
@@ -29,12 +33,21 @@ def start_batch(job_id: str) -> None:
 @shared_task(name="jobs.batch_chunk", ignore_result=True, acks_late=True,
              reject_on_worker_lost=True)
 def run_batch_chunk(job_id: str, chunk: int) -> None:
-    """Run one chunk's pending lines; the last chunk to end writes the result files."""
-    batch.run_chunk(job_id, chunk)
+    """Run one chunk's free lines, then the job's other free chunks; the run that ends
+    the job writes the result files."""
+    batch.run_chunks(job_id, chunk)
 
 
-@shared_task(name="jobs.finetune", ignore_result=True, acks_late=True,
+@shared_task(name="jobs.finetune", bind=True, ignore_result=True, acks_late=True,
              reject_on_worker_lost=True)
-def run_finetune(job_id: int) -> None:
+def run_finetune(self: Task, job_id: int) -> None:
     """Train one fine-tuning job to its end (succeeded, failed or cancelled)."""
-    finetune.run_job(job_id)
+    finetune.run_job(job_id, task_id=self.request.id)
+
+
+@shared_task(name="jobs.resume_stalled", ignore_result=True)
+def resume_stalled() -> None:
+    """Beat's watchdog: queue again the work of jobs whose worker stopped renewing its
+    claim (a new kind of job adds its own ``resume_stalled`` here)."""
+    batch_watchdog.resume_stalled()
+    finetune.resume_stalled()

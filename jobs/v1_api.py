@@ -22,7 +22,7 @@ from routing.admission import check_scope
 from routing.key_models import ApiKey
 from routing.keys import KeyRefused
 
-from . import batch, batch_files
+from . import batch, batch_files, batch_wire
 from .batch import BatchRefused
 from .models import BatchFile, BatchJob
 
@@ -177,7 +177,7 @@ def _create_batch(key, body: dict[str, Any]) -> dict[str, Any]:
     job = batch.create_job(found, endpoint=body.get("endpoint") or "",
                            completion_window=body.get("completion_window") or "",
                            metadata=body.get("metadata"), api_key=key, model=model)
-    return batch.batch_object(job)
+    return batch_wire.batch_object(job)
 
 
 def _batch_list(owner: str, query) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def _batch_list(owner: str, query) -> dict[str, Any]:
             raise BatchRefused(404, "not_found", _("No batch with id “%(id)s”.") % {"id": after},
                                "after")
         jobs = jobs.filter(created_at__lt=anchor.created_at)
-    rows = [batch.batch_object(job) for job in jobs[:limit + 1]]
+    rows = [batch_wire.batch_object(job) for job in jobs[:limit + 1]]
     data = rows[:limit]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit}
@@ -210,7 +210,7 @@ async def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
     job, refusal = await _owned(request, BatchJob, "batch", batch_id)
     if refusal:
         return refusal
-    return JsonResponse(batch.batch_object(job))
+    return JsonResponse(batch_wire.batch_object(job))
 
 
 @csrf_exempt
@@ -225,4 +225,4 @@ async def batch_cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
         job = await sync_to_async(batch.cancel_job)(job)
     except BatchRefused as exc:
         return _refusal(exc)
-    return JsonResponse(batch.batch_object(job))
+    return JsonResponse(batch_wire.batch_object(job))

@@ -10,7 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from jobs import batch, batch_files
+from jobs import batch, batch_files, batch_wire
 from jobs.models import BatchFile, BatchJob, BatchStatus, LineStatus
 from routing import rules
 from routing.keys import create_key
@@ -229,5 +229,5 @@ def test_progress_line_shows_counts_rate_and_eta():
 
     assert line.startswith("[#####-----] 2/4 ok · 0 failed · ")
     assert "lines/s" in line and "ETA" in line and line.endswith("in_progress")
-    assert batch.batch_object(job)["request_counts"] == {"total": 4, "completed": 2,
+    assert batch_wire.batch_object(job)["request_counts"] == {"total": 4, "completed": 2,
                                                          "failed": 0}

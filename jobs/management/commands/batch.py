@@ -13,7 +13,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
-from jobs import batch, batch_files
+from jobs import batch, batch_files, batch_wire
 from jobs.batch import BatchRefused
 from jobs.models import BatchFile, BatchJob
 from jobs.progress import follow
@@ -68,7 +68,7 @@ class Command(BaseCommand):
                                    if api_key else "")
         job = batch.create_job(upload, model=model, api_key=api_key, chunk_size=chunk_size)
         if json:
-            self.stdout.write(_json(batch.batch_object(job)))
+            self.stdout.write(_json(batch_wire.batch_object(job)))
         else:
             self.stdout.write(_("submitted %(id)s (%(file)s, %(bytes)d bytes)")
                               % {"id": job.pk, "file": path.name, "bytes": upload.bytes})
@@ -80,7 +80,7 @@ class Command(BaseCommand):
         if watch:
             job = self._follow(job.pk)
         if json:
-            self.stdout.write(_json(batch.batch_object(job)))
+            self.stdout.write(_json(batch_wire.batch_object(job)))
             return
         self.stdout.write(f"{job.pk}  {job.progress_line()}")
         for problem in job.validation_errors[:20]:
