@@ -32,6 +32,8 @@ class TaskBuffer:
 
     ``add`` never blocks and never raises; past ``max_pending`` items (a broker that
     has been unreachable for long) new items are dropped and counted in ``dropped``.
+    While the broker is away the items wait here, tried again every second or so (the
+    first failure is logged, and the send that works again).
     """
 
     def __init__(self, send: Callable[[list[dict]], None], name: str, max_batch: int = 500,
@@ -43,6 +45,7 @@ class TaskBuffer:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self.dropped = 0
+        self._failing = False  # the last send failed
 
     def add(self, item: dict) -> None:
         if self._pid != os.getpid():
@@ -87,9 +90,15 @@ class TaskBuffer:
                 self._send(batch)
             except Exception:  # noqa: BLE001 - any broker failure: keep the rows
                 self._items.extendleft(reversed(batch))
-                logger.warning("%s: could not hand %d rows to the broker; will retry",
-                               self.name, len(batch), exc_info=True)
+                if not self._failing:
+                    logger.warning("%s: could not hand %d rows to the broker; keeping them "
+                                   "and trying again", self.name, len(self._items),
+                                   exc_info=True)
+                self._failing = True
                 return False
+            if self._failing:
+                self._failing = False
+                logger.info("%s: the broker takes rows again", self.name)
         if self.dropped:
             logger.error("%s: dropped %d rows (buffer full)", self.name, self.dropped)
             self.dropped = 0

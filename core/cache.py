@@ -16,6 +16,10 @@ LangGraph node runs in a task of its own — so each such call opened, used and 
 a new Redis connection (a connect and a handshake, about 0.3 ms and a socket each).
 Here the pools are shared by every cache object of the process: redis-py's pool is
 thread-safe, and a forked worker makes its own (redis-py checks the pid).
+
+A pool reconnects by itself after Redis restarts (redis-py drops a failed connection and
+opens a new one on the next command); its connections time out (``SOCKET_TIMEOUTS``) so
+that a Redis that stops answering fails a call instead of hanging it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from redis.connection import ConnectionPool
 
 _pools: dict[tuple, Any] = {}
 _lock = threading.Lock()
+# Unless the cache's OPTIONS say otherwise: seconds to connect, and to wait for a reply.
+SOCKET_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
 
 
 class SharedPoolClient(RedisCacheClient):
@@ -48,7 +54,7 @@ class SharedPoolClient(RedisCacheClient):
                 pool = _pools.get(key)
                 if pool is None:
                     pool = _pools[key] = self._pool_class.from_url(
-                        self._servers[index], **self._pool_options)
+                        self._servers[index], **{**SOCKET_TIMEOUTS, **self._pool_options})
         return pool
 
 

@@ -10,7 +10,9 @@ replies with ``hiredis`` (redis-py's own C parser).
 
 Connections are pooled per event loop (``MAX_CONNECTIONS``; past that a request waits
 up to ``POOL_WAIT_S`` for one). A connection that fails or times out mid-pipeline is
-closed, never reused, and the error raised (``RedisUnavailable``). URLs: ``redis://``,
+closed, never reused, and the error raised (``RedisUnavailable``); the idle ones go with
+it (a restarted server has dropped them all), so the next pipeline connects afresh. A
+server still loading its data after a restart (``LOADING``) is unavailable too. URLs: ``redis://``,
 ``rediss://`` (TLS) and ``unix://`` with ``?db=N``, user and password as redis-py
 reads them.
 """
@@ -28,6 +30,7 @@ import hiredis
 
 MAX_CONNECTIONS = 32  # per process and event loop
 POOL_WAIT_S = 5.0  # longest wait for a free connection
+CONNECT_TIMEOUT_S = 2.0  # longest wait for a new connection (an unreachable host)
 REPLY_TIMEOUT_S = 5.0  # longest wait for a pipeline's replies
 
 
@@ -37,6 +40,10 @@ class RedisUnavailable(ConnectionError):
 
 class RedisReplyError(Exception):
     """Redis answered a command with an error (``-ERR …``)."""
+
+
+# Error replies that say the server cannot serve yet, not that the command was wrong.
+UNAVAILABLE_REPLIES = ("LOADING", "MASTERDOWN")
 
 
 def pack(command: Sequence[Any]) -> bytes:
@@ -91,16 +98,17 @@ class Pool:
         db = int((query.get("db") or [parts.path.strip("/")])[0] or 0) \
             if parts.scheme != "unix" else int((query.get("db") or ["0"])[0])
         try:
-            if parts.scheme == "unix":
-                reader, writer = await asyncio.open_unix_connection(unquote(parts.path))
-            elif parts.scheme in ("redis", "rediss"):
-                context = ssl.create_default_context() if parts.scheme == "rediss" else None
-                reader, writer = await asyncio.open_connection(
-                    parts.hostname or "localhost", parts.port or 6379, ssl=context)
-            else:
-                raise RedisUnavailable(f"unsupported Redis URL scheme {parts.scheme!r}")
-        except OSError as exc:
-            raise RedisUnavailable(f"cannot connect to Redis: {exc}") from exc
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                if parts.scheme == "unix":
+                    reader, writer = await asyncio.open_unix_connection(unquote(parts.path))
+                elif parts.scheme in ("redis", "rediss"):
+                    context = ssl.create_default_context() if parts.scheme == "rediss" else None
+                    reader, writer = await asyncio.open_connection(
+                        parts.hostname or "localhost", parts.port or 6379, ssl=context)
+                else:
+                    raise RedisUnavailable(f"unsupported Redis URL scheme {parts.scheme!r}")
+        except (OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot connect to Redis: {exc!r}") from exc
         connection = _Connection(reader, writer)
         setup: list[tuple[str | int, ...]] = []
         if parts.password:
@@ -126,7 +134,7 @@ class Pool:
                                    f"{POOL_WAIT_S:g} s") from None
         connection = None
         try:
-            connection = self.idle.pop() if self.idle else await self._connect()
+            connection = self._idle() or await self._connect()
             replies = await connection.execute(payload, len(commands))
         except (OSError, TimeoutError, RedisUnavailable, asyncio.CancelledError) as exc:
             if connection is not None:
@@ -134,13 +142,31 @@ class Pool:
             self.slots.release()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise RedisUnavailable(f"Redis did not answer: {exc}") from exc
+            self.drop_idle()
+            raise RedisUnavailable(f"Redis did not answer: {exc!r}") from exc
         self.idle.append(connection)
         self.slots.release()
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith(UNAVAILABLE_REPLIES):
+                    raise RedisUnavailable(f"Redis cannot serve yet: {reply}")
                 raise RedisReplyError(str(reply))
         return replies
+
+    def _idle(self) -> _Connection | None:
+        """An idle connection the server has not closed (a restart closes them all)."""
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.reader.at_eof():
+                return connection
+            connection.close()
+        return None
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (their server failed one of them)."""
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.close()
 
 
 _pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {url: Pool}

@@ -12,6 +12,12 @@ through ``core.redis_pipeline``, a pipeline-only client far lighter than redis-p
 
 When the default cache is not Redis (a custom deployment's choice), ``available()`` is
 False and the callers fall back to the sync services through ``sync_to_async``.
+
+When Redis stops answering, a round trip raises ``RedisUnavailable`` (at once, without
+trying, until ``core.outage.RETRY_S`` has passed) and counting goes on in this process
+(``count``, ``add_soon``: ``core.outage.LOCAL``); the first round trip that succeeds
+afterwards is preceded by the reconciliation — what was counted here added to the Redis
+counters — and ends the outage (``core.outage``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from django.core.cache.backends.redis import RedisCache
 
 from . import redis_pipeline
 from .cache import process_cache
+from .outage import LOCAL, OUTAGE, UNAVAILABLE, Increment
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +79,70 @@ def location() -> str:
 
 
 async def execute(commands: list[tuple]) -> list[Any]:
-    """Raw replies to ``commands``, sent as one pipeline."""
-    return await pool().execute(commands)
+    """Raw replies to ``commands``, sent as one pipeline; ``RedisUnavailable`` while
+    Redis is away (see the module)."""
+    if OUTAGE.down:
+        await _recover()
+    try:
+        return await pool().execute(commands)
+    except redis_pipeline.RedisUnavailable as exc:
+        OUTAGE.mark_down(exc)
+        raise
+
+
+async def _recover() -> None:
+    """After an outage: try Redis again (one caller per retry interval) with the
+    counters this process kept as the round trip, then end the outage."""
+    if not OUTAGE.may_try():
+        raise redis_pipeline.RedisUnavailable("Redis is unavailable (retrying shortly)")
+    increments = LOCAL.drain()
+    try:
+        await pool().execute(_increments(increments) or [("PING",)])
+    except redis_pipeline.RedisUnavailable as exc:
+        LOCAL.restore(increments)
+        OUTAGE.mark_down(exc)
+        raise
+    OUTAGE.mark_up(len(increments))
+
+
+def recover_sync() -> None:
+    """``_recover`` from a thread, through Django's cache client (``UNAVAILABLE`` when
+    Redis is still away, or not to be tried yet); nothing to do when it was not away."""
+    if not OUTAGE.down:
+        return
+    if not OUTAGE.may_try():
+        raise redis_pipeline.RedisUnavailable("Redis is unavailable (retrying shortly)")
+    increments = LOCAL.drain()
+    store = _cache()
+    try:
+        if store is not None:
+            # _cache: RedisCache's client, private (no public accessor).
+            client = store._cache.get_client(write=True)  # type: ignore[attr-defined]
+            with client.pipeline(transaction=True) as pipe:
+                for name, amount, ttl in increments:
+                    full = full_key(name)
+                    pipe.set(full, 0, ex=ttl + 5, nx=True)
+                    pipe.incrby(full, amount)
+                pipe.ping()
+                pipe.execute()
+    except UNAVAILABLE as exc:
+        LOCAL.restore(increments)
+        OUTAGE.mark_down(exc)
+        raise
+    OUTAGE.mark_up(len(increments))
+
+
+def _increments(increments: list[Increment]) -> list[tuple]:
+    """Commands adding to counters (created with their ttl when missing), in one
+    MULTI/EXEC; none when there is nothing to add."""
+    if not increments:
+        return []
+    commands: list[tuple] = [("MULTI",)]
+    for name, amount, ttl in increments:
+        full = full_key(name)
+        commands += [("SET", full, 0, "EX", ttl + 5, "NX"), ("INCRBY", full, amount)]
+    commands.append(("EXEC",))
+    return commands
 
 
 def loads(value: bytes | None) -> Any:
@@ -130,8 +199,12 @@ async def get_many(names: list[str]) -> list[Any]:
 
 async def count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int]:
     """``routing.limits.count`` in the event loop: add ``(name, amount, ttl)`` to
-    counters (created with the ttl when missing) and read others, in one MULTI/EXEC."""
-    counts, _version = await count_with(increments, reads, None)
+    counters (created with the ttl when missing) and read others, in one MULTI/EXEC.
+    While Redis is away, counted in this process (``core.outage.LOCAL``)."""
+    try:
+        counts, _version = await count_with(increments, reads, None)
+    except redis_pipeline.RedisUnavailable:
+        return LOCAL.add(increments) + LOCAL.read(reads)
     return counts
 
 

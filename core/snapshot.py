@@ -13,10 +13,17 @@ Sync code checks the token with one cache GET (``get``); async code reads it fro
 event loop through ``core.shared_state`` — usually for free, since the ``/v1`` path
 reads every ``prefetch`` token in its first Redis round trip — and goes to a thread
 only to rebuild (``aget``).
+
+While Redis is away (``core.outage``) a copy is used as held, unchecked, and one that is
+missing is built from the database under the version ``OFFLINE``. A change made meanwhile
+drops its own process's copy and cannot tell the others: its process replaces the token
+when it finds Redis back, and every process that noticed the outage drops all its copies
+then.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -25,11 +32,15 @@ from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 from . import shared_state
+from .outage import OUTAGE, UNAVAILABLE
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+OFFLINE = "offline"  # the version of a copy built while Redis was away (no token matches)
 
 
 class VersionToken:
@@ -46,8 +57,14 @@ class VersionToken:
         return version
 
     def bump(self) -> None:
-        """Invalidate every process's copy now."""
-        cache.set(self.name, uuid.uuid4().hex, timeout=None)
+        """Invalidate every process's copy now (while Redis is away: once it returns)."""
+        try:
+            cache.set(self.name, uuid.uuid4().hex, timeout=None)
+        except UNAVAILABLE as exc:
+            OUTAGE.mark_down(exc)
+            _unannounced.add(self)
+            logger.warning("%s changed while Redis is away: announced when it returns",
+                           self.name)
 
     def changed(self, sender: type | None = None, **kwargs: Any) -> None:
         """Invalidate every copy once the current transaction commits (a post_save /
@@ -64,6 +81,7 @@ class Held(Generic[T]):
 
 
 _snapshots: list[VersionedSnapshot] = []
+_unannounced: set[VersionToken] = set()  # changed while Redis was away
 
 
 class VersionedSnapshot(Generic[T]):
@@ -87,10 +105,12 @@ class VersionedSnapshot(Generic[T]):
         return self.token.current()
 
     def bump(self) -> None:
+        self.clear()  # this process's copy at once, even while Redis is away
         self.token.bump()
 
     def changed(self, sender: type | None = None, **kwargs: Any) -> None:
-        self.token.changed(sender, **kwargs)
+        """``VersionToken.changed``, and this process's copy dropped with it."""
+        transaction.on_commit(self.bump)
 
     def peek(self) -> Held[T] | None:
         """The copy as kept, without checking the token (for callers that read the token
@@ -102,8 +122,15 @@ class VersionedSnapshot(Generic[T]):
         self._held = None
 
     def held(self) -> Held[T]:
-        """The copy, checked against the token (one cache GET), rebuilt if stale."""
-        return self.held_at(self.current_version())
+        """The copy, checked against the token (one cache GET), rebuilt if stale; while
+        Redis is away, the copy as held (built under ``OFFLINE`` if there is none)."""
+        try:
+            shared_state.recover_sync()
+            version = self.current_version()
+        except UNAVAILABLE as exc:
+            OUTAGE.mark_down(exc)
+            return self._held or self.held_at(OFFLINE)
+        return self.held_at(version)
 
     def held_at(self, version: str) -> Held[T]:
         """The copy of ``version`` (a token just read), built now if the kept one is not."""
@@ -122,12 +149,23 @@ class VersionedSnapshot(Generic[T]):
         """``held`` for async code: the token read from the event loop (the request's own
         read of it, else one GET); a thread only to rebuild."""
         held = self._held
-        version = await self.aversion()
+        try:
+            version = await self.aversion()
+        except UNAVAILABLE:
+            if held is not None:
+                return held  # Redis away: the copy as held
+            version = None  # built in a thread, under OFFLINE if Redis is still away
         if held is not None and version is not None and held.version == version:
             return held
-        if version is None:
-            return await sync_to_async(self.held, thread_sensitive=self._thread_sensitive)()
-        return await sync_to_async(self.held_at, thread_sensitive=self._thread_sensitive)(version)
+        return await sync_to_async(self._held_in_thread,
+                                   thread_sensitive=self._thread_sensitive)(version)
+
+    def _held_in_thread(self, version: str | None) -> Held[T]:
+        """``held`` (``version`` None) or ``held_at`` in a thread outside Django's request
+        cycle: the thread's connection is checked first, as a request's would be, so one
+        a database restart broke is replaced rather than failing the rebuild."""
+        close_old_connections()
+        return self.held() if version is None else self.held_at(version)
 
     async def aget(self) -> T:
         return (await self.aheld()).value
@@ -144,9 +182,20 @@ class VersionedSnapshot(Generic[T]):
 
 
 def clear_all() -> None:
-    """Forget every copy of this process (tests)."""
+    """Forget every copy of this process (tests; and when Redis returns after an outage)."""
     for snapshot in _snapshots:
         snapshot.clear()
+
+
+def _announce() -> None:
+    """Replace the tokens of the changes made while Redis was away."""
+    for token in list(_unannounced):
+        _unannounced.discard(token)
+        token.bump()
+
+
+OUTAGE.on_recovery(clear_all)
+OUTAGE.on_recovery(_announce)
 
 
 def bump_all() -> None:

@@ -189,10 +189,15 @@ if env_bool("OPENCLAW_DB_POOL", True):
         "min_size": env_int("OPENCLAW_DB_POOL_MIN", 1),
         "max_size": env_int("OPENCLAW_DB_POOL_MAX", 10),
         "timeout": 10,
+        # A failed reconnect is given up after 2 s and the next request starts afresh
+        # (psycopg_pool's default backs off for up to ~13 s after a database restart).
+        "reconnect_timeout": 2,
     }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("OPENCLAW_DB_CONN_MAX_AGE", 60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Checked before use (with the pool: an empty query as it leaves the pool, ~50 µs),
+# so the connections a database restart broke are replaced, not handed to a request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -228,6 +233,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 # Usage and audit rows are written by workers consuming this queue (`up`'s worker does).
 OPENCLAW_LOG_QUEUE = env_str("OPENCLAW_LOG_QUEUE", "logs")
+# While the database is away, a batch of those rows is retried after 1, 2, 4 … seconds,
+# never waiting longer than this between tries (routing.usage.retry_delay).
+OPENCLAW_LOG_RETRY_MAX_S = env_float("OPENCLAW_LOG_RETRY_MAX_S", 5.0)
 CELERY_TASK_ROUTES = {
     "jobs.batch_*": {"queue": "batch"},
     "jobs.finetune": {"queue": "cpu"},  # each job names its queue (cpu or gpu)
@@ -246,6 +254,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("OPENCLAW_SCHEDULE_TICK_S", 15.0),
         "options": {"queue": env_str("OPENCLAW_SCHEDULE_QUEUE", "default"),
                     "expires": env_float("OPENCLAW_SCHEDULE_TICK_S", 15.0)}},
+    # Jobs whose worker stopped renewing its claim (killed, lost) go to another worker.
+    "resume-stalled-jobs": {
+        "task": "jobs.resume_stalled", "schedule": env_float("OPENCLAW_JOB_RESUME_TICK_S", 10.0),
+        "options": {"queue": env_str("OPENCLAW_SCHEDULE_QUEUE", "default"),
+                    "expires": env_float("OPENCLAW_JOB_RESUME_TICK_S", 10.0)}},
 }
 
 CHANNEL_LAYERS = {
@@ -451,12 +464,13 @@ LOGIN_REDIRECT_URL = "/studio/"
 # --- batch jobs (/v1/batches, `openclaw batch`) --------------------------------------
 
 OPENCLAW_BATCH_CHUNK_SIZE = env_int("OPENCLAW_BATCH_CHUNK_SIZE", 100)
-# Lines of one model in flight at once over all workers; 0: the sum of the model's
-# instances' max_batch.
+# Lines of one model in flight over all workers; 0: the sum of its instances' max_batch.
 OPENCLAW_BATCH_CONCURRENCY = env_int("OPENCLAW_BATCH_CONCURRENCY", 0)
 OPENCLAW_BATCH_MAX_FILE_BYTES = env_int("OPENCLAW_BATCH_MAX_FILE_BYTES", 100 * 1024 * 1024)
 # Fine-tuning: adapters and merged models are saved under this folder, one per job.
 OPENCLAW_FINETUNE_DIR = Path(env_str("OPENCLAW_FINETUNE_DIR") or DATA_DIR / "finetune")
+# Batch chunks and fine-tunes renew their claim every third of this; older ones are handed on.
+OPENCLAW_JOB_LEASE_S = env_float("OPENCLAW_JOB_LEASE_S", 15.0)
 
 
 # --- logging -----------------------------------------------------------------

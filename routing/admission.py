@@ -20,6 +20,10 @@ counters and the copy's version token in one round trip (and, for ``/v1``, the v
 tokens its later steps read: ``prefetch``); a stale copy is reloaded — a thread hop,
 once per change — and the request counted again if its limits changed. ``admit_sync``
 is the same from a thread (workers, the admin).
+
+While Redis is away (``core.outage``) the copy is trusted as held and the limits are
+counted in this process (``routing.limits.admit_locally``): the normal path still makes
+its one round trip, and only its failure takes the local one.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core import shared_state
-from core.redis_pipeline import RedisReplyError
+from core.outage import DB_UNAVAILABLE, LOCAL
+from core.redis_pipeline import RedisReplyError, RedisUnavailable
 from core.snapshot import VersionedSnapshot
 
 from .key_models import ApiKey
@@ -47,6 +52,7 @@ from .limits import (
     ADMIT,
     Counted,
     Limit,
+    admit_locally,
     count,
     judge,
     key_limits,
@@ -59,6 +65,7 @@ from .quotas import QUOTAS, UserQuota, load_quota
 
 LAST_USED_EVERY = timedelta(seconds=60)  # spare the database a write per request
 WORKFLOW_PREFIX = "workflow/"
+UNREAD = object()  # a version token not read (Redis away): the copy is trusted as held
 
 T = TypeVar("T")
 
@@ -178,10 +185,14 @@ def _check_valid(key: ApiKey, client_addr: str | None, *, rotated: bool = True) 
 
 
 def _touch(key: ApiKey) -> None:
-    """Note the key's use, at most once a minute (spares the database a write per request)."""
+    """Note the key's use, at most once a minute (spares the database a write per
+    request); skipped while the database is away — a held key keeps working."""
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_EVERY:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        try:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        except DB_UNAVAILABLE:
+            close_old_connections()
         key.last_used_at = now
 
 
@@ -245,16 +256,21 @@ async def _count(limits: tuple[Limit, ...], need: int, extra_tokens: int,
     extra = shared_state.prefetched() if prefetch else []
     names = extra + ([version_name] if version_name is not None else [])
     counted, args = plan(limits, need, extra_tokens)
-    if not limits:
-        read_values = await shared_state.get_many(names)
-        verdict, values = 0, []
-    else:
-        keys = [shared_state.full_key(name) for name in (*names, *counted.names)]
-        reply = await shared_state.evaluate(ADMIT, keys, [len(names), *args])
-        if not isinstance(reply, list):
-            raise RedisReplyError(f"unexpected reply {reply!r}")
-        read_values = [shared_state.loads(value) for value in reply[:len(names)]]
-        verdict, values = int(reply[len(names)]), reply[len(names) + 1:]
+    try:
+        if not limits:
+            read_values = await shared_state.get_many(names)
+            verdict, values = 0, []
+        else:
+            keys = [shared_state.full_key(name) for name in (*names, *counted.names)]
+            reply = await shared_state.evaluate(ADMIT, keys, [len(names), *args])
+            if not isinstance(reply, list):
+                raise RedisReplyError(f"unexpected reply {reply!r}")
+            read_values = [shared_state.loads(value) for value in reply[:len(names)]]
+            verdict, values = int(reply[len(names)]), reply[len(names) + 1:]
+    except RedisUnavailable:  # counted here; added to Redis when it returns
+        verdict, values = admit_locally(counted, args) if limits else (0, [])
+        return _Trip(counted, UNREAD, verdict, values)
+    LOCAL.note(counted.names, values)
     if extra:
         shared_state.remember(dict(zip(extra, read_values, strict=False)))
     version = read_values[len(extra)] if version_name is not None else None
@@ -270,8 +286,12 @@ async def _undo(trip: _Trip) -> None:
 
 
 async def _fresh(snapshot: VersionedSnapshot, version: str | None) -> bool:
-    """Whether ``version`` is still ``snapshot``'s (a refusal from a copy is confirmed so)."""
-    (current,) = await shared_state.get_many([snapshot.name])
+    """Whether ``version`` is still ``snapshot``'s (a refusal from a copy is confirmed so;
+    while Redis is away the copy stands)."""
+    try:
+        (current,) = await shared_state.get_many([snapshot.name])
+    except RedisUnavailable:
+        return True
     return version is not None and current == version
 
 
@@ -294,7 +314,8 @@ async def _admit_copy(snapshot: VersionedSnapshot, ident: Any, load: Callable[[]
         found, held = await sync_to_async(load)(), snapshot.peek()
         limits = check(found)
     trip = await _count(limits, need, extra, snapshot.name, prefetch)
-    if held is None or trip.version != held.version:  # changed somewhere since copied
+    if trip.version is not UNREAD and (held is None or trip.version != held.version):
+        # changed somewhere since copied
         try:
             found = await sync_to_async(load)()
             fresh = check(found)

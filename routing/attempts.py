@@ -11,7 +11,11 @@ skipped (``routing.breaker``). The route and the endpoints come from the routing
 
 Attempts are bounded: ``MAX_ATTEMPTS_PER_INSTANCE``, ``MAX_ATTEMPTS`` per request, and
 none starts (nor a backoff ends) past the request deadline (``x-openclaw-deadline-ms``
-when the caller passes it on, else ``DEFAULT_DEADLINE_S``).
+when the caller passes it on, else ``DEFAULT_DEADLINE_S``). The deadline also bounds
+each attempt's wait for its first byte (``Budget.first_byte_wait``): while a fallback
+is left to try, at most half of what remains of it, so that a hanging instance is
+given up in time for the next one to answer; the last one may wait for all that
+remains. Once an answer has started, the instance's total timeout bounds it.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.utils.translation import gettext as _
 
 from core import metrics, shared_state
+from core.outage import DB_UNAVAILABLE, OUTAGE, UNAVAILABLE
+from core.redis_pipeline import RedisUnavailable
 from inference.engines.base import ChatRequest
 from inference.errors import ConnectionFailed, EngineError, EngineTimeout, RateLimited
 
@@ -37,6 +44,7 @@ from .rules import TABLE, RequestFacts, RouteDecision, RoutingTable, resolve_rou
 from .services import record_health
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Set on a request (by the PII plugin in hybrid mode) whose content must stay on local
 # models: the chain is cut to instances that run on the operator's machines.
@@ -89,6 +97,8 @@ MAX_ATTEMPTS = 6  # per request, over every instance and model
 BACKOFF_S = 0.05  # × attempt, jittered ×0.5–1.5
 MAX_BACKOFF_S = 2.0  # a longer Retry-After moves on to the next instance instead
 DEFAULT_DEADLINE_S = 60.0
+FALLBACK_SHARE = 0.5  # of the deadline left, kept for the instances after the one tried
+MIN_WAIT_S = 0.1  # the shortest first-byte wait an attempt is given
 DEADLINE_HEADER = "x-openclaw-deadline-ms"
 RETRY_STATUSES = {502, 503, 504}
 
@@ -115,6 +125,13 @@ class Budget:
 
     def may_start(self) -> bool:
         return self.attempts < MAX_ATTEMPTS and self.remaining() > 0
+
+    def first_byte_wait(self, limit: float, more: bool) -> float:
+        """How long the next attempt may wait for its first byte: its instance's
+        first-byte timeout (``limit``), and no more than what remains of the deadline —
+        half of it while a fallback (``more``) is left to try."""
+        left = self.remaining() * ((1 - FALLBACK_SHARE) if more else 1)
+        return max(MIN_WAIT_S, min(limit, left))
 
 
 def out_of_attempts(last_error: EngineError | None) -> EngineError:
@@ -155,13 +172,16 @@ def retry_delay(exc: EngineError, attempt: int, remaining: float,
 
 @dataclass
 class Pick:
-    """One instance to call: its model name, whether it is the half-open probe, and the
-    model's balancing strategy (which says what to measure)."""
+    """One instance to call: its model name, whether it is the half-open probe, the
+    model's balancing strategy (which says what to measure), and whether an instance
+    with a closed circuit follows it on the route (``more``: a fallback, for which the
+    attempt leaves time, ``Budget.first_byte_wait``)."""
 
     name: str
     instance: ModelEndpoint
     probe: bool
     strategy: str
+    more: bool = False
 
 
 def _plan(facts: RequestFacts) -> tuple[RouteDecision, RoutingTable]:
@@ -190,7 +210,10 @@ async def _aplan(facts: RequestFacts) -> tuple[RouteDecision, RoutingTable, Stat
         ids_by_strategy = _chain_ids(decision, table.endpoints)
         keys = Balancer.keys_for(ids_by_strategy)
         names = list(keys)
-        values = await shared_state.get_many([TABLE.name, *names])
+        try:
+            values = await shared_state.get_many([TABLE.name, *names])
+        except RedisUnavailable:  # the table as held; circuits and statistics unknown
+            return decision, table, Stats()
         if values[0] != held.version:
             TABLE.clear()  # changed since: reload, then read the stats again
             continue
@@ -275,7 +298,7 @@ async def candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMet
 async def _route(chain: list[str], facts: RequestFacts, needed: int, routing_table: RoutingTable,
                  stats: Stats, tally: _Tally, skip: set[str] | None) -> AsyncIterator[Pick]:
     local_only = SENSITIVE_FLAG in facts.flags
-    for name in chain:
+    for position, name in enumerate(chain):
         instances = routing_table.endpoints.get(name, []) if name else []
         if local_only:  # hybrid mode: sensitive data never leaves the operator's machines
             kept = [i for i in instances if i.runs_here()]
@@ -289,16 +312,31 @@ async def _route(chain: list[str], facts: RequestFacts, needed: int, routing_tab
         if not fitting:
             continue
         strategy = strategy_of(instances)
-        for instance, closed in _ordered(fitting, strategy, stats):
+        ordered = _ordered(fitting, strategy, stats)
+        for index, (instance, closed) in enumerate(ordered):
             if skip and name in skip:
                 break
-            allowed, probe = (True, False) if closed else await sync_to_async(
-                Breaker().allow)(instance.pk)
+            allowed, probe = (True, False) if closed else await _bookkeeping(
+                Breaker().allow, instance.pk, default=(True, False))
             if not allowed:
                 tally.circuit_open += 1
                 continue
             tally.yielded += 1
-            yield Pick(name, instance, probe, strategy)
+            more = any(later for _i, later in ordered[index + 1:]) or _fallback_after(
+                chain[position + 1:], facts, needed, routing_table, stats, skip)
+            yield Pick(name, instance, probe, strategy, more)
+
+
+def _fallback_after(names: list[str], facts: RequestFacts, needed: int,
+                    routing_table: RoutingTable, stats: Stats, skip: set[str] | None) -> bool:
+    """Whether a later model of the chain has an instance ``_route`` would try, its
+    circuit closed: a fallback for the one being tried."""
+    local_only = SENSITIVE_FLAG in facts.flags
+    return any(
+        i.weight > 0 and i.context_window >= needed and stats.circuit_closed.get(i.pk, True)
+        and (i.runs_here() or not local_only)
+        for name in names if name and not (skip and name in skip)
+        for i in routing_table.endpoints.get(name, []))
 
 
 def _nothing_to_try(facts: RequestFacts, chain: list[str], needed: int,
@@ -342,6 +380,21 @@ def tried(meta: GatewayMeta, name: str, instance: ModelEndpoint) -> None:
 # --- circuit and balancing bookkeeping ------------------------------------------------
 
 
+async def _bookkeeping(fn: Callable[..., T], *args: object, default: T) -> T:
+    """A circuit or balancing update (Redis; the instance's health, the database) in a
+    thread; skipped, ``default``, while either is away: the request goes on, circuits
+    and statistics stand still."""
+    if OUTAGE.down:
+        return default
+    try:
+        return await sync_to_async(fn)(*args)
+    except UNAVAILABLE as exc:
+        OUTAGE.mark_down(exc)
+    except DB_UNAVAILABLE:
+        logger.warning("health of a model instance not recorded: the database is away")
+    return default
+
+
 async def succeeded(instance: ModelEndpoint, probe: bool) -> None:
     """Close a probed circuit; mark the instance healthy only when it is not already
     (so a successful request on a healthy instance costs no cache or DB round trip).
@@ -356,7 +409,7 @@ async def succeeded(instance: ModelEndpoint, probe: bool) -> None:
         detail = _("circuit closed: the probe request succeeded") if closed else ""
         record_health(instance.pk, HealthState.HEALTHY, detail, only_if_changed=True)
 
-    await sync_to_async(record)()
+    await _bookkeeping(record, default=None)
     instance.health = HealthState.HEALTHY
 
 
@@ -378,7 +431,7 @@ async def failed(instance: ModelEndpoint, exc: EngineError, probe: bool) -> bool
             return True
         return False
 
-    opened = await sync_to_async(record)()
+    opened = await _bookkeeping(record, default=False)
     if opened:
         instance.health = HealthState.UNHEALTHY
     return opened
@@ -387,20 +440,21 @@ async def failed(instance: ModelEndpoint, exc: EngineError, probe: bool) -> bool
 async def no_verdict(instance: ModelEndpoint, probe: bool) -> None:
     """The call ended without success or failure (cancelled): give the probe back."""
     if probe:
-        await sync_to_async(Breaker().release_probe)(instance.pk)
+        await _bookkeeping(Breaker().release_probe, instance.pk, default=None)
 
 
 async def call_started(pick: Pick, budget: Budget) -> float:
     """Count the attempt (and, for least-busy models, the request in flight)."""
     budget.attempts += 1
     if pick.strategy == Balancing.LEAST_BUSY:
-        await sync_to_async(Balancer().acquire)(pick.instance.pk)
+        await _bookkeeping(Balancer().acquire, pick.instance.pk, default=None)
     return time.perf_counter()
 
 
 async def call_ended(pick: Pick, first_token_s: float | None) -> None:
     """Release the in-flight count, or fold the time to first token into the average."""
     if pick.strategy == Balancing.LEAST_BUSY:
-        await sync_to_async(Balancer().release)(pick.instance.pk)
+        await _bookkeeping(Balancer().release, pick.instance.pk, default=None)
     elif pick.strategy == Balancing.LATENCY and first_token_s is not None:
-        await sync_to_async(Balancer().observe_ttft)(pick.instance.pk, first_token_s)
+        await _bookkeeping(Balancer().observe_ttft, pick.instance.pk, first_token_s,
+                           default=0.0)

@@ -10,7 +10,10 @@ model; a transient one (connection error, connect timeout, 502/503/504, a 429 wi
 short Retry-After) first retries the same instance once after a short jittered backoff.
 Attempts are bounded: ``MAX_ATTEMPTS_PER_INSTANCE``, ``MAX_ATTEMPTS`` per request, and
 none starts (nor a backoff ends) past the request deadline (``x-openclaw-deadline-ms``
-when the caller passes it on, else ``DEFAULT_DEADLINE_S``). A failure after the first
+when the caller passes it on, else ``DEFAULT_DEADLINE_S``), and each waits for its first
+byte no longer than its instance's first-byte timeout and what the deadline leaves it
+— half of what remains while a fallback is left, so a hanging instance is given up in
+time for the fallback to answer (``_attempt_config``). A failure after the first
 token, in a stream, continues the answer on the next model (``CONTINUE_PROMPT``). Every
 call's outcome feeds the instance's circuit.
 
@@ -125,7 +128,7 @@ async def complete(facts: RequestFacts, request: ChatRequest,
 async def _generate(pick: Pick, request: ChatRequest, meta: GatewayMeta,
                     budget: Budget) -> Completion:
     """One call; success is recorded here, a failure by the caller (it decides on more)."""
-    engine = _engine(endpoint_config(pick.instance), request)
+    engine = _engine(_attempt_config(pick, budget), request)
     started = await call_started(pick, budget)
     verdict, elapsed = False, None
     try:
@@ -169,7 +172,7 @@ async def stream(facts: RequestFacts, request: ChatRequest, meta: GatewayMeta,
         for attempt in range(1, MAX_ATTEMPTS_PER_INSTANCE + 1):
             partial = given.text
             call = continuation(request, partial, given.spent) if partial else request
-            engine = _engine(endpoint_config(instance), call)
+            engine = _engine(_attempt_config(pick, budget), call)
             deltas = engine.stream(call)
             started = await call_started(pick, budget)
             verdict = False
@@ -245,6 +248,17 @@ class Given:
     @property
     def finished(self) -> bool:
         return bool(self.ended) and self.seen <= self.ended
+
+
+def _attempt_config(pick: Pick, budget: Budget) -> EndpointConfig:
+    """The instance's settings for one attempt, its first-byte wait (and connect
+    timeout) cut to what the request's deadline leaves it (``Budget.first_byte_wait``)."""
+    config = endpoint_config(pick.instance)
+    wait = budget.first_byte_wait(config.first_byte_timeout, pick.more)
+    if wait >= config.first_byte_timeout:
+        return config
+    return replace(config, first_byte_timeout=wait,
+                   connect_timeout=min(config.connect_timeout, wait))
 
 
 def _engine(config: EndpointConfig, request: ChatRequest) -> Engine:

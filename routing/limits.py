@@ -13,6 +13,10 @@ ends, its reservation is settled with the real token count (``Counted.settlement
 so requests running together overshoot a token limit by at most one reservation's
 unused part. The script's call also reads version tokens (``core.snapshot``): the
 ``/v1`` path takes its per-process copies' tokens in the same round trip.
+
+While Redis is away the same judgement is made in this process (``admit_locally``, on
+``core.outage.LOCAL``: each counter from the value this process last read), and what
+it counted is added to Redis when it returns.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from redis.exceptions import NoScriptError
 
+from core import shared_state
 from core.cache import process_cache
+from core.outage import LOCAL, OUTAGE, UNAVAILABLE
 from core.shared_state import Script
 
 from .key_models import ApiKey, BudgetPeriod
@@ -188,6 +194,14 @@ def plan(limits: tuple[Limit, ...], need: int, reserve: int,
     return counted, args
 
 
+def admit_locally(counted: Counted, args: list[Any]) -> tuple[int, list[int]]:
+    """``ADMIT``'s verdict and values from this process's counters (Redis is away);
+    ``args`` as ``plan`` made them."""
+    counters = [(name, int(args[4 * j]), int(args[4 * j + 1]), int(args[4 * j + 2]), ttl)
+                for j, (name, ttl) in enumerate(zip(counted.names, counted.ttls, strict=True))]
+    return LOCAL.admit(counters)
+
+
 def judge(counted: Counted, verdict: int, values: list[Any]) -> None:
     """Keep the script's values; ``KeyRefused`` (429) when it refused."""
     counted.values = [int(v) for v in values]
@@ -262,9 +276,17 @@ def reserve(limits: tuple[Limit, ...], need: int, reserve: int = 0) -> Counted:
     client = found[0]
     keys = [store.make_and_validate_key(name) for name in counted.names]
     try:
-        reply = client.evalsha(ADMIT.sha, len(keys), *keys, 0, *args)
-    except NoScriptError:
-        reply = client.eval(ADMIT.source, len(keys), *keys, 0, *args)
+        shared_state.recover_sync()
+        try:
+            reply = client.evalsha(ADMIT.sha, len(keys), *keys, 0, *args)
+        except NoScriptError:
+            reply = client.eval(ADMIT.source, len(keys), *keys, 0, *args)
+    except UNAVAILABLE as exc:
+        OUTAGE.mark_down(exc)
+        verdict, values = admit_locally(counted, args)
+        judge(counted, verdict, values)
+        return counted
+    LOCAL.note(counted.names, reply[1:])
     judge(counted, int(reply[0]), reply[1:])
     return counted
 
@@ -305,14 +327,19 @@ def count(increments: list[tuple[str, int, int]], reads: list[str]) -> list[int]
         return ([_incr(name, amount, ttl) for name, amount, ttl in increments]
                 + [store.get(name, 0) for name in reads])
     client = first[0]
-    with client.pipeline(transaction=True) as pipe:
-        for name, amount, ttl in increments:
-            full = store.make_and_validate_key(name)
-            pipe.set(full, 0, ex=ttl + TTL_SLACK, nx=True)
-            pipe.incrby(full, amount)
-        for name in reads:
-            pipe.get(store.make_and_validate_key(name))
-        replies = pipe.execute()
+    try:
+        shared_state.recover_sync()
+        with client.pipeline(transaction=True) as pipe:
+            for name, amount, ttl in increments:
+                full = store.make_and_validate_key(name)
+                pipe.set(full, 0, ex=ttl + TTL_SLACK, nx=True)
+                pipe.incrby(full, amount)
+            for name in reads:
+                pipe.get(store.make_and_validate_key(name))
+            replies = pipe.execute()
+    except UNAVAILABLE as exc:  # Redis away: counted here, added to it when it returns
+        OUTAGE.mark_down(exc)
+        return LOCAL.add(increments) + LOCAL.read(reads)
     counted = replies[1:2 * len(increments):2]
     read = replies[2 * len(increments):]
     return [int(v) for v in counted] + [int(v) if v is not None else 0 for v in read]
@@ -323,7 +350,13 @@ def read(limits: tuple[Limit, ...]) -> Counted:
     counted, _args = plan(limits, 0, 0)
     counted.outstanding = 0
     counted.added = [0] * len(limits)
-    values = process_cache().get_many(counted.names) if limits else {}
+    try:
+        shared_state.recover_sync()
+        values = process_cache().get_many(counted.names) if limits else {}
+    except UNAVAILABLE as exc:
+        OUTAGE.mark_down(exc)
+        counted.values = LOCAL.read(counted.names)
+        return counted
     counted.values = [int(values.get(name) or 0) for name in counted.names]
     return counted
 

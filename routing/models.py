@@ -170,8 +170,13 @@ class ModelEndpoint(models.Model):
                                       validators=[validate_sampling_params])
     connect_timeout = models.FloatField(_("connect timeout (s)"), default=5.0,
                                         validators=[MinValueValidator(0.1)])
-    first_byte_timeout = models.FloatField(_("first byte timeout (s)"), default=60.0,
-                                           validators=[MinValueValidator(0.1)])
+    # A third of the default request deadline (routing.attempts.DEFAULT_DEADLINE_S): a
+    # hanging instance is given up in time for a fallback to answer.
+    first_byte_timeout = models.FloatField(
+        _("first byte timeout (s)"), default=20.0, validators=[MinValueValidator(0.1)],
+        help_text=_("Longest wait for the answer to start (a non-streamed answer from an "
+                    "HTTP server starts when it is whole); kept below the request "
+                    "deadline so that a fallback can still answer."))
     total_timeout = models.FloatField(_("total timeout (s)"), default=300.0,
                                       validators=[MinValueValidator(0.1)])
     health = models.CharField(_("health"), max_length=16, choices=HealthState.choices,

@@ -38,6 +38,7 @@ from typing import Any
 from django.conf import settings
 
 from core import crypto, metrics, redis_pipeline
+from core.outage import OUTAGE
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ class RedisStore:
         self.url = url
 
     async def get(self, key: str) -> str | None:
+        if OUTAGE.down:  # the cache Redis is the shared state's: a miss, not a wait
+            return None
         (raw,) = await redis_pipeline.pool_for(self.url).execute([("GET", key)])
         if raw is None:
             return None
@@ -162,6 +165,8 @@ class RedisStore:
             return None
 
     async def set(self, key: str, value: str, ttl: int) -> None:
+        if OUTAGE.down:
+            return
         await redis_pipeline.pool_for(self.url).execute(
             [("SET", key, crypto.encrypt(value), "EX", ttl)])
 

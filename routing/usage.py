@@ -7,23 +7,37 @@ tasks on the ``OPENCLAW_LOG_QUEUE`` queue; a worker writes each batch with one
 ``bulk_create``. When no worker consumes that queue the batches wait in the broker
 and are written when one comes back. Each row's id is made before it is sent, so a batch the
 broker delivers twice (``acks_late``, a worker killed mid-write) is written once.
+
+Nothing is lost to an outage. While the broker (Redis) is away a process keeps its rows
+in memory (``TaskBuffer``: up to 100 000, then new ones are dropped and the count
+logged) and sends them when it returns. While the database is away a batch's task is
+retried, for as long as it takes, after 1, 2, 4 … seconds up to ``retry_delay``'s
+ceiling (``OPENCLAW_LOG_RETRY_MAX_S``, and below the broker's visibility timeout, so a
+waiting retry is never handed out twice); meanwhile the batch waits in the broker as
+one message. Any other error is not retried: the batch is then written row by row, so
+only a row the database refuses is lost (and logged).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.signals import user_login_failed
+from django.db import DatabaseError, close_old_connections, models
 from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.db.models.signals import post_save
 
 from core.audit import TaskBuffer, audit, audit_buffer, send_to_task
+from core.outage import DB_UNAVAILABLE
 
 from .usage_models import AuditEvent, UsageRecord
 
@@ -42,22 +56,60 @@ def _when(value: Any) -> datetime:
     return datetime.fromisoformat(value)
 
 
-@shared_task(name="routing.write_usage", ignore_result=True, acks_late=True,
-             reject_on_worker_lost=True)
-def write_usage(records: list[dict]) -> int:
+def retry_delay(retries: int) -> float:
+    """Seconds before the next try of a batch the database could not take: doubling from
+    1 s, jittered, at most ``OPENCLAW_LOG_RETRY_MAX_S`` and a third of the broker's
+    visibility timeout (a retry waits in the worker, unacknowledged: past that timeout
+    the broker would hand it out a second time)."""
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
+    ceiling = max(1.0, min(settings.OPENCLAW_LOG_RETRY_MAX_S, visibility / 3))
+    return min(ceiling, 2.0 ** min(retries, 16)) * random.uniform(0.75, 1.0)
+
+
+def write_rows(task: Task, model: type[models.Model], rows: Sequence[models.Model]) -> int:
+    """One INSERT of ``rows`` (ids already written are skipped); retried (``task``) while
+    the database is away; row by row when the batch has a row the database refuses."""
+    try:
+        model._default_manager.bulk_create(rows, ignore_conflicts=True)
+    except DB_UNAVAILABLE as exc:
+        close_old_connections()  # a broken connection goes back to the pool, discarded
+        raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from exc
+    except DatabaseError:
+        logger.exception("%s: a batch of %d rows failed; writing them one by one",
+                         model.__name__, len(rows))
+        close_old_connections()
+        return sum(_write_one(task, model, row) for row in rows)
+    return len(rows)
+
+
+def _write_one(task: Task, model: type[models.Model], row: models.Model) -> int:
+    try:
+        model._default_manager.bulk_create([row], ignore_conflicts=True)
+    except DB_UNAVAILABLE as exc:  # went away meanwhile: the whole batch again, later
+        close_old_connections()
+        raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from exc
+    except DatabaseError:
+        logger.exception("%s %s: the database refused this row; it is not written",
+                         model.__name__, row.pk)
+        close_old_connections()
+        return 0
+    return 1
+
+
+@shared_task(bind=True, name="routing.write_usage", ignore_result=True, acks_late=True,
+             reject_on_worker_lost=True, max_retries=None)
+def write_usage(self: Task, records: list[dict]) -> int:
     """Write a batch of usage records (one INSERT; ids already written are skipped)."""
     rows = [UsageRecord(**{**r, "created_at": _when(r["created_at"])}) for r in records]
-    UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
+    return write_rows(self, UsageRecord, rows)
 
 
-@shared_task(name="routing.write_audit", ignore_result=True, acks_late=True,
-             reject_on_worker_lost=True)
-def write_audit(events: list[dict]) -> int:
+@shared_task(bind=True, name="routing.write_audit", ignore_result=True, acks_late=True,
+             reject_on_worker_lost=True, max_retries=None)
+def write_audit(self: Task, events: list[dict]) -> int:
     """Write a batch of audit events (one INSERT; ids already written are skipped)."""
     rows = [AuditEvent(**{**e, "created_at": _when(e["created_at"])}) for e in events]
-    AuditEvent.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
+    return write_rows(self, AuditEvent, rows)
 
 
 usage_buffer = TaskBuffer(send_to_task("routing.write_usage"), "usage")

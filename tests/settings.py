@@ -18,6 +18,9 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+# A server or worker a test starts may use a private Redis (outage tests stop it).
+if os.environ.get("OPENCLAW_TEST_REDIS_URL"):
+    os.environ["REDIS_URL"] = os.environ["OPENCLAW_TEST_REDIS_URL"]
 
 from openclaw_site.settings import *  # noqa: E402,F403
 
@@ -26,3 +29,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # A worker process started by a test reads the test database pytest-django made.
 if os.environ.get("OPENCLAW_TEST_WORKER_DB"):
     DATABASES["default"]["NAME"] = os.environ["OPENCLAW_TEST_WORKER_DB"]  # noqa: F405
+# … or a private PostgreSQL (its socket folder), which outage tests stop.
+if os.environ.get("OPENCLAW_TEST_WORKER_DB_HOST"):
+    DATABASES["default"]["HOST"] = os.environ["OPENCLAW_TEST_WORKER_DB_HOST"]  # noqa: F405

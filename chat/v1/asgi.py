@@ -43,6 +43,7 @@ from django.utils.translation import gettext as _
 from core import metrics, shared_state
 from core.i18n import accepted
 from core.logging import REQUEST_ID_HEADER, bind, request_id, request_id_from, unbind
+from core.outage import DB_UNAVAILABLE
 from core.redis_pipeline import RedisUnavailable
 from routing.key_models import ApiKey
 
@@ -300,6 +301,12 @@ class V1Router:
             return error_response(503, _("The gateway's shared state (Redis) is "
                                          "unavailable; try again shortly."),
                                   "service_unavailable", retry_after=1)
+        except DB_UNAVAILABLE as exc:  # a key or table not held in this process's copies
+            logger.error("%s %s: the database is unavailable: %s", request.method,
+                         request.path, exc)
+            return error_response(503, _("The gateway's database is unavailable; try "
+                                         "again shortly."),
+                                  "service_unavailable", retry_after=2)
         except Exception:  # a bug, not a client's fault: OpenAI's shape, details in the log
             logger.exception("%s %s failed", request.method, request.path)
             return error_response(500, _("Internal error; see the server log."),

@@ -20,6 +20,7 @@ from routing.usage import (
     TaskBuffer,
     audit_buffer,
     log_usage,
+    retry_delay,
     usage_buffer,
     usage_summary,
     write_audit,
@@ -82,6 +83,28 @@ def test_write_tasks_are_idempotent():
 
     assert UsageRecord.objects.count() == 1
     assert AuditEvent.objects.count() == 1
+
+
+def test_a_write_retry_waits_longer_each_time_and_below_the_visibility_timeout(settings):
+    settings.OPENCLAW_LOG_RETRY_MAX_S = 5.0
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 9}
+
+    delays = [retry_delay(tries) for tries in range(8)]
+
+    assert 0.75 <= delays[0] <= 1.0 and 1.5 <= delays[1] <= 2.0
+    assert all(1.5 <= d <= 3.0 for d in delays[2:])  # a third of the visibility timeout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_database_refuses_costs_only_that_row_not_its_batch():
+    good = [{"id": uuid.uuid4().hex, "created_at": time.time(), "key_prefix": "oc_ok",
+             "model": "echo", "tokens_in": n, "tokens_out": 1, "status": 200}
+            for n in range(3)]
+    bad = {**good[0], "id": uuid.uuid4().hex, "tokens_in": 2**40}  # out of its column's range
+
+    assert write_usage([good[0], bad, *good[1:]]) == 3
+
+    assert UsageRecord.objects.filter(key_prefix="oc_ok").count() == 3
 
 
 @pytest.mark.django_db
