@@ -22,7 +22,7 @@ from routing import gateway, response_cache
 from routing.admission import Ticket
 from routing.gateway import GatewayMeta
 from routing.key_models import ApiKey
-from routing.rules import RequestFacts
+from routing.rules import RequestFacts, estimate_tokens
 from routing.usage import log_usage
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
@@ -142,3 +142,34 @@ class Call:
                   ttft_ms=ttft_s * 1000 if ttft_s is not None else None, status=status,
                   endpoint=f"{self.surface}-cache" if cached else self.surface,
                   request_id=self.chat.request_id)
+
+
+class CallStream:
+    """What a surface's streamed answer shares: the tokens it counted, its status, and
+    — however the stream ends — the call finished with the backend's usage, else the
+    prompt's estimate and the pieces sent (a stream the client left is logged 499).
+    A surface writes its own events in ``_events``."""
+
+    def __init__(self, call: Call, meta: GatewayMeta):
+        self.call, self.meta = call, meta
+        self.usage: Usage | None = None
+        self.counted = 0
+        self.status = 200
+
+    @property
+    def final_usage(self) -> Usage:
+        return self.usage or Usage(estimate_tokens(self.call.chat.messages), self.counted)
+
+    async def events(self, first: Delta | None, deltas: AsyncIterator[Delta],
+                     ttft_s: float) -> AsyncIterator[bytes]:
+        try:
+            async for event in self._events(first, deltas):
+                yield event
+        except BaseException:
+            self.status = 499  # the client went away: the stream was cancelled
+            raise
+        finally:
+            self.call.finish(self.meta, self.final_usage, self.status, ttft_s=ttft_s)
+
+    def _events(self, first: Delta | None, deltas: AsyncIterator[Delta]) -> AsyncIterator[bytes]:
+        raise NotImplementedError

@@ -6,7 +6,7 @@ response cache. A request for a workflow or a server-side conversation goes on t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from django.http import HttpResponseBase, JsonResponse
@@ -110,9 +110,17 @@ def blocked(exc: PluginBlocked) -> JsonResponse:
     return error_response(400, exc.message, "content_blocked")
 
 
-async def _stream_response(call: Call, include_usage: bool) -> HttpResponseBase:
-    """Wait for the first delta (so failover and errors before it get a real status),
-    then stream the rest as SSE."""
+# A surface's streamed answer: its SSE events from the call's meta, the first delta, the
+# rest and the time to the first one.
+Relay = Callable[[GatewayMeta, Delta | None, AsyncIterator[Delta], float], AsyncIterator[bytes]]
+
+
+async def stream_answer(call: Call, relay: Relay,
+                        shape: Callable[[JsonResponse], JsonResponse] = lambda r: r
+                        ) -> HttpResponseBase:
+    """Wait for the first delta (so failover and errors before it get a real status:
+    ``failure``, in the surface's ``shape``), then stream the relay's events as SSE.
+    Every streaming surface answers through here."""
     meta = GatewayMeta()
     deltas = call.stream(meta)
     try:
@@ -120,11 +128,20 @@ async def _stream_response(call: Call, include_usage: bool) -> HttpResponseBase:
     except (GatewayError, EngineError) as exc:
         response = failure(exc)
         call.finish(meta, None, response.status_code)
-        return with_meta(response, None)
+        return with_meta(shape(response), None)
     ttft_s = time.perf_counter() - call.started
-    relay = ChatStream(ChunkWriter(call.chat.request_id, int(time.time()), meta.model), meta,
-                       call.screen, include_usage, estimate_tokens(call.chat.messages))
-    return with_meta(sse_response(_sse(call, meta, relay, first, deltas, ttft_s)), meta)
+    return with_meta(sse_response(relay(meta, first, deltas, ttft_s)), meta)
+
+
+async def _stream_response(call: Call, include_usage: bool) -> HttpResponseBase:
+    def relay(meta: GatewayMeta, first: Delta | None, deltas: AsyncIterator[Delta],
+              ttft_s: float) -> AsyncIterator[bytes]:
+        stream = ChatStream(ChunkWriter(call.chat.request_id, int(time.time()), meta.model),
+                            meta, call.screen, include_usage,
+                            estimate_tokens(call.chat.messages))
+        return _sse(call, meta, stream, first, deltas, ttft_s)
+
+    return await stream_answer(call, relay)
 
 
 async def _sse(call: Call, meta: GatewayMeta, relay: ChatStream, first: Delta | None,

@@ -31,7 +31,7 @@ from routing.rules import estimate_tokens
 from . import validation
 from .auth import admit, authenticate, refused, rotation_notice
 from .calls import Call
-from .completions import failure, with_meta
+from .completions import failure, stream_answer, with_meta
 from .validation import InvalidBody
 from .wire import (
     SSE_DONE,
@@ -40,7 +40,6 @@ from .wire import (
     error_body,
     error_response,
     sse_event,
-    sse_response,
 )
 from .wire import usage_dict as usage_body
 
@@ -200,17 +199,9 @@ async def _whole(calls: list[Call], text: TextRequest,
 
 
 async def _stream(call: Call, text: TextRequest) -> HttpResponseBase:
-    meta = GatewayMeta()
-    deltas = call.stream(meta)
-    try:
-        first = await anext(deltas, None)
-    except (GatewayError, EngineError) as exc:
-        response = failure(exc)
-        call.finish(meta, None, response.status_code)
-        return with_meta(response, None)
-    relay = _TextStream(call, text, meta)
-    return with_meta(sse_response(relay.events(first, deltas,
-                                               time.perf_counter() - call.started)), meta)
+    return await stream_answer(
+        call, lambda meta, first, deltas, ttft_s: _TextStream(call, text, meta).events(
+            first, deltas, ttft_s))
 
 
 class _TextStream:

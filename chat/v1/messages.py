@@ -25,8 +25,8 @@ from routing.keys import KeyRefused
 from routing.rules import estimate_tokens
 
 from .auth import admit, authenticate, refused, rotation_notice
-from .calls import Call
-from .completions import failure, with_meta
+from .calls import Call, CallStream
+from .completions import failure, stream_answer, with_meta
 from .messages_wire import (
     VERSION_HEADER,
     as_anthropic_error,
@@ -40,7 +40,7 @@ from .messages_wire import (
     usage_body,
 )
 from .validation import InvalidBody
-from .wire import ApiRequest, body_and_model, sse_response
+from .wire import ApiRequest, body_and_model
 
 
 def _refusal_of(request: ApiRequest) -> JsonResponse | None:
@@ -98,54 +98,28 @@ async def messages(request: ApiRequest) -> HttpResponseBase:
 
 
 async def _stream(call: Call) -> HttpResponseBase:
-    meta = GatewayMeta()
-    deltas = call.stream(meta)
-    try:
-        first = await anext(deltas, None)
-    except (GatewayError, EngineError) as exc:
-        response = failure(exc)
-        call.finish(meta, None, response.status_code)
-        return with_meta(as_anthropic_error(response), None)
-    relay = MessageStream(call, meta)
-    return with_meta(sse_response(relay.events(first, deltas,
-                                               time.perf_counter() - call.started)), meta)
+    return await stream_answer(
+        call, lambda meta, first, deltas, ttft_s: MessageStream(call, meta).events(
+            first, deltas, ttft_s), as_anthropic_error)
 
 
-class MessageStream:
+class MessageStream(CallStream):
     """A streamed message as Anthropic streams it. Text and each tool call are blocks
     in the order they come; a call's arguments are ``input_json_delta`` pieces."""
 
     def __init__(self, call: Call, meta: GatewayMeta):
-        self.call, self.meta = call, meta
+        super().__init__(call, meta)
         self.screen: StreamFilter = call.screen()
         self.block: int | None = None  # the open block's index
         self.kind: str | None = None  # "text" or the open tool call's index as a string
         self.blocks = 0
-        self.usage: Usage | None = None
         self.finish: str | None = None
         self.refused = False
-        self.counted = 0
-        self.status = 200
 
     @staticmethod
     def event(kind: str, **fields: Any) -> bytes:
         payload = json.dumps({"type": kind, **fields}, ensure_ascii=False)
         return f"event: {kind}\ndata: {payload}\n\n".encode()
-
-    @property
-    def final_usage(self) -> Usage:
-        return self.usage or Usage(estimate_tokens(self.call.chat.messages), self.counted)
-
-    async def events(self, first: Delta | None, deltas: AsyncIterator[Delta],
-                     ttft_s: float) -> AsyncIterator[bytes]:
-        try:
-            async for event in self._events(first, deltas):
-                yield event
-        except BaseException:
-            self.status = 499  # the client went away: the stream was cancelled
-            raise
-        finally:
-            self.call.finish(self.meta, self.final_usage, self.status, ttft_s=ttft_s)
 
     async def _events(self, first: Delta | None,
                       deltas: AsyncIterator[Delta]) -> AsyncIterator[bytes]:

@@ -17,7 +17,7 @@ from django.http import HttpResponseBase, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.engines.base import ChatRequest, Delta, Usage
+from inference.engines.base import ChatRequest, Delta
 from inference.errors import EngineError
 from plugins.base import PluginBlocked
 from plugins.chain import StreamFilter
@@ -28,8 +28,8 @@ from routing.rules import estimate_tokens
 
 from .. import stored_responses
 from .auth import admit, authenticate, refused, rotation_notice
-from .calls import Call
-from .completions import failure, with_meta
+from .calls import Call, CallStream
+from .completions import failure, stream_answer, with_meta
 from .responses_wire import (
     items_to_messages,
     new_id,
@@ -39,7 +39,7 @@ from .responses_wire import (
     stored,
 )
 from .validation import InvalidBody
-from .wire import ApiRequest, error_response, sse_response
+from .wire import ApiRequest, error_response
 
 
 def _not_allowed(allowed: str) -> JsonResponse:
@@ -128,37 +128,27 @@ async def _whole(call: Call, body: dict[str, Any], items: list[dict[str, Any]],
 
 async def _stream(call: Call, body: dict[str, Any],
                   items: list[dict[str, Any]]) -> HttpResponseBase:
-    meta = GatewayMeta()
-    deltas = call.stream(meta)
-    try:
-        first = await anext(deltas, None)
-    except (GatewayError, EngineError) as exc:
-        response = failure(exc)
-        call.finish(meta, None, response.status_code)
-        return with_meta(response, None)
-    relay = ResponseStream(call, body, items, meta)
-    return with_meta(sse_response(relay.events(first, deltas,
-                                               time.perf_counter() - call.started)), meta)
+    return await stream_answer(
+        call, lambda meta, first, deltas, ttft_s: ResponseStream(call, body, items, meta).events(
+            first, deltas, ttft_s))
 
 
-class ResponseStream:
+class ResponseStream(CallStream):
     """A streamed response as OpenAI streams it: ``response.created`` and
     ``in_progress``, each output item added, its text, refusal or arguments in deltas,
     each part and item done, then ``response.completed`` (or ``response.failed``)."""
 
     def __init__(self, call: Call, body: dict[str, Any], items: list[dict[str, Any]],
                  meta: GatewayMeta):
-        self.call, self.body, self.items, self.meta = call, body, items, meta
+        super().__init__(call, meta)
+        self.body, self.items = body, items
         self.created = int(time.time())
         self.sequence = 0
         self.output: list[dict[str, Any]] = []
         self.message: dict[str, Any] | None = None  # the open message item
         self.calls: dict[int, dict[str, Any]] = {}  # open function_call items by index
         self.screen: StreamFilter = call.screen()
-        self.usage: Usage | None = None
         self.finish: str | None = None
-        self.counted = 0
-        self.status = 200
 
     def event(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -170,21 +160,6 @@ class ResponseStream:
         usage = self.final_usage if status != "in_progress" else None
         return response_object(self.call.chat.request_id, self.created, self.body,
                                self.meta.model, status, self.output, usage, self.finish)
-
-    @property
-    def final_usage(self) -> Usage:
-        return self.usage or Usage(estimate_tokens(self.call.chat.messages), self.counted)
-
-    async def events(self, first: Delta | None, deltas: AsyncIterator[Delta],
-                     ttft_s: float) -> AsyncIterator[bytes]:
-        try:
-            async for event in self._events(first, deltas):
-                yield event
-        except BaseException:
-            self.status = 499  # the client went away: the stream was cancelled
-            raise
-        finally:
-            self.call.finish(self.meta, self.final_usage, self.status, ttft_s=ttft_s)
 
     async def _events(self, first: Delta | None,
                       deltas: AsyncIterator[Delta]) -> AsyncIterator[bytes]:
