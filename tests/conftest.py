@@ -103,6 +103,19 @@ class WorkerProcess:
         self.log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"{self.name}.log"
 
     def start(self, timeout: float = 60) -> WorkerProcess:
+        self.spawn()
+        assert self.process is not None  # spawned
+        from openclaw_site.celery import app
+
+        deadline = time.monotonic() + timeout
+        while not app.control.ping(destination=[self.name], timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"celery worker did not start; see {self.log_path}")
+        return self
+
+    def spawn(self) -> WorkerProcess:
+        """Start the worker process (not waiting for it to answer)."""
         env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
                    OPENCLAW_POOL_RECONCILE_S="1")
         if self.database:
@@ -115,13 +128,6 @@ class WorkerProcess:
                  "--without-gossip", "--without-mingle", "-l", "INFO"],
                 env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
-        from openclaw_site.celery import app
-
-        deadline = time.monotonic() + timeout
-        while not app.control.ping(destination=[self.name], timeout=0.5):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"celery worker did not start; see {self.log_path}")
         return self
 
     @property

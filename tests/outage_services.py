@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -170,20 +169,6 @@ class PrivateWorker(WorkerProcess):
     def __init__(self, broker: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.broker = broker
-
-    def spawn(self) -> PrivateWorker:
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
-        if self.database:
-            env["OPENCLAW_TEST_WORKER_DB"] = self.database
-        env.update(self.extra_env)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "openclaw_site", "worker", "-P",
-                 "threads", "-c", str(self.concurrency), "-Q", self.queues, "-n", self.name,
-                 "--without-gossip", "--without-mingle", "-l", "INFO"],
-                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        return self
 
     def wait_ready(self, timeout: float = 60) -> PrivateWorker:
         from openclaw_site.celery import app
