@@ -4,6 +4,7 @@ is in tests/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -43,12 +44,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:
     """The web server in a subprocess, reading the test database; its base URL."""
+    with web_server() as (url, _log_path):
+        yield url
+
+
+@contextlib.contextmanager
+def web_server(name: str = "web", **env_extra: str) -> Iterator[tuple[str, Path]]:
+    """``openclaw web``'s uvicorn in a subprocess on the test database (``env_extra``
+    added to its environment), until it answers ``/healthz``; its base URL and its log
+    file. Stopped on leaving."""
     from django.db import connection
 
     port = _free_port()
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
-               OPENCLAW_TEST_WORKER_DB=connection.settings_dict["NAME"])
-    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"web-{port}.log"
+               OPENCLAW_TEST_WORKER_DB=connection.settings_dict["NAME"], **env_extra)
+    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"{name}-{port}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             web_argv("127.0.0.1", port),
@@ -66,10 +76,12 @@ def live_server_url(django_db_setup, django_db_blocker) -> Iterator[str]:
             pytest.fail(f"the web server did not start; see {log_path}:\n"
                         f"{log_path.read_text()[-3000:]}")
         time.sleep(0.1)
-    yield url
-    process.terminate()
     try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+        yield url, log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

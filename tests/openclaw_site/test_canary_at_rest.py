@@ -20,7 +20,6 @@ import base64
 import io
 import json
 import logging
-import os
 import subprocess
 import time
 import uuid
@@ -41,10 +40,9 @@ from chat.models import Conversation, Message, StoredResponse, Workflow, Workflo
 from core.logging import JsonFormatter
 from jobs.models import Annotation, BatchFile, BatchJob, BatchStatus, Dataset
 from openclaw_site.backup import Database
-from openclaw_site.processes import web_argv
 from routing.keys import create_key
 from routing.models import ModelEndpoint
-from tests.chat.conftest import REPO, _free_port
+from tests.chat.conftest import web_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,35 +74,9 @@ def web(transactional_db) -> Iterator[tuple[str, Path]]:
     """The web server (``openclaw web``'s uvicorn) on the test database, its response
     cache in Redis (distributed mode's default) and its log lines in JSON; its base URL
     and its log file."""
-    port = _free_port()
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1",
-               OPENCLAW_TEST_WORKER_DB=connection.settings_dict["NAME"],
-               OPENCLAW_RESPONSE_CACHE="redis", OPENCLAW_LOG_FORMAT="json",
-               OPENCLAW_MEMORY_TOP_K="0")
-    log_path = Path(os.environ["OPENCLAW_TEST_DATA_DIR"]) / f"canary-web-{port}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(web_argv("127.0.0.1", port), env=env, cwd=REPO,
-                                   stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the web server did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    yield url, log_path
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+    with web_server("canary-web", OPENCLAW_RESPONSE_CACHE="redis", OPENCLAW_LOG_FORMAT="json",
+                    OPENCLAW_MEMORY_TOP_K="0") as found:
+        yield found
 
 
 @pytest.fixture
