@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -55,8 +56,6 @@ from .ws_frames import (
 logger = logging.getLogger(__name__)
 
 CONSUMER = "chat"
-# What a turn reports about itself; before its answer's first token, these frames wait.
-HELD = frozenset({"node", "memory", "plugin", "route", "branch", "tool", "annotation"})
 # Runs left to finish after their socket closed (OPENCLAW_WS_CANCEL_ON_DISCONNECT off).
 _detached: set[asyncio.Task] = set()
 
@@ -230,7 +229,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         ticket = await self._admit(content, params, model=model, workflow=workflow)
         await self._start(request_id, lambda: astream_turn(
             conversation_id=self.conversation_id, user=self.user, content=content,
-            model=model, params=params, workflow=workflow), ticket)
+            model=model, params=params, workflow=workflow, batched=True), ticket)
 
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
@@ -249,7 +248,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                           "conversation": conversation, "turn": source["turn"]})
         await self._start(request_id, lambda: astream_turn(
             conversation_id=conversation, user=self.user, content=source["content"],
-            model=model, params=params), ticket)
+            model=model, params=params, batched=True), ticket)
 
     async def on_fork(self, frame: dict, request_id: str | None) -> None:
         conversation = self._require_conversation()
@@ -281,7 +280,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         resume = decision_of(frame)
         ticket = await self._admit(resume.get("content"), {})
         await self._start(request_id, lambda: astream_resume(
-            conversation_id=conversation, user=self.user, resume=resume), ticket)
+            conversation_id=conversation, user=self.user, resume=resume, batched=True),
+            ticket)
 
     @property
     def user(self) -> str:
@@ -349,6 +349,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             async with contextlib.aclosing(events()) as stream:
                 async for event in stream:
+                    if event["type"] == "token":  # most of a turn's events: the short way
+                        await self._token(relay, event.get("text", ""))
+                        continue
                     if event["type"] == "usage":
                         used.append(int(event.get("total_tokens") or 0))
                         await ticket.asettle(used[-1])
@@ -389,29 +392,33 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await ticket.asettle(ticket.counted.need + estimate_tokens(
                     [{"role": "assistant", "content": text}]) if text else 0)
             quota = ticket.quota()
-            if quota is not None and self.open:
-                await self.send_json({"type": "quota", "id": request_id, "quota": quota})
+            if quota is not None:  # to this socket only, if it is still open
+                await self._emit({"type": "quota", "id": request_id, "quota": quota}, False)
         except Exception:  # the turn is over; its count is the worst that is off
             logger.exception("settling studio turn %s failed", request_id)
 
     async def _relay(self, relay: TurnRelay, frame: dict[str, Any], broadcast: bool) -> None:
-        """Send a turn's frame. Until the answer's first token, bookkeeping frames
-        (``HELD``) wait — for that token, or ``OPENCLAW_WS_HOLD_MS`` at most — so the
-        token is never queued behind them (each frame is a write of its own); their
-        timings were taken when their events happened."""
-        if frame["type"] in HELD and not relay.answering and settings.OPENCLAW_WS_HOLD_MS > 0:
-            relay.held.append((frame, broadcast))
-            if relay.timer is None:
-                relay.timer = asyncio.get_running_loop().call_later(
-                    settings.OPENCLAW_WS_HOLD_MS / 1000, self._flush_soon, relay)
+        """Send a turn's frame, unless it is held for the answer's first token
+        (``TurnRelay.hold``): after what was held."""
+        if relay.hold(frame, broadcast, self._flush_soon):
             return
-        if frame["type"] == "token" and not relay.answering:
-            relay.answering = True
-            await self._emit(frame, broadcast)
+        if relay.busy():
             await self._flush(relay)
-            return
-        await self._flush(relay)
         await self._emit(frame, broadcast)
+
+    async def _token(self, relay: TurnRelay, text: str) -> None:
+        """Send a ``token`` event: one frame for the tokens that queued up while the socket
+        was busy (the graph service merges them, ``batched``), so a loaded process sends
+        fewer, larger frames and an idle one sends each token as it comes. The answer's
+        first token goes out at once, ahead of the bookkeeping frames held for it."""
+        data, first = relay.token(text), not relay.answering
+        relay.answering = True
+        if self.open:
+            await self._send_text(data)
+        if relay.begun and self.watched:
+            await self._broadcast(relay.token_frame(text))
+        if first:
+            await self._flush(relay)  # what was held for it follows it
 
     def _flush_soon(self, relay: TurnRelay) -> None:
         relay.timer = None
@@ -419,26 +426,31 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _flush(self, relay: TurnRelay) -> None:
         """Send the held frames, in order (after a flush the timer started, if any)."""
-        if relay.timer is not None:
-            relay.timer.cancel()
-            relay.timer = None
+        held = relay.release()
         if relay.flushing is not None and relay.flushing is not asyncio.current_task():
             await relay.flushing  # it sends what was held when it began
-        held, relay.held = relay.held, []
         for frame, broadcast in held:
             await self._emit(frame, broadcast)
 
     async def _emit(self, frame: dict[str, Any], broadcast: bool = True) -> None:
-        """To this socket, then (``broadcast``) to the conversation's other sockets on
-        any replica."""
+        """To this socket, then (``broadcast``) to the conversation's other sockets."""
         if self.open:
-            with contextlib.suppress(Exception):  # the socket closed under us
-                await self.send_json(frame)
-        if broadcast and self.watched and self.channel_layer is not None:
-            assert self.conversation_id is not None  # watched: it joined the group
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_send(group_name(self.conversation_id), {
-                    "type": "studio.frame", "frame": frame, "origin": self.channel_name})
+            await self._send_text(await self.encode_json(frame))
+        if broadcast and self.watched:
+            await self._broadcast(frame)
+
+    async def _send_text(self, text: str) -> None:
+        """One text frame to this socket, unless it has closed (even under us)."""
+        with contextlib.suppress(Exception):  # the socket closed under us
+            await self.base_send({"type": "websocket.send", "text": text})
+
+    async def _broadcast(self, frame: dict[str, Any]) -> None:
+        """To the conversation's other sockets, on any replica."""
+        if self.channel_layer is None or self.conversation_id is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_send(group_name(self.conversation_id), {
+                "type": "studio.frame", "frame": frame, "origin": self.channel_name})
 
     async def _error(self, request_id: str | None, code: str, message: str,
                      param: str | None = None) -> None:
@@ -451,9 +463,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- channel layer events -----------------------------------------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels closes the thread's stale database connections before each handler
+        (a hop to the ORM's thread); the group's events touch no database, and a
+        watched turn sends one for each of its frames, so they skip it."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is not None and message["type"].startswith("studio."):
+            await handler(message)
+        else:
+            await super().dispatch(message)
+
     async def studio_frame(self, event: dict[str, Any]) -> None:
         if event.get("origin") != self.channel_name and self.open:
-            await self.send_json(event["frame"])
+            await self._send_text(await self.encode_json(event["frame"]))
 
     async def studio_hello(self, event: dict[str, Any]) -> None:
         if event.get("origin") != self.channel_name:

@@ -6,9 +6,12 @@ the consumer that uses them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Callable
 from typing import Any, Literal, overload
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 from core.text import lone_surrogate_at, object_id
@@ -18,7 +21,10 @@ from .conversations import check_content
 from .v1 import validation
 
 MAX_ID_CHARS = 64
+# What a turn reports about itself; before its answer's first token, these frames wait.
+HELD = frozenset({"node", "memory", "plugin", "route", "branch", "tool", "annotation"})
 PARAMS = set(validation.SAMPLING)
+_TEXT = json.JSONEncoder(ensure_ascii=False)  # a str as JSON (C), for token frames
 
 
 class FrameError(Exception):
@@ -87,9 +93,58 @@ class TurnRelay:
         self.held: list[tuple[dict[str, Any], bool]] = []  # frames waiting for it
         self.timer: asyncio.TimerHandle | None = None  # when they stop waiting
         self.flushing: asyncio.Future | None = None  # the timer's flush
+        self._tail = ""  # a token frame's JSON after its text
+        self._tail_of: str | None | bool = False  # the conversation it names
 
     def _ms(self, since: float) -> float:
         return round((time.perf_counter() - since) * 1000, 2)
+
+    def hold(self, frame: dict[str, Any], broadcast: bool,
+             flush: Callable[[TurnRelay], None]) -> bool:
+        """Keep a bookkeeping frame (``HELD``) back until the answer's first token — or
+        ``OPENCLAW_WS_HOLD_MS`` at most, when ``flush`` is called — so that token is never
+        queued behind such frames (each is a write of its own); their timings were
+        taken when their events happened. False: send it now."""
+        if frame["type"] not in HELD or self.answering or settings.OPENCLAW_WS_HOLD_MS <= 0:
+            return False
+        self.held.append((frame, broadcast))
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(
+                settings.OPENCLAW_WS_HOLD_MS / 1000, flush, self)
+        return True
+
+    def release(self) -> list[tuple[dict[str, Any], bool]]:
+        """The held frames, to send now (the hold's timer stopped)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        held, self.held = self.held, []
+        return held
+
+    def busy(self) -> bool:
+        """Frames are held, or their flush is under way: a frame sent now waits for it."""
+        return bool(self.held) or self.timer is not None or (
+            self.flushing is not None and not self.flushing.done())
+
+    def token(self, text: str) -> str:
+        """A ``token`` frame's JSON (see ``token_frame``), recording its text. Built from
+        a head and tail made once per turn: of a turn's frames, most are tokens."""
+        self._answered(text)
+        if self._tail_of != self.conversation_id:
+            self._tail = (f', "id": {_TEXT.encode(self.request_id)}, '
+                          f'"conversation": {_TEXT.encode(self.conversation_id)}}}')
+            self._tail_of = self.conversation_id
+        return '{"type": "token", "text": ' + _TEXT.encode(text) + self._tail
+
+    def _answered(self, text: str) -> None:
+        if self.first_token_ms is None:
+            self.first_token_ms = self._ms(self.started)
+        self.text.append(text)
+
+    def token_frame(self, text: str) -> dict[str, Any]:
+        """A ``token`` frame: the next piece of the answer (one token or several)."""
+        return {"type": "token", "text": text, "id": self.request_id,
+                "conversation": self.conversation_id}
 
     def frame(self, event: dict[str, Any]) -> dict[str, Any]:
         kind = event.get("type")
@@ -106,9 +161,7 @@ class TurnRelay:
             elif event["node"] in self.node_started:
                 frame["ms"] = self._ms(self.node_started[event["node"]])
         elif kind == "token":
-            if self.first_token_ms is None:
-                self.first_token_ms = self._ms(self.started)
-            self.text.append(event.get("text", ""))
+            self._answered(event.get("text", ""))
         elif kind == "route":
             self.model = event.get("target")
         elif kind == "done":

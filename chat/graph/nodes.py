@@ -25,7 +25,7 @@ from routing.gateway import GatewayError, GatewayMeta
 from routing.rules import RequestFacts, RouteDecision, aresolve_route, estimate_tokens
 
 from .. import conversations, memory
-from .context import Context
+from .context import Context, with_sink
 from .state import State
 
 REQUEST_FIELDS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
@@ -54,6 +54,7 @@ def announced(node: Node) -> Node:
 
     @functools.wraps(node)
     async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        runtime = with_sink(runtime)
         runtime.stream_writer({"type": "node", "node": node.__name__, "phase": "start"})
         return await node(state, runtime)
 
@@ -170,7 +171,9 @@ def decided(decision: RouteDecision) -> dict[str, Any]:
 def announce_route(decision: RouteDecision, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write the ``route`` event of ``decision``; its state form."""
     route = decided(decision)
-    runtime.stream_writer({"type": "route", **route, "explanation": decision.explanation})
+    label = decision.rule.label if decision.rule else None  # the rule's name in the language
+    runtime.stream_writer({"type": "route", **route, "rule": label,
+                           "explanation": decision.explanation})
     return route
 
 

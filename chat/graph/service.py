@@ -8,7 +8,8 @@ a turn after a restart resumes the thread) and yields JSON-serialisable events:
 * ``{"type": "node", "node", "phase": "start" | "end"}`` around each node;
 * ``{"type": "memory", "hits"}``, ``{"type": "plugin", "plugin", "action", "detail",
   "phase"}``, ``{"type": "route", "rule", "target", "fallbacks", "explanation"}``;
-* ``{"type": "token", "text"}`` as the model streams;
+* ``{"type": "token", "text"}`` as the model streams (``batched``: the tokens that
+  queued up while the reader was busy come as one, their texts joined);
 * ``{"type": "usage", "model", "prompt_tokens", "completion_tokens", "total_tokens"}``;
 * workflows add ``{"type": "branch", "node", "to", "explanation"}`` (routers),
   ``{"type": "tool", "node", "status"}`` (HTTP tools), ``{"type": "interrupt", "id",
@@ -20,9 +21,10 @@ a turn after a restart resumes the thread) and yields JSON-serialisable events:
   texting: ``run_active``, ``interrupted``, ``rolled_back``, ``run_busy``,
   ``awaiting_approval``).
 
-The graph streams in two modes: ``updates`` (node ends, and the final state) and
-``custom`` (the rest, tokens included: the model call writes each one as it arrives,
-with no LangChain callback between the engine and the client).
+The graph streams ``updates`` (node ends, and the final state); the nodes write the
+rest, tokens included, straight to the turn's queue (``context.event_sink``: the model
+call writes each token as it arrives, with no LangChain callback or LangGraph stream
+between the engine and the client), else to LangGraph's ``custom`` stream.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, cast
@@ -60,7 +63,8 @@ from ..workflows.compiler import (
     workflows_changed,
 )
 from .checkpointer import expected_head, get_saver, head_key, pool_of
-from .context import Context
+from .context import Context, event_sink
+from .events import error_event, events_of, last_event, merged
 from .graph import Graph, compile_graph
 from .state import turn_start
 
@@ -95,15 +99,15 @@ async def graph_for(plan: Plan | None) -> Graph:
 
 async def astream_turn(*, conversation_id: str | None, user: str, content: str | list[dict],
                        model: str, api_key: str = "", params: dict | None = None,
-                       workflow: str | None = None,
-                       double_texting: str | None = None) -> AsyncGenerator[dict, None]:
+                       workflow: str | None = None, double_texting: str | None = None,
+                       batched: bool = False) -> AsyncGenerator[dict, None]:
     """One turn of ``user``'s conversation (a new one when ``conversation_id`` is None)
     with ``content`` as the user's message, as events (see the module's docstring).
     ``workflow`` (a slug) picks the workflow, and pins it to the conversation; else the
     conversation's runs, else the default workflow, else the built-in graph.
     ``double_texting`` overrides the workflow's policy for this send."""
     if not isinstance(model, str) or not model:
-        yield _error("invalid_model", _("“model” must be a non-empty string."))
+        yield error_event("invalid_model", _("“model” must be a non-empty string."))
         return
     lease = runs.Lease(str(conversation_id)) if conversation_id is not None else None
     added = await _read_ahead(conversation_id, lease)
@@ -113,11 +117,11 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
         try:
             plan = await aresolve(workflow, conversation_id)
         except WorkflowError as exc:
-            yield _error(exc.code, exc.message, exc.status)
+            yield error_event(exc.code, exc.message, exc.status)
             return
         policy = double_texting or (plan.double_texting if plan else DoubleTexting.ENQUEUE)
         if policy not in DoubleTexting.values:
-            yield _error("invalid_double_texting", _(
+            yield error_event("invalid_double_texting", _(
                 "“double_texting” must be one of %(names)s.")
                 % {"names": ", ".join(DoubleTexting.values)})
             return
@@ -136,10 +140,10 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
                     pinned_to(started.conversation_id) != plan.workflow_id:
                 await sync_to_async(_pin)(started.conversation_id, plan.workflow_id)
         except runs.RunRefused as exc:
-            yield _error(exc.code, exc.message, exc.status)
+            yield error_event(exc.code, exc.message, exc.status)
             return
         except ConversationError as exc:
-            yield _error(exc.code, exc.message, exc.status)
+            yield error_event(exc.code, exc.message, exc.status)
             return
         yield {"type": "conversation", "id": started.conversation_id,
                "created": started.created}
@@ -147,7 +151,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
                   "message": started.message, "api_key": api_key,
                   "params": dict(params or {}), **turn_start(started.message)}
         # A new conversation's thread has no checkpoint yet.
-        async for event in _run(plan, inputs, lease, "" if started.created else head):
+        async for event in _run(plan, inputs, lease, "" if started.created else head,
+                                batched):
             yield event
     finally:
         if isinstance(head, asyncio.Future) and not head.done():
@@ -185,7 +190,8 @@ async def _read_ahead(conversation_id: str | None, lease: runs.Lease | None) -> 
 
 
 async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
-               head: str | Awaitable[str] | None = None) -> AsyncIterator[dict]:
+               head: str | Awaitable[str] | None = None,
+               batched: bool = False) -> AsyncIterator[dict]:
     """Drive the graph under ``lease`` (cancellable by a later send), as events.
     ``head``: the thread's latest checkpoint id ("": none), or its pending read."""
     conversation_id = lease.conversation_id
@@ -208,8 +214,8 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
         lease.note(checkpoint_id=head)
     except Exception:
         logger.exception("run of conversation %s could not start", conversation_id)
-        yield _error("internal_error", _("The turn failed inside OpenClaw; the message is "
-                                         "kept and can be sent again."), 500)
+        yield error_event("internal_error", _("The turn failed inside OpenClaw; the message "
+                                              "is kept and can be sent again."), 500)
         return
     final: dict[str, Any] = {}
     interrupts: list[dict] = []
@@ -218,36 +224,45 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
         nested = plan is not None and len(plan.definitions) > 1
         context = Context.from_settings(workflow=plan.slug if plan else "")
         async for event in _cancellable(graph, inputs, config, context, lease, final,
-                                        interrupts, head, nested):
+                                        interrupts, head, nested, batched):
             yield event
     except runs.RunCancelled as exc:
         code = "rolled_back" if exc.policy == DoubleTexting.ROLLBACK else "interrupted"
-        yield _error(code, _("A newer message cancelled this run."), 409)
+        yield error_event(code, _("A newer message cancelled this run."), 409)
         return
     except Exception:
         logger.exception("turn of conversation %s failed", conversation_id)
-        yield _error("internal_error", _("The turn failed inside OpenClaw; the message is "
-                                         "kept and can be sent again."), 500)
+        yield error_event("internal_error", _("The turn failed inside OpenClaw; the message "
+                                              "is kept and can be sent again."), 500)
         return
     if interrupts:
         run_id = await sync_to_async(record_waiting)(conversation_id, plan, inputs, interrupts)
         yield {"type": "waiting", "conversation_id": conversation_id, "run_id": run_id,
                "interrupts": interrupts}
         return
-    yield _last(conversation_id, final)
+    yield last_event(conversation_id, final)
 
 
 async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig, context: Context,
                        lease: runs.Lease, final: dict[str, Any], interrupts: list[dict],
-                       head: str, nested: bool) -> AsyncIterator[dict]:
+                       head: str, nested: bool, batched: bool) -> AsyncIterator[dict]:
     """The graph's stream, run as a task that ``lease``'s watcher cancels when a later
     send interrupts or rolls back this run (``RunCancelled``). ``head`` is the thread's
     latest checkpoint as read under the lease: the saver may answer it from memory."""
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = asyncio.Event()
+    loop, owner = asyncio.get_running_loop(), threading.get_ident()
+
+    def sink(event: Any) -> None:
+        """The nodes' events, straight into the queue (``context.event_sink``)."""
+        if threading.get_ident() == owner:
+            queue.put_nowait(("event", event))
+        else:  # a node run in a thread
+            loop.call_soon_threadsafe(queue.put_nowait, ("event", event))
 
     async def produce() -> None:
-        expected_head.set(head)  # this task's context only
+        expected_head.set(head)  # this task's context only (and the nodes' it starts)
+        event_sink.set(sink)
         try:
             # settings.py allows only LangGraph's own values (exit, async, sync).
             durability = cast(Durability, settings.OPENCLAW_GRAPH_DURABILITY)
@@ -270,6 +285,22 @@ async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig, contex
     try:
         while True:
             kind, item = await queue.get()
+            # What queued up meanwhile is taken at once (``batched``: its tokens merged).
+            events: list[dict] = []
+            while kind in ("event", "item"):
+                if kind == "event":
+                    if isinstance(item, dict):
+                        events.append(item)
+                else:
+                    namespace, mode, chunk = item if nested else ((), *item)
+                    events += events_of(mode, chunk, final if not namespace else {}, interrupts)
+                if queue.empty():
+                    break
+                kind, item = queue.get_nowait()
+            for event in merged(events) if batched and len(events) > 1 else events:
+                yield event
+            if kind in ("event", "item"):
+                continue
             if kind == "end":
                 return
             if kind == "failed":
@@ -277,9 +308,6 @@ async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig, contex
             if kind == "cancelled":
                 raise runs.RunCancelled(lease.info.get("cancelled_by",
                                                        DoubleTexting.INTERRUPT))
-            namespace, mode, chunk = item if nested else ((), *item)
-            for event in _events(mode, chunk, final if not namespace else {}, interrupts):
-                yield event
     finally:
         for task in (producer, watcher):
             task.cancel()
@@ -331,8 +359,8 @@ def record_waiting(conversation_id: str, plan: Plan | None, inputs: Any,
     return run.pk
 
 
-async def astream_resume(*, conversation_id: str, user: str,
-                         resume: Any) -> AsyncGenerator[dict, None]:
+async def astream_resume(*, conversation_id: str, user: str, resume: Any,
+                         batched: bool = False) -> AsyncGenerator[dict, None]:
     """Resume the run of ``user``'s conversation that waits at a human-approval node
     with the approver's decision (``{"action": "approve"}``, ``{"action": "edit",
     "content": …}``, ``{"action": "reject", "reason": …}``), as events like a turn's:
@@ -340,18 +368,18 @@ async def astream_resume(*, conversation_id: str, user: str,
     approval) or ``error`` (``rejected``)."""
     run = await sync_to_async(_waiting_of)(conversation_id, user)
     if run is None:
-        yield _error("not_waiting", _("No run of this conversation waits for approval."), 409)
+        yield error_event("not_waiting", _("No run of this conversation waits for approval."), 409)
         return
     try:
         plan = await aresolve(None, conversation_id)
         lease = await runs.claim(conversation_id, DoubleTexting.REJECT)
     except (WorkflowError, runs.RunRefused) as exc:
-        yield _error(exc.code, exc.message, exc.status)
+        yield error_event(exc.code, exc.message, exc.status)
         return
     try:
         yield {"type": "conversation", "id": conversation_id, "created": False}
         last: dict = {}
-        async for event in _run(plan, Command(resume=resume), lease):
+        async for event in _run(plan, Command(resume=resume), lease, batched=batched):
             last = event
             yield event
         await sync_to_async(_finish_run)(run.pk, last)
@@ -396,48 +424,6 @@ def waiting_runs(user: str | None = None) -> list[dict]:
              "workflow": run.workflow.slug if run.workflow else None, "node": run.node,
              "user": run.user, "interrupts": run.interrupt_value,
              "since": run.updated_at.isoformat()} for run in found]
-
-
-def _events(mode: str, chunk: Any, final: dict[str, Any],
-            interrupts: list[dict] | None = None) -> list[dict]:
-    """The events for one item of the graph's stream; ``final`` gathers the updates
-    (of the top graph: a subgraph's are passed an empty dict), ``interrupts`` the
-    human-approval stops."""
-    if mode == "custom":
-        return [chunk] if isinstance(chunk, dict) else []
-    events = []
-    for node, update in chunk.items():
-        if node == "__interrupt__":
-            for stop in update:
-                found = {"id": stop.id, "value": stop.value}
-                if interrupts is not None and found not in interrupts:
-                    interrupts.append(found)
-                    events.append({"type": "interrupt", **found})
-            continue
-        if isinstance(update, dict):
-            final.update(update)
-        events.append({"type": "node", "node": node, "phase": "end"})
-    return events
-
-
-def _last(conversation_id: str, final: dict[str, Any]) -> dict:
-    error, reply = final.get("error"), final.get("reply") or {}
-    if error:
-        return {"type": "error", **error}
-    if "content" not in reply:
-        return _error("internal_error", _("The turn ended without an answer."), 500)
-    # A workflow without a memory_write node answers without storing the reply.
-    return {"type": "done", "conversation_id": conversation_id,
-            "message_id": reply.get("message_id"), "content": reply["content"],
-            "model": reply["model"], "models": reply.get("models", []),
-            "finish_reason": reply.get("finish_reason"), "usage": reply.get("usage", {}),
-            "route": {"rule": reply.get("rule"), "instance": reply.get("instance"),
-                      "models_tried": reply.get("models_tried", [])},
-            "overhead_ms": reply.get("overhead_ms")}
-
-
-def _error(code: str, message: str, status: int = 400) -> dict:
-    return {"type": "error", "code": code, "message": message, "status": status}
 
 
 async def arun_turn(*, conversation_id: str | None, user: str, content: str | list[dict],

@@ -51,7 +51,7 @@ from routing.rules import RequestFacts, evaluate
 
 from .. import conversations, curated
 from ..graph import nodes as conversation
-from ..graph.context import Context
+from ..graph.context import Context, with_sink
 from ..graph.state import State
 from .registry import register_node
 
@@ -67,6 +67,7 @@ def announced(node_id: str, kind: str, run: Node) -> Node:
 
     @functools.wraps(run)
     async def node(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        runtime = with_sink(runtime)
         runtime.stream_writer({"type": "node", "node": node_id, "kind": kind,
                                "phase": "start"})
         return await run(state, runtime)

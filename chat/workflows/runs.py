@@ -18,8 +18,10 @@ served in arrival order when several wait at once (each polls the lease).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,8 @@ from core import shared_state
 
 from .. import conversations
 from ..models import Conversation, DoubleTexting, Message
+
+logger = logging.getLogger(__name__)
 
 LEASE_S = 30
 RENEW_S = 5.0
@@ -106,19 +110,97 @@ class Lease:
             await _delete(key)
 
     async def watch(self, task: asyncio.Task, cancelled: asyncio.Event) -> None:
-        """Renew the lease; cancel ``task`` when a later send asks (sets ``cancelled``)."""
+        """Renew the lease; cancel ``task`` when a later send asks (sets ``cancelled``).
+        With Redis, every run of the event loop is watched by one poll (``_Watch``)."""
+        if shared_state.available():
+            watching = _Watch.of_loop()
+            watching.add(self, task, cancelled)
+            try:
+                await asyncio.wait([task])
+            finally:
+                watching.discard(self)
+            return
         renewed = time.monotonic()
         while not task.done():
             await asyncio.sleep(POLL_S * 2)
-            flag = await _get(_cancel_key(self.conversation_id))
-            if isinstance(flag, dict) and flag.get("run") == self.run_id:
-                self.info["cancelled_by"] = flag.get("policy", DoubleTexting.INTERRUPT)
-                cancelled.set()
-                task.cancel()
+            if self.asked(await _get(_cancel_key(self.conversation_id)), task, cancelled):
                 return
             if time.monotonic() - renewed > RENEW_S:
                 await _touch(_key(self.conversation_id), LEASE_S)
                 renewed = time.monotonic()
+
+    def asked(self, flag: Any, task: asyncio.Task, cancelled: asyncio.Event) -> bool:
+        """Whether ``flag`` (the conversation's cancel flag) asks this run to stop: then
+        ``task`` is cancelled and ``cancelled`` set."""
+        if not (isinstance(flag, dict) and flag.get("run") == self.run_id):
+            return False
+        self.info["cancelled_by"] = flag.get("policy", DoubleTexting.INTERRUPT)
+        cancelled.set()
+        task.cancel()
+        return True
+
+
+@dataclass
+class _Watched:
+    lease: Lease
+    task: asyncio.Task
+    cancelled: asyncio.Event
+    renewed: float = field(default_factory=time.monotonic)
+
+
+class _Watch:
+    """The runs of one event loop, watched together: every ``POLL_S * 2`` one Redis
+    round trip reads all their cancel flags and renews the leases due (not one per run:
+    a process streaming a few hundred turns would poll Redis thousands of times a
+    second)."""
+
+    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
+        weakref.WeakKeyDictionary())
+
+    def __init__(self) -> None:
+        self.runs: dict[str, _Watched] = {}
+        self.poller: asyncio.Task | None = None
+        self.polling = False  # its round trip is under way
+
+    @classmethod
+    def of_loop(cls) -> _Watch:
+        return cls._loops.setdefault(asyncio.get_running_loop(), cls())
+
+    def add(self, lease: Lease, task: asyncio.Task, cancelled: asyncio.Event) -> None:
+        self.runs[lease.run_id] = _Watched(lease, task, cancelled)
+        if self.poller is None or self.poller.done():
+            self.poller = asyncio.create_task(self._poll())
+
+    def discard(self, lease: Lease) -> None:
+        self.runs.pop(lease.run_id, None)
+        if not self.runs and self.poller is not None and not self.polling:
+            self.poller.cancel()  # asleep: nothing left to watch (one mid-poll ends itself)
+            self.poller = None
+
+    async def _poll(self) -> None:
+        while self.runs:
+            await asyncio.sleep(POLL_S * 2)
+            watched = [w for w in self.runs.values() if not w.task.done()]
+            if not watched:
+                continue
+            now = time.monotonic()
+            due = [w for w in watched if now - w.renewed > RENEW_S]
+            self.polling = True
+            try:
+                flags, *_renewed = await shared_state.execute(
+                    [("MGET", *(shared_state.full_key(_cancel_key(w.lease.conversation_id))
+                                for w in watched)),
+                     *(("EXPIRE", shared_state.full_key(_key(w.lease.conversation_id)),
+                        LEASE_S) for w in due)])
+            except Exception:  # Redis away: the runs go on, polled again next time
+                logger.warning("could not poll the runs' cancel flags", exc_info=True)
+                continue
+            finally:
+                self.polling = False
+            for w in due:
+                w.renewed = now
+            for w, flag in zip(watched, flags, strict=True):
+                w.lease.asked(shared_state.loads(flag), w.task, w.cancelled)
 
 
 async def _get(key: str) -> Any:
