@@ -292,7 +292,7 @@ async def candidates(facts: RequestFacts, request: ChatRequest, meta: GatewayMet
         async for pick in _route(chain, facts, needed, routing_table, stats, tally, skip):
             yield pick
     if not tally.yielded:
-        raise _nothing_to_try(facts, chain, needed, tally)
+        raise _nothing_to_try(facts, decision, chain, needed, tally)
 
 
 async def _route(chain: list[str], facts: RequestFacts, needed: int, routing_table: RoutingTable,
@@ -339,21 +339,24 @@ def _fallback_after(names: list[str], facts: RequestFacts, needed: int,
         for i in routing_table.endpoints.get(name, []))
 
 
-def _nothing_to_try(facts: RequestFacts, chain: list[str], needed: int,
-                    tally: _Tally) -> GatewayError:
+def _nothing_to_try(facts: RequestFacts, decision: RouteDecision, chain: list[str],
+                    needed: int, tally: _Tally) -> GatewayError:
     if not tally.found and tally.not_local:
         return GatewayError(403, "no_local_model",
                             _("The request contains sensitive data, which is only sent to "
                               "models running on this installation, and its route has "
                               "none."))
     if not tally.found:
-        named = ", ".join(f"“{name}”" for name in chain if name)
-        if chain == [facts.model]:
-            message = _("The model “%(model)s” does not exist or has no enabled "
-                        "instance.") % {"model": facts.model}
+        named = " → ".join(f"“{name}”" for name in chain if name)
+        if decision.rule is None or chain == [facts.model]:
+            message = _("The model “%(model)s” does not exist or has no enabled instance "
+                        "(no routing rule sends it elsewhere).") % {"model": facts.model}
         else:
-            message = _("The model “%(model)s” is routed to %(route)s, which has no enabled "
-                        "instance.") % {"model": facts.model, "route": named}
+            message = _("The model “%(model)s” is routed by the rule “%(rule)s” to "
+                        "%(route)s, and none of these models has an enabled instance "
+                        "(missing: %(missing)s).") % {
+                "model": facts.model, "rule": decision.rule.label, "route": named,
+                "missing": ", ".join(decision.unregistered) or named}
         return GatewayError(404, "model_not_found", message)
     if tally.largest is not None and tally.too_small_count == tally.found:
         window, name = tally.largest

@@ -4,7 +4,6 @@ the routing rules that choose among them (conditions are data, never code)."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -367,19 +366,6 @@ def validate_model_names(value: Any) -> None:
     bad = [v for v in value if not re.match(MODEL_NAME_RE, v)]
     if bad:
         raise ValidationError(_("Not a valid model name: %(names)s") % {"names": ", ".join(bad)})
-
-
-def describe_condition(condition: dict) -> str:
-    """A one-line summary: ``all(model eq "x", context_length gt 2048)``; ``always``."""
-    if not condition:
-        return "always"
-    if "not" in condition:
-        return f"not({describe_condition(condition['not'])})"
-    for key in ("all", "any"):
-        if key in condition:
-            return f"{key}({', '.join(describe_condition(c) for c in condition[key])})"
-    value = json.dumps(condition.get("value"), ensure_ascii=False)
-    return f"{condition.get('field')} {condition.get('op')} {value}"
 
 
 class RoutingRule(models.Model):

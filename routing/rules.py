@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+from modeltranslation.utils import build_localized_fieldname
+
 from core.snapshot import VersionedSnapshot
 
-from .models import CONDITION_FIELDS, ModelEndpoint, RoutingRule, describe_condition
+from .explain import describe_condition, group_line, leaf_line, shown
+from .models import CONDITION_FIELDS, ModelEndpoint, RoutingRule
 
 VERSION_KEY = "routing:rules:version"
 
@@ -113,20 +119,14 @@ def _compare(kind: str, op: str, actual: Any, expected: Any) -> bool:
     return re.search(expected, actual) is not None  # regex: validated when saved
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, frozenset | set):
-        return "[" + ", ".join(sorted(value)) + "]" if value else "none"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "…"
-
-
 def evaluate(condition: dict, facts: RequestFacts, indent: str = "") -> tuple[bool, list[str]]:
-    """Whether ``facts`` satisfy ``condition``, with one explanation line per test."""
+    """Whether ``facts`` satisfy ``condition``, with one explanation line per test (in
+    the active language)."""
     if not condition:
-        return True, [f"{indent}always → yes"]
+        return True, [indent + group_line("always", True)]
     if "not" in condition:
         inner, lines = evaluate(condition["not"], facts, indent + "  ")
-        return not inner, [f"{indent}not → {'yes' if not inner else 'no'}", *lines]
+        return not inner, [indent + group_line("not", not inner), *lines]
     for key in ("all", "any"):
         if key in condition:
             lines = []
@@ -138,13 +138,12 @@ def evaluate(condition: dict, facts: RequestFacts, indent: str = "") -> tuple[bo
                 if ok != (key == "all"):
                     break
             result = all(results) if key == "all" else any(results)
-            return result, [f"{indent}{key} → {'yes' if result else 'no'}", *lines]
+            return result, [indent + group_line(key, result), *lines]
     name, op, expected = condition["field"], condition["op"], condition["value"]
     kind = CONDITION_FIELDS[name][0]
     actual = facts.value(name)
     result = _compare(kind, op, actual, expected)
-    return result, [f"{indent}{name} {op} {_shown(expected)}: {name} is {_shown(actual)} → "
-                    f"{'yes' if result else 'no'}"]
+    return result, [indent + leaf_line(condition, actual, result)]
 
 
 # --- the per-process copy and its cross-process version ------------------------------
@@ -152,12 +151,20 @@ def evaluate(condition: dict, facts: RequestFacts, indent: str = "") -> tuple[bo
 
 @dataclass(frozen=True)
 class RuleSnapshot:
+    """One enabled rule as routing reads it. ``name`` is the rule's name in the default
+    language (headers, logs); ``label`` is the name in the active language (explanations)."""
+
     id: int
     name: str
     priority: int
     condition: dict
     target_model: str
     fallbacks: tuple[str, ...]
+    names: tuple[tuple[str, str], ...] = ()  # (language, name) where translated
+
+    @property
+    def label(self) -> str:
+        return dict(self.names).get(get_language() or "", "") or self.name
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,8 @@ class RoutingTable:
 
 
 def load_table(version: str) -> RoutingTable:
-    rules = tuple(RuleSnapshot(r.pk, r.name, r.priority, r.condition or {}, r.target_model,
-                               tuple(r.fallbacks or ()))
+    rules = tuple(RuleSnapshot(r.pk, _default_name(r), r.priority, r.condition or {},
+                               r.target_model, tuple(r.fallbacks or ()), _names(r))
                   for r in RoutingRule.objects.filter(enabled=True).order_by("priority", "id"))
     catch_alls = [r for r in rules if not r.condition]
     endpoints: dict[str, list[ModelEndpoint]] = {}
@@ -182,6 +189,16 @@ def load_table(version: str) -> RoutingTable:
         endpoints.setdefault(endpoint.name, []).append(endpoint)
     return RoutingTable(rules, catch_alls[-1].fallbacks if catch_alls else (), endpoints,
                         frozenset(endpoints))
+
+
+def _default_name(rule: RoutingRule) -> str:
+    field = build_localized_fieldname("name", settings.LANGUAGE_CODE)
+    return getattr(rule, field, "") or rule.name_en or rule.name  # type: ignore[attr-defined]
+
+
+def _names(rule: RoutingRule) -> tuple[tuple[str, str], ...]:
+    return tuple((code, getattr(rule, build_localized_fieldname("name", code), "") or "")
+                 for code, _label in settings.LANGUAGES)
 
 
 # Saving or deleting a rule or an endpoint replaces the token once the transaction
@@ -225,26 +242,29 @@ def resolve_route(facts: RequestFacts, copy: RoutingTable | None = None) -> Rout
     """Evaluate the enabled rules in priority order; the first match decides. ``copy``:
     a routing table the caller has checked against the version token itself."""
     copy = copy or TABLE.get()
-    explanation = [f"model {facts.model!r}, context_length ≈ {facts.context_length} tokens "
-                   "(estimate)"]
+    explanation = [_("model %(model)s, context length ≈ %(tokens)d tokens (estimate)") % {
+        "model": shown(facts.model), "tokens": facts.context_length}]
     trace: list[RuleTrace] = []
     for rule in copy.rules:
         matched, lines = evaluate(rule.condition, facts)
         trace.append(RuleTrace(rule, matched, lines))
-        explanation.append(f"[{rule.priority}] {rule.name}: {describe_condition(rule.condition)}"
-                           f" → {'MATCH' if matched else 'no'}")
+        explanation.append(_("[%(priority)d] %(rule)s: %(condition)s → %(verdict)s") % {
+            "priority": rule.priority, "rule": rule.label,
+            "condition": describe_condition(rule.condition),
+            "verdict": _("MATCH") if matched else _("no")})
         explanation += [f"    {line}" for line in lines]
         if matched and not rule.condition and facts.model in copy.registered:
             # A catch-all rule routes what nothing else claimed; a model the client
             # named and the registry serves is honoured, the rule's models back it up.
-            explanation.append(f"{facts.model!r} is registered: served as asked, "
-                               f"the catch-all rule's models follow as fallbacks")
+            explanation.append(_("%(model)s is registered: served as asked, the catch-all "
+                                 "rule's models follow as fallbacks")
+                               % {"model": shown(facts.model)})
             return _decision(rule, facts.model, [rule.target_model, *rule.fallbacks], copy,
                              explanation, trace)
         if matched:
             return _decision(rule, rule.target_model, list(rule.fallbacks), copy,
                              explanation, trace)
-    explanation.append("no rule matched: the requested model is used as asked")
+    explanation.append(_("no rule matched: the requested model is used as asked"))
     return _decision(None, facts.model, [], copy, explanation, trace)
 
 
@@ -262,7 +282,8 @@ def _decision(rule: RuleSnapshot | None, target: str, fallbacks: list[str],
             fallbacks.append(name)
     decision = RouteDecision(rule, target, fallbacks, explanation, trace)
     decision.unregistered = [n for n in decision.chain if n and n not in copy.registered]
-    explanation.append(f"route: {' → '.join(decision.chain)}")
+    explanation.append(_("route: %(chain)s") % {"chain": " → ".join(decision.chain)})
     if decision.unregistered:
-        explanation.append(f"no enabled endpoint for: {', '.join(decision.unregistered)}")
+        explanation.append(_("no enabled endpoint for: %(models)s")
+                           % {"models": ", ".join(decision.unregistered)})
     return decision

@@ -12,12 +12,12 @@ import httpx
 import openai
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 
 from routing import gateway
 from routing.breaker import Breaker, CircuitState
 from routing.keys import create_key
 from routing.models import HealthState, ModelEndpoint, RoutingRule
+from tests.seed_rules import load_seed_rules
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,7 +98,7 @@ def test_stream_flushes_each_token_before_the_backend_finishes(live_server_url,
 
 
 def test_seed_rule_sends_emergency_to_local_7b(live_server_url, openai_server, secret):
-    call_command("loaddata", str(REPO / "fixtures" / "20_routing_rules.json"), verbosity=0)
+    load_seed_rules()
     endpoint(openai_server, "local-7b", "echo")
 
     raw = client(live_server_url, secret).chat.completions.with_raw_response.create(

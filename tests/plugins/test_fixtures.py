@@ -14,6 +14,7 @@ from plugins.chain import build_chain
 from plugins.models import Plugin
 from routing import rules
 from routing.rules import RequestFacts, resolve_route
+from tests.seed_rules import load_seed_rules
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +23,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 @pytest.fixture
 def demo():
-    for name in ("20_routing_rules.json", "25_hybrid_rule.json", "40_plugins.json"):
-        call_command("loaddata", str(FIXTURES / name), verbosity=0)
+    load_seed_rules()
+    call_command("loaddata", str(FIXTURES / "40_plugins.json"), verbosity=0)
     rules.clear_local_copy()
     yield
     rules.clear_local_copy()

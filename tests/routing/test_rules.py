@@ -8,23 +8,21 @@ from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
 from django.db import connection
 
 from routing import rules
 from routing.config import ConfigError, apply_config, export_config
 from routing.models import ModelEndpoint, RoutingRule, validate_condition
 from routing.rules import RequestFacts, estimate_tokens, evaluate, resolve_route
+from tests.seed_rules import load_seed_rules
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "fixtures" / "20_routing_rules.json"
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def seed_rules():
-    call_command("loaddata", str(FIXTURE), verbosity=0)
-    rules.clear_local_copy()
+    load_seed_rules(hybrid=False)
 
 
 def chat(text: str, model: str = "gpt-4o", **facts) -> RequestFacts:
@@ -74,7 +72,7 @@ def test_seed_fixture_names_are_translated(seed_rules):
     from django.utils import translation
 
     with translation.override("zh-hans"):
-        assert RoutingRule.objects.get(pk=1).name == "紧急模型"
+        assert RoutingRule.objects.get(name_en="Emergency model").name == "紧急模型"
 
 
 def test_token_estimate_counts_cjk_characters_one_each():
