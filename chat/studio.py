@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from core.text import lone_surrogate_at
+from inference.kinds import NON_CHAT_ENGINES, EngineKind
 from routing.admission import user_quota
 from routing.models import ModelEndpoint
 
@@ -150,15 +151,28 @@ def keep_stopped_answer(conversation_id: str, content: str, model: str) -> int |
 
 
 def available_models() -> list[dict[str, str]]:
-    """The registry's enabled models, one entry per name; label and description in the
-    active language (django-modeltranslation falls back to English when empty)."""
+    """The registry's enabled models a conversation can use, one entry per name (models
+    of kinds that cannot chat, embeddings, are left out); label and description in the
+    active language (django-modeltranslation falls back to English when empty). The echo
+    engine is labelled as the wiring check it is."""
     seen: dict[str, dict[str, str]] = {}
-    for endpoint in ModelEndpoint.objects.filter(enabled=True).order_by("name", "pk"):
+    chat = ModelEndpoint.objects.filter(enabled=True).exclude(engine__in=NON_CHAT_ENGINES)
+    for endpoint in chat.order_by("name", "pk"):
+        label = endpoint.display_name
+        if not label and endpoint.engine == EngineKind.ECHO:
+            label = _("%(name)s (wiring check)") % {"name": endpoint.name}
         seen.setdefault(endpoint.name, {"name": endpoint.name,
-                                        "label": endpoint.display_name or endpoint.name,
+                                        "label": label or endpoint.name,
                                         "description": endpoint.description,
                                         "engine": endpoint.engine})
     return list(seen.values())
+
+
+def default_model(models: list[dict[str, str]]) -> str:
+    """The studio's first choice among ``models``: a configured chat model (the first by
+    name) over echo, which only checks the wiring; "" when there is none."""
+    real = [m for m in models if m["engine"] != EngineKind.ECHO]
+    return (real or models)[0]["name"] if models else ""
 
 
 def _shape(graph) -> dict[str, Any]:
@@ -246,7 +260,10 @@ def page(request: HttpRequest) -> HttpResponse:
                             max_age=settings.LANGUAGE_COOKIE_AGE or 365 * 24 * 3600,
                             samesite="Lax", secure=settings.SESSION_COOKIE_SECURE)
         return response
-    config = {"models": available_models(), "workflows": workflows(),
+    models = available_models()
+    config = {"models": models, "default_model": default_model(models),
+              "non_chat_engines": sorted(str(kind) for kind in NON_CHAT_ENGINES),
+              "workflows": workflows(),
               "user": _identity(request), "quota": user_quota(request.user),
               "language": translation.get_language(), "csrf": get_token(request)}
     return render(request, "studio/index.html", {"config": config})

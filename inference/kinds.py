@@ -1,11 +1,16 @@
-"""The kinds of engine an endpoint can name, and which of them speak HTTP or run on a
-worker's own hardware. The registry rows (``routing.models.ModelEndpoint``) choose
-among these; each engine module registers its class for its kinds."""
+"""The kinds of engine an endpoint can name, and which of them speak HTTP, run on a
+worker's own hardware or can chat. The registry rows (``routing.models.ModelEndpoint``)
+choose among these; each engine module registers its class for its kinds."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
+    from django_stubs_ext import StrOrPromise
 
 
 class EngineKind(models.TextChoices):
@@ -20,6 +25,27 @@ class EngineKind(models.TextChoices):
 
 HTTP_ENGINES = {EngineKind.OPENAI, EngineKind.VLLM}
 LOCAL_ENGINES = {EngineKind.TENSORRT_LLM, EngineKind.TRANSFORMERS, EngineKind.ONNX}
+# Kinds whose models answer with something other than text (vectors; a ``rerank`` kind's
+# scores will join them): never offered where a conversation picks its model.
+NON_CHAT_ENGINES = frozenset({EngineKind.EMBEDDING})
+CHAT_ENGINES = frozenset(EngineKind) - NON_CHAT_ENGINES
+
+# A few words per kind, where a table has no room for the whole label (the admin's list);
+# product names stay as they are.
+SHORT_LABELS: dict[str, StrOrPromise] = {
+    EngineKind.OPENAI: _("OpenAI-compatible"),
+    EngineKind.VLLM: "vLLM",
+    EngineKind.TENSORRT_LLM: "TensorRT-LLM",
+    EngineKind.TRANSFORMERS: "transformers",
+    EngineKind.ONNX: "ONNX Runtime",
+    EngineKind.ECHO: _("Echo (wiring check)"),
+    EngineKind.EMBEDDING: _("Embeddings"),
+}
+
+
+def can_chat(engine: str) -> bool:
+    """Whether a model of this engine kind can answer a conversation."""
+    return engine in CHAT_ENGINES
 
 
 class ToolFormat(models.TextChoices):

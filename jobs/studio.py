@@ -37,7 +37,8 @@ LISTED = 50  # most recent jobs of each kind
 
 def batch_row(job: BatchJob) -> dict[str, Any]:
     rate, eta = job.rate(), job.eta_seconds()
-    return {"id": job.pk, "status": job.status, "model": job.model, "total": job.total,
+    return {"id": job.pk, "status": job.status, "status_label": job.get_status_display(),
+            "model": job.model, "total": job.total,
             "done": job.done, "failed": job.failed,
             "rate": round(rate, 1) if rate else None,
             "eta_s": round(eta) if eta is not None else None,
@@ -47,7 +48,8 @@ def batch_row(job: BatchJob) -> dict[str, Any]:
 
 
 def finetune_row(job: FineTuneJob) -> dict[str, Any]:
-    return {"id": job.pk, "status": job.status, "base": str(job.base_endpoint),
+    return {"id": job.pk, "status": job.status, "status_label": job.get_status_display(),
+            "base": str(job.base_endpoint),
             "step": job.step, "total_steps": job.total_steps,
             "progress": round(job.progress, 3),
             "loss": job.losses[-1][1] if job.losses else None,

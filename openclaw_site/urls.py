@@ -16,10 +16,12 @@ from .security import ThrottledAdminAuthenticationForm
 
 admin.site.site_header = "OpenClaw"
 admin.site.site_title = "OpenClaw"
+admin.site.site_url = "/studio/"  # the admin's "View site"
 admin.site.login_form = ThrottledAdminAuthenticationForm  # says so when locked out
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(url="/studio/", permanent=False)),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -1,6 +1,15 @@
-"""The shell's own views: liveness, readiness and the Prometheus scrape."""
+"""The shell's own views: liveness, readiness, the Prometheus scrape and the icon that
+browsers ask for at ``/favicon.ico``."""
 
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseForbidden,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.templatetags.static import static
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -30,3 +39,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return HttpResponseForbidden("metrics: send the bearer token or scrape from an "
                                      "allowed network\n", content_type="text/plain")
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+@require_GET
+@cache_control(max_age=86400, public=True)
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """``/favicon.ico``: the studio's icon, a static file (pages that name no icon, the
+    admin's among them, get it from here)."""
+    return HttpResponseRedirect(static("studio/favicon.ico"))

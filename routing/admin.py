@@ -11,17 +11,21 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from modeltranslation.admin import TranslationAdmin
 
-from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES
+from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, SHORT_LABELS
 
 # noqa below: imported to register the key, quota, usage and audit admins
 from . import key_admin, quota_admin, usage_admin  # noqa: F401
 from .balancer import disagreeing_names
-from .breaker import Breaker, describe
-from .models import Balancing, ModelEndpoint, RoutingRule, describe_condition
+from .breaker import Breaker, CircuitState, describe
+from .explain import describe_condition
+from .models import Balancing, ModelEndpoint, RoutingRule
 from .rules import RequestFacts, resolve_route
 from .services import check_connection, model_folder_problems, set_enabled, url_unreachable
 
@@ -75,8 +79,9 @@ class ModelEndpointForm(forms.ModelForm):
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(TranslationAdmin):
     form = ModelEndpointForm
-    list_display = ("name", "engine", "location", "enabled", "weight", "balancing", "health",
-                    "circuit", "health_checked_at", "key_hint")
+    # Few and narrow columns, so the list fits a 1366 px screen beside the admin's sidebars
+    # (balancing, the key, the circuit and the last check are on each endpoint's page).
+    list_display = ("name", "engine_kind", "location", "enabled", "weight", "health_state")
     list_filter = ("engine", "enabled", "health")
     search_fields = ("name", "display_name", "endpoint_url", "model_path", "upstream_model")
     readonly_fields = ("key_hint", "health", "health_detail", "health_checked_at", "circuit",
@@ -107,6 +112,25 @@ class ModelEndpointAdmin(TranslationAdmin):
     @admin.display(description=_("endpoint or path"))
     def location(self, obj: ModelEndpoint) -> str:
         return obj.location
+
+    @admin.display(description=_("engine"), ordering="engine")
+    def engine_kind(self, obj: ModelEndpoint) -> str:
+        short = SHORT_LABELS.get(obj.engine, obj.engine)
+        return format_html('<span title="{}">{}</span>', obj.get_engine_display(), short)
+
+    @admin.display(description=_("health"), ordering="health")
+    def health_state(self, obj: ModelEndpoint) -> str:
+        """The last check's verdict (its detail and time on hover), and the circuit when it
+        is not closed."""
+        circuit = Breaker().state(obj.pk)
+        checked = (_("checked %(time)s") % {"time": date_format(
+            timezone.localtime(obj.health_checked_at), "DATETIME_FORMAT")}
+            if obj.health_checked_at else _("never checked"))
+        hint = " · ".join(str(part) for part in (obj.health_detail, checked) if part)
+        extra = format_html("<br><small>{}</small>", describe(circuit)) \
+            if circuit.state != CircuitState.CLOSED else ""
+        return format_html('<span title="{}">{}</span>{}', hint, obj.get_health_display(),
+                           extra)
 
     def changelist_view(self, request, extra_context=None):
         # Shown on the list, where a save lands too (warning there as well would repeat it).

@@ -55,7 +55,8 @@ PERMISSION = "permission"  # staff holding a model permission (jobs, training, t
 API_KEY = "api key"        # /v1: an API key, its own family's objects only
 
 RULES: dict[str, str] = {
-    "": PUBLIC,  # / → /admin/
+    "": PUBLIC,  # / → /studio/
+    "favicon": PUBLIC,  # /favicon.ico → the studio's icon (a static file)
     "healthz": PUBLIC,
     "readyz": PUBLIC,
     "metrics": TOKEN,

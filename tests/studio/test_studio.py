@@ -168,17 +168,20 @@ def test_branch_and_regenerate_from_a_message(page):
     # when: regenerate
     page.click(".msg.assistant .regenerate")
 
-    # then: the old turn is kept, dimmed, and a new answer follows
+    # then: the old answer is kept, dimmed (its question is asked again), a new one follows
     page.wait_for_function("() => document.querySelectorAll('.msg.assistant .actions')"
                            ".length === 2")
-    assert page.locator(".msg.superseded").count() == 2
+    assert page.locator(".msg.superseded").count() == 1
+    assert page.locator(".msg.assistant").first.get_attribute("class").count("superseded") == 1
 
     # when: branch from the new answer
     page.locator(".msg.assistant .branch").last.click()
 
-    # then: a new conversation holding the turn, listed in the sidebar
+    # then: a new conversation holding the turn, listed in the sidebar (the question
+    # once, the replaced answer faded, the new one)
     page.wait_for_function("() => document.querySelectorAll('#conversations li').length === 2")
-    page.wait_for_function("() => document.querySelectorAll('#pane-a .msg').length === 4")
+    page.wait_for_function("() => document.querySelectorAll('#pane-a .msg').length === 3")
+    assert page.locator("#pane-a .msg.superseded").count() == 1
     assert "(branch)" in page.locator("#conversations li.active").inner_text()
     assert page.errors == []
 

@@ -64,5 +64,18 @@
     return out.join("");
   }
 
-  window.OpenClawMarkdown = { render: render, escapeHtml: escapeHtml };
+  // The text without its Markdown marks (emphasis, code, headings, links), for a line
+  // that shows plain text: a conversation's title in the list.
+  function plain(source) {
+    return String(source || "")
+      .replace(/`+([^`]*)`+/g, "$1")
+      .replace(/\[([^\]\n]*)\]\([^)\s]*\)/g, "$1")
+      .replace(/(\*\*|~~)(?=\S)([^\n]*?\S)\1/g, "$2")
+      .replace(/(^|[^*\w])\*(?=\S)([^*\n]*?\S)\*(?![*\w])/g, "$1$2")
+      .replace(/\*{2,}|~~/g, "")
+      .replace(/^\s*(?:#{1,6}\s+|>\s*)/, "")
+      .replace(/\s+/g, " ").trim();
+  }
+
+  window.OpenClawMarkdown = { render: render, escapeHtml: escapeHtml, plain: plain };
 })();

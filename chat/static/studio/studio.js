@@ -6,6 +6,7 @@
 
   var config = JSON.parse(document.getElementById("studio-config").textContent);
   var t = window.gettext || function (s) { return s; };
+  var tn = window.ngettext || function (one, many, n) { return n === 1 ? one : many; };
   var interpolate = window.interpolate || function (fmt, args) {
     return fmt.replace(/%s/g, function () { return String(args.shift()); });
   };
@@ -13,6 +14,7 @@
   // Numbers and times in the page's language (en / zh-hans).
   var locale = document.documentElement.lang || undefined;
   var number = new Intl.NumberFormat(locale);
+  var tenths = new Intl.NumberFormat(locale, { maximumFractionDigits: 1 });
   var relative = new Intl.RelativeTimeFormat(locale, { numeric: "auto" });
   function ago(iso) {
     var seconds = (new Date(iso).getTime() - Date.now()) / 1000;
@@ -42,17 +44,57 @@
     return node;
   }
   function status(text) { $("status").textContent = text || ""; }
+  function ms(value) {  // a duration in milliseconds, in the page's language
+    return interpolate(t("%s ms"), [value < 10 ? tenths.format(value) : number.format(Math.round(value))]);
+  }
   function api(path, options) {
     options = options || {};
     options.headers = Object.assign({ "X-CSRFToken": config.csrf, "Content-Type": "application/json" },
       options.headers || {});
     options.credentials = "same-origin";
-    return fetch(path, options).then(function (response) {
-      return response.json().then(function (body) {
-        if (!response.ok) { throw new Error((body.error && body.error.message) || response.statusText); }
+    return fetch(path, options).catch(function () {
+      throw new Error(t("The server cannot be reached."));
+    }).then(function (response) {
+      // the server's own message where it sent one (in the page's language), else the status
+      var failed = new Error(interpolate(t("The server answered with status %s."), [response.status]));
+      return response.json().catch(function () { throw failed; }).then(function (body) {
+        if (!response.ok) { throw (body.error && body.error.message) ? new Error(body.error.message) : failed; }
         return body;
       });
     });
+  }
+  // The built-in conversation graph's steps, named in the page's language (an admin's
+  // workflow names its own nodes).
+  var STEPS = { recall: t("recall"), pre_process: t("pre-process"), route: t("route"),
+    generate: t("generate"), post_process: t("post-process"), remember: t("remember") };
+  function stepName(id) { return Object.prototype.hasOwnProperty.call(STEPS, id) ? STEPS[id] : id; }
+  // What the built-in plugins did (a third-party plugin's own action is shown as it names it).
+  var ACTIONS = { flag: t("flagged"), redact: t("redacted"), mask: t("masked"), block: t("blocked"),
+    system_prompt: t("system prompt added"), refused: t("refused"), skipped: t("skipped") };
+  function actionName(code) { return Object.prototype.hasOwnProperty.call(ACTIONS, code) ? ACTIONS[code] : code; }
+  // The built-in plugins and what their details say, in the page's language; another
+  // plugin's name and detail are shown as it gives them.
+  var PLUGINS = { pii_redaction: t("PII redaction"), sensitive_words: t("sensitive-word filter"),
+    system_prompt: t("system-prompt template") };
+  var PII_KINDS = { email: t("email address"), iban: t("IBAN"), card: t("card number"),
+    national_id: t("national ID"), ip_address: t("IP address"), phone: t("phone number") };
+  var PROMPT_MODES = { prepend: t("prepended"), replace: t("replaced the system message"),
+    if_missing: t("the conversation had no system message") };
+  function known(table, code) { return Object.prototype.hasOwnProperty.call(table, code) ? table[code] : code; }
+  function pluginDetail(detail) {
+    if (!detail) { return ""; }
+    if (typeof detail === "string") { return detail; }
+    var parts = [];
+    if (detail.kinds) {
+      parts.push(Object.keys(detail.kinds).map(function (kind) {
+        return known(PII_KINDS, kind) + " × " + number.format(detail.kinds[kind]);
+      }).join(", "));
+    }
+    if (detail.matches != null) { parts.push(interpolate(tn("%s match", "%s matches", detail.matches), [number.format(detail.matches)])); }
+    if (detail.mode) { parts.push(known(PROMPT_MODES, detail.mode)); }
+    if (detail.direction === "output") { parts.push(t("in the answer")); }
+    if (detail.error) { parts.push(String(detail.error)); }
+    return parts.length ? parts.join(" · ") : JSON.stringify(detail);
   }
 
   // --- the run panel --------------------------------------------------------------
@@ -101,7 +143,7 @@
         var group = svg("g", { "class": "node" + (terminal ? " terminal" : ""), "data-node": id });
         group.appendChild(svg("rect", { x: p.x, y: p.y, width: p.w, height: p.h, rx: 8 }));
         var label = svg("text", { x: p.x + p.w / 2, y: p.y + p.h / 2 });
-        label.textContent = terminal ? (id === "__start__" ? t("start") : t("end")) : id;
+        label.textContent = terminal ? (id === "__start__" ? t("start") : t("end")) : stepName(id);
         group.appendChild(label);
         var time = svg("text", { "class": "time", x: p.x + p.w + 8, y: p.y + p.h / 2, "text-anchor": "start" });
         time.style.textAnchor = "start";
@@ -144,15 +186,16 @@
       else if (frame.type === "plugin") {
         var list = $("plugins");
         if (list.querySelector(".muted")) { list.innerHTML = ""; }
-        list.appendChild(el("li", { text: (frame.plugin || "?") + " · " + (frame.action || "") +
-          (frame.detail ? " — " + (typeof frame.detail === "string" ? frame.detail : JSON.stringify(frame.detail)) : "") }));
+        var said = pluginDetail(frame.detail);
+        list.appendChild(el("li", { text: known(PLUGINS, frame.plugin || "?") + " · " + actionName(frame.action || "") +
+          (said ? " — " + said : "") }));
       } else if (frame.type === "usage") {
         $("usage").textContent = interpolate(t("%s prompt + %s completion = %s tokens"),
           [frame.prompt_tokens, frame.completion_tokens, frame.total_tokens]);
       } else if (frame.type === "done" && frame.latency_ms != null) {
         $("usage").appendChild(el("div", { "class": "muted", text: interpolate(
-          t("first token %s ms · total %s ms"), [frame.ttft_ms == null ? "—" : Math.round(frame.ttft_ms),
-            Math.round(frame.latency_ms)]) }));
+          t("first token %s ms · total %s ms"), [frame.ttft_ms == null ? "—" : number.format(Math.round(frame.ttft_ms)),
+            number.format(Math.round(frame.latency_ms))]) }));
       }
     },
     onNode: function (frame) {
@@ -161,8 +204,7 @@
       if (frame.phase === "start") { node.classList.add("running"); return; }
       node.classList.remove("running");
       node.classList.add("done");
-      var ms = frame.ms == null ? "" : (frame.ms < 10 ? frame.ms.toFixed(1) : Math.round(frame.ms)) + " ms";
-      node.querySelector(".time").textContent = ms;
+      node.querySelector(".time").textContent = frame.ms == null ? "" : ms(frame.ms);
       this.timings.push([frame.node, frame.ms || 0]);
       var most = Math.max.apply(null, this.timings.map(function (x) { return x[1]; }).concat([1]));
       var list = $("timeline");
@@ -170,8 +212,8 @@
       this.timings.forEach(function (x) {
         var bar = el("span", {});
         bar.style.width = Math.max(2, 100 * x[1] / most) + "%";
-        list.appendChild(el("li", {}, [el("span", { text: x[0] }), el("span", { "class": "bar" }, [bar]),
-          el("span", { "class": "muted", text: (x[1] < 10 ? x[1].toFixed(1) : Math.round(x[1])) + " ms" })]));
+        list.appendChild(el("li", {}, [el("span", { text: stepName(x[0]) }), el("span", { "class": "bar" }, [bar]),
+          el("span", { "class": "muted", text: ms(x[1]) })]));
       });
     },
     onMemory: function (hits) {
@@ -293,9 +335,10 @@
     if (frame.message_id) { node.dataset.messageId = frame.message_id; }
     var meta = [];
     if (frame.stopped) { meta.push(t("stopped")); }
-    if (frame.latency_ms != null) { meta.push(number.format(Math.round(frame.latency_ms)) + " ms"); }
+    if (frame.latency_ms != null) { meta.push(ms(frame.latency_ms)); }
     if (frame.usage && frame.usage.completion_tokens) {
-      meta.push(interpolate(t("%s tokens"), [number.format(frame.usage.completion_tokens)]));
+      meta.push(interpolate(tn("%s token", "%s tokens", frame.usage.completion_tokens),
+        [number.format(frame.usage.completion_tokens)]));
     }
     var actions = el("div", { "class": "actions" });
     if (this.primary) {
@@ -380,10 +423,22 @@
       case "history":
         this.conversation = frame.conversation;
         this.messages.innerHTML = "";
+        // A regenerate stores its question again: shown once, as it was live, with the
+        // answers it replaced faded below it.
+        var asked = null;
         (frame.messages || []).forEach(function (m) {
           var text = typeof m.content === "string" ? m.content : JSON.stringify(m.content);
+          if (m.role === "user" && asked && asked.replaced && asked.text === text) {
+            asked.replaced = false;
+            if (m.in_context) { asked.node.classList.remove("superseded"); }
+            return;
+          }
           var node = self.bubble(m.role, text, { model: m.model, superseded: !m.in_context });
-          if (m.role === "assistant") { self.finish(node, { message_id: m.id, latency_ms: m.latency_ms, usage: m.usage }); }
+          if (m.role === "user") { asked = { node: node, text: text, replaced: false }; }
+          if (m.role === "assistant") {
+            if (asked && !m.in_context && asked.node.classList.contains("superseded")) { asked.replaced = true; }
+            self.finish(node, { message_id: m.id, latency_ms: m.latency_ms, usage: m.usage });
+          }
         });
         this.showEmpty();
         if (frame.waiting) { this.approval(frame.waiting); }
@@ -400,8 +455,11 @@
         if (this.primary) { Panel.reset(); }
         break;
       case "regenerate":
-        var last = this.messages.querySelectorAll(".msg");
-        last.forEach(function (node) { if (!node.classList.contains("superseded")) { node.classList.add("superseded"); } });
+        // only the answer being replaced fades: what follows the last question
+        for (var later = this.messages.lastElementChild; later && !later.classList.contains("user");
+          later = later.previousElementSibling) {
+          if (later.classList.contains("assistant")) { later.classList.add("superseded"); }
+        }
         this.running = frame.id;
         Studio.updateButtons();
         break;
@@ -487,11 +545,17 @@
     panes: [],
     comparing: false,
     init: function () {
-      [$("model"), $("model-b")].forEach(function (select, i) {
-        config.models.forEach(function (m) { select.appendChild(el("option", { value: m.name, text: m.label, title: m.description || m.label })); });
-        if (i === 1 && config.models.length > 1) { select.selectedIndex = 1; }
+      // chat models only (the server lists no others; an embedding model cannot chat)
+      var nonChat = config.non_chat_engines || [];
+      config.models = config.models.filter(function (m) { return nonChat.indexOf(m.engine) < 0; });
+      var first = config.models.some(function (m) { return m.name === config.default_model; })
+        ? config.default_model : (config.models[0] || {}).name;
+      var second = (config.models.filter(function (m) { return m.name !== first; })[0] || {}).name || first;
+      [[$("model"), first], [$("model-b"), second]].forEach(function (pick) {
+        config.models.forEach(function (m) { pick[0].appendChild(el("option", { value: m.name, text: m.label, title: m.description || m.label })); });
+        if (pick[1]) { pick[0].value = pick[1]; }
       });
-      if (!config.models.length) { status(t("No models in the registry yet: add one in the admin.")); }
+      if (!config.models.length) { status(t("No chat models in the registry yet: add one in the admin.")); }
       config.workflows.forEach(function (w) { $("workflow").appendChild(el("option", { value: w.name, text: w.label })); });
       this.panes = [new Pane($("pane-a"), $("model"), true), new Pane($("pane-b"), $("model-b"), false)];
       Panel.draw();
@@ -587,29 +651,31 @@
       }).catch(function (err) { status(err.message); });
     },
     listItem: function (c) {
-      var self = this;
-      var item = el("li", { "data-id": c.id }, [
-        el("a", { href: "#" + c.id, text: c.title, title: c.title,
+      // the link covers the whole row (CSS), so a click anywhere on it, or Enter on the
+      // focused link, opens the conversation; the title is shown as plain text
+      var self = this, title = md.plain(c.title) || t("New chat");
+      var rename = el("button", { type: "button", "class": "rename", title: t("Rename"), "aria-label": t("Rename"), text: "✎",
+        onclick: function () {
+          var renamed = window.prompt(t("New title"), title);
+          if (!renamed) { return; }
+          api("/studio/api/conversations/" + c.id + "/", { method: "POST", body: JSON.stringify({ title: renamed }) })
+            .then(function () { self.loadList(); }).catch(function (err) { status(err.message); });
+        } });
+      var remove = el("button", { type: "button", "class": "delete", title: t("Delete"), "aria-label": t("Delete"), text: "✕",
+        onclick: function () {
+          if (!window.confirm(t("Delete this conversation?"))) { return; }
+          api("/studio/api/conversations/" + c.id + "/", { method: "DELETE" }).then(function () {
+            if (self.panes[0].conversation === c.id) { self.open(null); }
+            self.loadList();
+          }).catch(function (err) { status(err.message); });
+        } });
+      return el("li", { "data-id": c.id }, [
+        el("a", { href: "#" + c.id, "class": "open", text: title, title: title,
           onclick: function (event) { event.preventDefault(); self.open(c.id); } }),
         c.updated ? el("time", { "class": "ago", datetime: c.updated, text: ago(c.updated),
           title: new Date(c.updated).toLocaleString(locale) }) : null,
-        el("button", { type: "button", "class": "rename", title: t("Rename"), text: "✎",
-          onclick: function () {
-            var title = window.prompt(t("New title"), c.title);
-            if (!title) { return; }
-            api("/studio/api/conversations/" + c.id + "/", { method: "POST", body: JSON.stringify({ title: title }) })
-              .then(function () { self.loadList(); }).catch(function (err) { status(err.message); });
-          } }),
-        el("button", { type: "button", "class": "delete", title: t("Delete"), text: "✕",
-          onclick: function () {
-            if (!window.confirm(t("Delete this conversation?"))) { return; }
-            api("/studio/api/conversations/" + c.id + "/", { method: "DELETE" }).then(function () {
-              if (self.panes[0].conversation === c.id) { self.open(null); }
-              self.loadList();
-            }).catch(function (err) { status(err.message); });
-          } }),
+        el("span", { "class": "tools" }, [rename, remove]),
       ]);
-      return item;
     },
     togglePanel: function (force) {
       var panel = $("panel"), show = force === undefined ? panel.hidden : force;

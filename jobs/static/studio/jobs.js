@@ -6,7 +6,17 @@
   const api = root.dataset.api;
   const csrf = document.querySelector("[name=csrfmiddlewaretoken]").value;
   const t = (s) => (window.gettext ? window.gettext(s) : s);
+  const format = (text, args) => (window.interpolate ? window.interpolate(text, args)
+    : text.replace(/%s/g, () => String(args.shift())));
   const number = new Intl.NumberFormat(document.documentElement.lang || undefined);
+
+  // "1 h 5 min", "3 min 20 s", "42 s": a time left, in the page's language
+  function duration(seconds) {
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    if (h) return format(t("%s h %s min"), [number.format(h), number.format(m)]);
+    if (m) return format(t("%s min %s s"), [number.format(m), number.format(s)]);
+    return format(t("%s s"), [number.format(s)]);
+  }
 
   function cell(text) {
     const td = document.createElement("td");
@@ -34,7 +44,8 @@
       const r = await fetch(url, { method: "POST", headers: { "X-CSRFToken": csrf } });
       if (!r.ok) {
         const body = await r.json().catch(() => ({}));
-        alert((body.error && body.error.message) || r.statusText);
+        alert((body.error && body.error.message) ||
+          format(t("The server answered with status %s."), [r.status]));
       }
       refresh();
     });
@@ -47,11 +58,11 @@
     tr.dataset.id = job.id;
     const processed = job.done + job.failed;
     const label = number.format(job.done) + "/" + number.format(job.total) +
-      (job.failed ? " · " + number.format(job.failed) + " " + t("failed") : "");
-    tr.append(cell(job.id), cell(job.model), cell(job.status),
+      (job.failed ? " · " + format(t("%s failed"), [number.format(job.failed)]) : "");
+    tr.append(cell(job.id), cell(job.model), cell(job.status_label || job.status),
       bar(job.total ? processed / job.total : 0, label),
-      cell(job.rate === null ? null : number.format(job.rate) + " " + t("lines/s")),
-      cell(job.eta_s === null ? null : number.format(job.eta_s) + " s"),
+      cell(job.rate === null ? null : format(t("%s lines/s"), [number.format(job.rate)])),
+      cell(job.eta_s === null ? null : duration(job.eta_s)),
       job.finished
         ? button(t("Retry failed"), job.retryable ? api + "batch/" + job.id + "/retry/" : null)
         : button(t("Cancel"), api + "batch/" + job.id + "/cancel/"));
@@ -87,7 +98,7 @@
   function tuneRow(job) {
     const tr = document.createElement("tr");
     tr.dataset.id = job.id;
-    tr.append(cell("#" + job.id), cell(job.base), cell(job.status),
+    tr.append(cell("#" + job.id), cell(job.base), cell(job.status_label || job.status),
       bar(job.progress, number.format(job.step) + "/" + number.format(job.total_steps)),
       lossChart(job.losses || []),
       cell(job.result || job.error || null),
