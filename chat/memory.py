@@ -56,7 +56,8 @@ def embed(texts: list[str]) -> list[list[float]]:
     """Normalised embeddings, one per text."""
     if not texts:
         return []
-    vectors = encoder().encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = encoder().encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)  # no bar per call in the logs
     return vectors.tolist()
 
 

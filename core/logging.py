@@ -78,6 +78,24 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class DemoteToDebug(logging.Filter):
+    """Logs the INFO records ``routine`` picks at DEBUG instead: kept when the logger is
+    set to DEBUG, dropped otherwise. For lines that repeat every few seconds and say
+    only that all is well (a scheduler's ticks); other levels pass untouched, so a
+    warning or an error of the same work is never hidden. Attach it to the logger that
+    makes the records (a logger's filters do not see its children's records)."""
+
+    def __init__(self, routine: Callable[[logging.LogRecord], bool]):
+        super().__init__()
+        self.routine = routine
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not self.routine(record):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 class JsonFormatter(_JsonFormatter):
     """One JSON object per line: ``time``, ``level``, ``logger``, ``message``,
     ``process``, the context fields when set, ``exc_info`` and any ``extra=``."""

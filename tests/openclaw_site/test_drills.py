@@ -121,7 +121,10 @@ def instance(openai_server_session):
     with open(data_dir / "up.log", "wb") as log:  # a file: a pipe nobody reads fills up
         process = subprocess.Popen(
             [*OPENCLAW, "up", "--port", str(port), "--data-dir", str(data_dir)],
-            env=clean_env(OPENCLAW_SCHEDULE_TICK_S="1"), stdout=log, stderr=subprocess.STDOUT)
+            # DEBUG: beat's ticks, logged at DEBUG (openclaw_site/celery.py), are the
+            # evidence that beat and the worker came back
+            env=clean_env(OPENCLAW_SCHEDULE_TICK_S="1", OPENCLAW_LOG_LEVEL="DEBUG"),
+            stdout=log, stderr=subprocess.STDOUT)
     up = Instance(process, data_dir, f"http://127.0.0.1:{port}")
     try:
         wait_ready(up.base, process)

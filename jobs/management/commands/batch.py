@@ -2,7 +2,9 @@
 command line (OpenAI batch JSONL: ``custom_id``, ``method``, ``url``, ``body``).
 
 ``submit FILE --model M --wait`` and ``status ID --watch`` draw a progress bar
-(done/failed/total, lines/s, ETA) until the job ends.
+(done/failed/total, lines/s, ETA) until the job ends; ``--wait`` then says what
+``status`` says: the counts, the invalid input lines (numbered, with the reason, never
+run) and the status, in the user's language.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from jobs import batch, batch_files, batch_wire
 from jobs.batch import BatchRefused
@@ -67,13 +70,15 @@ class Command(BaseCommand):
         upload = batch_files.create_file(path.read_bytes(), path.name, owner=api_key.family
                                    if api_key else "")
         job = batch.create_job(upload, model=model, api_key=api_key, chunk_size=chunk_size)
-        if json:
-            self.stdout.write(_json(batch_wire.batch_object(job)))
-        else:
+        if not json:
             self.stdout.write(_("submitted %(id)s (%(file)s, %(bytes)d bytes)")
                               % {"id": job.pk, "file": path.name, "bytes": upload.bytes})
         if wait:
-            self._follow(job.pk)
+            job = self._follow(job.pk)
+        if json:  # one document: the job as it ended (--wait) or as it starts
+            self.stdout.write(_json(batch_wire.batch_object(job)))
+        elif wait:
+            self._report(job)
 
     def _status(self, id, watch, json, **_options):
         job = self._job(id)
@@ -82,7 +87,11 @@ class Command(BaseCommand):
         if json:
             self.stdout.write(_json(batch_wire.batch_object(job)))
             return
-        self.stdout.write(f"{job.pk}  {job.progress_line()}")
+        self._report(job)
+
+    def _report(self, job: BatchJob) -> None:
+        """The job's line, then its invalid input lines: numbered, with the reason."""
+        self.stdout.write(f"{job.pk}  {progress_line(job)}")
         for problem in job.validation_errors[:20]:
             self.stdout.write(_("  line %(line)s: %(message)s") % problem)
         if len(job.validation_errors) > 20:
@@ -96,7 +105,7 @@ class Command(BaseCommand):
         if not file_id:
             problem = (_("%(id)s has no error file yet (status %(status)s)") if errors else
                        _("%(id)s has no result file yet (status %(status)s)"))
-            raise CommandError(problem % {"id": job.pk, "status": job.status})
+            raise CommandError(problem % {"id": job.pk, "status": job.get_status_display()})
         content = batch_files.file_content(BatchFile.objects.get(pk=file_id))
         if output:
             Path(output).write_bytes(content)
@@ -108,7 +117,7 @@ class Command(BaseCommand):
     def _cancel(self, id, **_options):
         job = batch.cancel_job(self._job(id))
         self.stdout.write(_("%(id)s: %(status)s (%(done)d done, %(failed)d failed)")
-                          % {"id": job.pk, "status": job.status, "done": job.done,
+                          % {"id": job.pk, "status": job.get_status_display(), "done": job.done,
                              "failed": job.failed})
 
     def _retry(self, id, **_options):
@@ -120,17 +129,36 @@ class Command(BaseCommand):
     def _list(self, limit, **_options):
         for job in BatchJob.objects.order_by("-created_at")[:limit]:
             self.stdout.write(f"{job.pk}  {job.created_at:%Y-%m-%d %H:%M}  "
-                              f"{job.progress_line(width=20)}")
+                              f"{progress_line(job, width=20)}")
 
     def _follow(self, job_id) -> BatchJob:
         """Redraw the progress line until the job ends (on one line when a terminal)."""
-        return follow(lambda: self._job(job_id), self.stderr)
+        return follow(lambda: self._job(job_id), self.stderr, line=progress_line)
 
     def _job(self, job_id: str) -> BatchJob:
         job = BatchJob.objects.filter(pk=job_id).first()
         if job is None:
             raise CommandError(_("no batch job %(id)r (openclaw batch list)") % {"id": job_id})
         return job
+
+
+def progress_line(job: BatchJob, width: int = 30) -> str:
+    """``[#####-----] 512/1000 ok · 3 failed · 1 invalid line · 120 lines/s · ETA 4 s ·
+    in progress``: the model's ``progress_line`` in the user's language, the invalid
+    input lines (never run, so not in ``total``) counted, the status by its label."""
+    filled = round(width * job.progress)
+    parts = [f"[{'#' * filled}{'-' * (width - filled)}] "
+             + _("%(done)d/%(total)d ok") % {"done": job.done, "total": job.total},
+             _("%(failed)d failed") % {"failed": job.failed}]
+    if invalid := len(job.validation_errors):
+        parts.append(ngettext("%(count)d invalid line", "%(count)d invalid lines", invalid)
+                     % {"count": invalid})
+    if rate := job.rate():
+        parts.append(_("%(rate).0f lines/s") % {"rate": rate})
+    if (eta := job.eta_seconds()) is not None:
+        parts.append(_("ETA %(seconds).0f s") % {"seconds": eta})
+    parts.append(str(job.get_status_display()))
+    return " · ".join(parts)
 
 
 def _json(value) -> str:
