@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.utils.translation import gettext as _
+
 from .engines.base import EndpointConfig, Engine
 from .errors import EngineUnavailable
 from .remote import WorkerEngine
@@ -45,8 +47,8 @@ def engine_class(kind: str) -> type[Engine]:
         return _engines[kind]
     except KeyError:
         raise EngineUnavailable(
-            f"no engine for kind {kind!r} in this process (registered: "
-            f"{', '.join(registered_kinds()) or 'none'})"
+            _("no engine for kind “%(kind)s” in this process (registered: %(kinds)s)")
+            % {"kind": kind, "kinds": ", ".join(registered_kinds()) or _("none")}
         ) from None
 
 

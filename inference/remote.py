@@ -20,6 +20,8 @@ from dataclasses import asdict
 from asgiref.sync import sync_to_async
 from celery import current_app
 from channels.layers import get_channel_layer
+from django.utils import translation
+from django.utils.translation import gettext as _
 
 from .engines.base import ChatRequest, Delta, EndpointConfig, Engine
 from .errors import ConnectionFailed, EngineError, EngineTimeout
@@ -74,7 +76,7 @@ class WorkerEngine(Engine):
         await asyncio.to_thread(
             current_app.send_task, GENERATE_TASK,
             kwargs={"config": config, "request": request_to_dict(request),
-                    "reply_channel": reply},
+                    "reply_channel": reply, "language": translation.get_language()},
             queue=engine_queue(self.config.gpu_id), expires=self.config.first_byte_timeout,
         )
 
@@ -114,11 +116,15 @@ class WorkerEngine(Engine):
             pass
         if time.monotonic() >= deadline - 0.001:
             phase = "total" if got_token else "first_byte"
-            where = "the worker" if accepted else "no worker took the request"
-            raise EngineTimeout(f"{self.config.name}: timed out ({phase}); {where}",
+            if accepted:
+                message = _("%(model)s: the worker timed out (%(phase)s)")
+            else:
+                message = _("%(model)s: timed out (%(phase)s); no worker took the request")
+            raise EngineTimeout(message % {"model": self.config.name, "phase": phase},
                                 phase=phase) from None
-        raise ConnectionFailed(f"{self.config.name}: the worker stopped answering "
-                               f"(no heartbeat for {LIVENESS_S:.0f} s; did it die?)")
+        raise ConnectionFailed(_("%(model)s: the worker stopped answering (no heartbeat for "
+                                 "%(seconds).0f s; did it die?)")
+                               % {"model": self.config.name, "seconds": LIVENESS_S})
 
     async def cancel(self, request_id: str) -> None:
         control = self._controls.get(request_id)

@@ -11,6 +11,8 @@ import socket
 from collections.abc import Iterable
 
 from channels.layers import get_channel_layer
+from django.utils import translation
+from django.utils.translation import gettext as _
 
 from .engines.base import ChatRequest, EndpointConfig
 from .errors import EngineError, EngineTimeout
@@ -22,13 +24,23 @@ from .remote import engine_queue
 logger = logging.getLogger(__name__)
 
 
-def run_generation(config: dict, request: dict, reply_channel: str) -> None:
-    """Generate for a caller waiting on ``reply_channel`` (called by the Celery task)."""
+def run_generation(config: dict, request: dict, reply_channel: str,
+                   language: str | None = None) -> None:
+    """Generate for a caller waiting on ``reply_channel`` (called by the Celery task),
+    its errors in the caller's ``language`` (None: the default)."""
     get_pool().run(_generate(EndpointConfig(**config), request_from_dict(request),
-                             reply_channel))
+                             reply_channel, language))
 
 
-async def _generate(config: EndpointConfig, request: ChatRequest, reply: str) -> None:
+async def _generate(config: EndpointConfig, request: ChatRequest, reply: str,
+                    language: str | None = None) -> None:
+    # On the pool's loop, in a task of its own: the language holds for this request only.
+    with translation.override(language) if language else contextlib.nullcontext():
+        await _generate_in_language(config, request, reply)
+
+
+async def _generate_in_language(config: EndpointConfig, request: ChatRequest,
+                                reply: str) -> None:
     layer = get_channel_layer()
     control = await layer.new_channel("oc.ctl.")
     await layer.send(reply, {"type": "gen.accepted", "worker": socket.gethostname(),
@@ -39,7 +51,8 @@ async def _generate(config: EndpointConfig, request: ChatRequest, reply: str) ->
             await _stream(config, request, layer, reply, control)
     except TimeoutError:
         await layer.send(reply, error_message(EngineTimeout(
-            f"{config.name}: generation exceeded {config.total_timeout:.0f} s", phase="total")))
+            _("%(model)s: generation exceeded %(seconds).0f s")
+            % {"model": config.name, "seconds": config.total_timeout}, phase="total")))
     except EngineError as exc:
         await layer.send(reply, error_message(exc))
     except Exception as exc:  # an engine bug: the caller gets an error, the worker lives on

@@ -27,15 +27,20 @@ def ping(sent_at: float) -> dict:
 
 
 @shared_task(name="inference.generate", ignore_result=True, acks_late=False)
-def generate(config: dict, request: dict, reply_channel: str) -> None:
+def generate(config: dict, request: dict, reply_channel: str,
+             language: str | None = None) -> None:
     """Stream one generation back to the caller on ``reply_channel``.
 
     ``config`` is the endpoint as the caller just read it from the registry
     (no secrets), so an admin edit applies from the next request on. Acked on
     receipt, not retried: a caller whose worker died has been told so and has
-    moved on.
+    moved on. ``language`` is the caller's (one of ``LANGUAGES``; anything else, or
+    None from a caller before it was sent, is the default): the errors the engine
+    raises here are read by that caller.
     """
-    services.run_generation(config, request, reply_channel)
+    if language not in dict(settings.LANGUAGES):
+        language = None
+    services.run_generation(config, request, reply_channel, language)
 
 
 @shared_task(name="inference.pool_status")

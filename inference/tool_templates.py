@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from .errors import BadRequest
 
 # Whitespace is written out as string literals ("\n"), every tag trimmed ({%- -%}),
@@ -164,7 +166,8 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]],
     try:
         return tokenizer.apply_chat_template(template_messages(messages), **options)
     except Exception as exc:  # jinja errors: roles or shapes the template refuses
-        raise BadRequest(f"the chat template rejected the messages: {exc}") from None
+        raise BadRequest(_("the chat template rejected the messages: %(error)s")
+                         % {"error": exc}) from None
 
 
 def _text(content: Any) -> str:

@@ -52,8 +52,9 @@ class BatchJobAdmin(admin.ModelAdmin):
     def progress(self, job: BatchJob) -> str:
         percent = 100 * job.processed / job.total if job.total else 0
         return format_html(
-            '<progress max="100" value="{}"></progress> {} / {} ({} failed)',
-            f"{percent:.0f}", job.done, job.total, job.failed)
+            '<progress max="100" value="{}"></progress> {}', f"{percent:.0f}",
+            _("%(done)d / %(total)d (%(failed)d failed)")
+            % {"done": job.done, "total": job.total, "failed": job.failed})
 
     @admin.display(description=_("lines/s"))
     def rate(self, job: BatchJob) -> str:

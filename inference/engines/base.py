@@ -9,9 +9,15 @@ stream of :class:`Delta` s, an async ``generate`` that collects it, and
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+from django.utils import translation
+from django.utils.translation import gettext as _
 
 from ..errors import EngineUnavailable, Unsupported
 
@@ -285,8 +291,10 @@ class Engine(abc.ABC):
         honoured = cls.honoured(config)
         for name, asks in SHAPING_FIELDS.items():
             if name not in honoured and name in request.extra and asks(request.extra[name]):
-                raise Unsupported(f"{config.name}: “{name}” is not supported by the "
-                                 f"{cls.kind or config.engine} engine", param=name)
+                raise Unsupported(_("%(model)s: “%(field)s” is not supported by the "
+                                    "%(engine)s engine")
+                                  % {"model": config.name, "field": name,
+                                     "engine": cls.kind or config.engine}, param=name)
 
     def __init__(self, config: EndpointConfig):
         self.config = config
@@ -294,7 +302,7 @@ class Engine(abc.ABC):
     async def load(self) -> None:  # noqa: B027 - optional hook
         """Load weights / build the runtime; the worker pool calls it once, before use.
 
-        Heavy engines do their blocking work in a thread (``asyncio.to_thread``)
+        Heavy engines do their blocking work in a thread (``in_thread``)
         so other requests on the worker's loop keep streaming.
         """
 
@@ -311,11 +319,31 @@ class Engine(abc.ABC):
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         """One vector per text; engines that make embeddings override it."""
-        raise EngineUnavailable(f"{self.config.name}: the {self.kind or 'this'} engine does "
-                                "not make embeddings")
+        raise EngineUnavailable(_("%(model)s: the %(engine)s engine does not make embeddings")
+                                % {"model": self.config.name,
+                                   "engine": self.kind or self.config.engine})
 
     async def cancel(self, request_id: str) -> None:  # noqa: B027 - optional hook
         """Stop generating for ``request_id``; engines with server-side work override."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the engine holds (connections, models)."""
+
+
+T = TypeVar("T")
+
+
+async def in_thread(function: Callable[..., T], *args: Any,
+                    executor: Executor | None = None) -> T:
+    """``function(*args)`` in a thread (``executor``, else the loop's default), under the
+    caller's language: Django's active language is per thread, and an error the thread
+    builds (a model that will not load, a template that refuses the messages) is for
+    the caller, who may have asked in 中文."""
+    language = translation.get_language()
+
+    def run() -> T:
+        with translation.override(language):
+            return function(*args)
+
+    context = contextvars.copy_context()  # as asyncio.to_thread does
+    return await asyncio.get_running_loop().run_in_executor(executor, context.run, run)

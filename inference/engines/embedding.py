@@ -14,9 +14,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from ..errors import BadRequest, EngineUnavailable
 from ..registry import register_engine
-from .base import ChatRequest, Completion, Delta, EmbeddingResult, Engine
+from .base import ChatRequest, Completion, Delta, EmbeddingResult, Engine, in_thread
 
 _models: dict[str, Any] = {}  # path ("" for the bundled model) → SentenceTransformer
 _locks: dict[str, asyncio.Lock] = {}
@@ -34,8 +36,8 @@ def _load(path: str) -> Any:
 
         return SentenceTransformer(path, device="cpu")
     except ImportError as exc:
-        raise EngineUnavailable(f"the embedding engine needs {exc.name}: "
-                                "pip install -e '.[local]'") from None
+        raise EngineUnavailable(_("the embedding engine needs %(package)s: "
+                                  "pip install -e '.[local]'") % {"package": exc.name}) from None
 
 
 async def load_model(path: str) -> Any:
@@ -44,12 +46,13 @@ async def load_model(path: str) -> Any:
         return model
     async with _locks.setdefault(path, asyncio.Lock()):
         if path not in _models:
-            _models[path] = await asyncio.to_thread(_load, path)
+            _models[path] = await in_thread(_load, path)
     return _models[path]
 
 
 def _encode(model: Any, texts: list[str]) -> EmbeddingResult:
-    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=False)  # a bar per call, logged as warnings
     ids = model.tokenizer(texts, truncation=True,
                           max_length=model.max_seq_length)["input_ids"]
     return EmbeddingResult(vectors.tolist(), sum(len(row) for row in ids))
@@ -67,10 +70,10 @@ class EmbeddingEngine(Engine):
         return await asyncio.to_thread(_encode, model, texts)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
-        raise BadRequest(f"{self.config.name}: an embedding model cannot chat; "
-                         "use /v1/embeddings")
+        raise BadRequest(_("%(model)s: an embedding model cannot chat; use /v1/embeddings")
+                         % {"model": self.config.name})
         yield  # pragma: no cover - makes this an async generator
 
     async def generate(self, request: ChatRequest) -> Completion:
-        raise BadRequest(f"{self.config.name}: an embedding model cannot chat; "
-                         "use /v1/embeddings")
+        raise BadRequest(_("%(model)s: an embedding model cannot chat; use /v1/embeddings")
+                         % {"model": self.config.name})

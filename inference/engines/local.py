@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from ..errors import Unsupported
 from ..tool_parsing import PARSERS, TOOL_FIELDS
 from .base import ChatRequest, EndpointConfig, Engine
@@ -32,6 +34,7 @@ class LocalEngine(Engine):
         super().check_request(config, request)
         choice: Any = request.extra.get("tool_choice")
         if choice == "required" or isinstance(choice, dict):
-            raise Unsupported(f"{config.name}: the {cls.kind or config.engine} engine cannot "
-                              "force a tool call (tool_choice “required” or a named "
-                              "function); use “auto”", param="tool_choice")
+            raise Unsupported(_("%(model)s: the %(engine)s engine cannot force a tool call "
+                                "(tool_choice “required” or a named function); use “auto”")
+                              % {"model": config.name, "engine": cls.kind or config.engine},
+                              param="tool_choice")

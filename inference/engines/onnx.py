@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from ..errors import ContextTooLong, EngineUnavailable
 from ..registry import register_engine
 from ..tool_parsing import tools_in_play, with_tool_calls
 from ..tool_templates import tool_prompt_ids, uses_tool_template
-from .base import ChatRequest, Delta, EndpointConfig, Usage
+from .base import ChatRequest, Delta, EndpointConfig, Usage, in_thread
 from .local import LocalEngine
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class OnnxEngine(LocalEngine):
         """Open the ONNX Runtime session and the tokenizer (in a thread); once."""
         async with self._load_lock:
             if self._model is None:
-                self._model, self._tokenizer = await asyncio.to_thread(self._load_blocking)
+                self._model, self._tokenizer = await in_thread(self._load_blocking)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         """The request's deltas, its tool calls read out of the text (``with_tool_calls``)."""
@@ -83,9 +85,8 @@ class OnnxEngine(LocalEngine):
         await self.load()
         model, tokenizer = self._model, self._tokenizer
         assert model is not None  # load() set it
-        prompt = await asyncio.to_thread(_prompt_ids, tokenizer, request.messages,
-                                         self.config.tool_format,
-                                         tools_in_play(self.config, request))
+        prompt = await in_thread(_prompt_ids, tokenizer, request.messages,
+                                 self.config.tool_format, tools_in_play(self.config, request))
         budget = self._budget(model, len(prompt), request)
         sampler = _Sampler.for_request(request, self.config.params)
         text = _TextStream(tokenizer, request.stop or [])
@@ -140,8 +141,10 @@ class OnnxEngine(LocalEngine):
         if model.max_positions:
             window = min(window, model.max_positions)
         if prompt_tokens >= window:
-            raise ContextTooLong(f"{self.config.name}: the prompt has {prompt_tokens} tokens; "
-                                 f"the context window is {window}")
+            raise ContextTooLong(_("%(model)s: the prompt has %(prompt)d tokens; the context "
+                                   "window is %(window)d")
+                                 % {"model": self.config.name, "prompt": prompt_tokens,
+                                    "window": window})
         wanted = request.max_tokens or self.config.max_output_tokens
         return min(wanted, window - prompt_tokens)
 
@@ -152,14 +155,15 @@ class OnnxEngine(LocalEngine):
             # onnxruntime: heavy and optional (the local extra), loaded only in a worker
             import onnxruntime
         except ImportError:
-            raise EngineUnavailable("onnxruntime is not installed: pip install onnxruntime "
-                                    "(or onnxruntime-gpu)") from None
+            raise EngineUnavailable(_("onnxruntime is not installed: pip install onnxruntime "
+                                      "(or onnxruntime-gpu)")) from None
         session = onnxruntime.InferenceSession(str(model_file),
                                                providers=self._providers(onnxruntime))
         if self.config.gpu_id is not None and "CUDAExecutionProvider" not in (
                 session.get_providers()):
-            raise EngineUnavailable(f"{self.config.name}: ONNX Runtime could not start CUDA on "
-                                    f"GPU {self.config.gpu_id} (see the worker's log)")
+            raise EngineUnavailable(_("%(model)s: ONNX Runtime could not start CUDA on GPU "
+                                      "%(gpu)s (see the worker's log)")
+                                    % {"model": self.config.name, "gpu": self.config.gpu_id})
         tokenizer = _tokenizer(folder)
         model = _OnnxModel(session, _read_json(folder / "config.json"),
                            _read_json(folder / "generation_config.json"), tokenizer)
@@ -173,9 +177,9 @@ class OnnxEngine(LocalEngine):
             return ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise EngineUnavailable(
-                f"{self.config.name}: the endpoint asks for GPU {gpu}, but this onnxruntime "
-                "has no CUDAExecutionProvider: pip install onnxruntime-gpu, or clear gpu_id "
-                "to run on the CPU")
+                _("%(model)s: the endpoint asks for GPU %(gpu)s, but this onnxruntime has no "
+                  "CUDAExecutionProvider: pip install onnxruntime-gpu, or clear gpu_id to run "
+                  "on the CPU") % {"model": self.config.name, "gpu": gpu})
         return [("CUDAExecutionProvider", {"device_id": gpu}), "CPUExecutionProvider"]
 
 
@@ -184,13 +188,19 @@ class OnnxEngine(LocalEngine):
 
 def _model_file(folder: Path) -> Path:
     if not folder.is_dir():
-        raise EngineUnavailable(f"ONNX model folder {folder} does not exist")
+        raise EngineUnavailable(_("ONNX model folder %(folder)s does not exist")
+                                % {"folder": folder})
     if (folder / MODEL_FILE).is_file():
         return folder / MODEL_FILE
     found = sorted(folder.glob("*.onnx"))
     if len(found) != 1:
-        what = "no .onnx file" if not found else f"{len(found)} .onnx files and no {MODEL_FILE}"
-        raise EngineUnavailable(f"ONNX model folder {folder} has {what}")
+        if not found:
+            message = _("ONNX model folder %(folder)s has no .onnx file")
+        else:
+            message = _("ONNX model folder %(folder)s has %(count)d .onnx files and no "
+                        "%(file)s")
+        raise EngineUnavailable(message % {"folder": folder, "count": len(found),
+                                           "file": MODEL_FILE})
     return found[0]
 
 
@@ -201,7 +211,8 @@ def _tokenizer(folder: Path):
     try:
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
-        raise EngineUnavailable(f"ONNX model folder {folder}: no usable tokenizer ({exc})") from exc
+        raise EngineUnavailable(_("ONNX model folder %(folder)s: no usable tokenizer "
+                                  "(%(error)s)") % {"folder": folder, "error": exc}) from exc
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -232,13 +243,14 @@ class _OnnxModel:
         self.past = [name for name in inputs if name.startswith(PAST_PREFIX)]
         unknown = set(inputs) - {"input_ids", "attention_mask", "position_ids", *self.past}
         if "input_ids" not in inputs or unknown:
-            raise EngineUnavailable(f"the ONNX graph's inputs are not a causal LM's: "
-                                    f"{sorted(inputs)}")
+            raise EngineUnavailable(_("the ONNX graph's inputs are not a causal LM's: "
+                                      "%(inputs)s") % {"inputs": sorted(inputs)})
         self.outputs = [o.name for o in session.get_outputs()]
         self.presents = {name: "present." + name[len(PAST_PREFIX):] for name in self.past}
         missing = set(self.presents.values()) - set(self.outputs)
         if missing:
-            raise EngineUnavailable(f"the ONNX graph lacks the outputs {sorted(missing)}")
+            raise EngineUnavailable(_("the ONNX graph lacks the outputs %(outputs)s")
+                                    % {"outputs": sorted(missing)})
         self.inputs = set(inputs)
         self.id_type = _NUMPY_TYPES.get(inputs["input_ids"].type, "int64")
         self.empty_past = self._empty_past(inputs, config)

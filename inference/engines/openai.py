@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from django.utils.translation import gettext as _
 
 from ..errors import (
     ConnectionFailed,
@@ -216,12 +217,14 @@ class OpenAIEngine(Engine):
         payload = await self._call_json("POST", url, body, self.config.total_timeout, "total")
         data = payload.get("data")
         if not isinstance(data, list) or len(data) != len(texts):
-            raise ServerError(f"{self.config.name}: expected {len(texts)} embeddings")
+            raise ServerError(_("%(model)s: expected %(count)d embeddings")
+                              % {"model": self.config.name, "count": len(texts)})
         try:
             rows = sorted(data, key=lambda row: row.get("index", 0))
             vectors = [[float(v) for v in row["embedding"]] for row in rows]
         except (AttributeError, KeyError, TypeError, ValueError):
-            raise ServerError(f"{self.config.name}: malformed embeddings answer") from None
+            raise ServerError(_("%(model)s: malformed embeddings answer")
+                              % {"model": self.config.name}) from None
         usage = payload.get("usage")
         if not isinstance(usage, dict):
             usage = {}
@@ -329,8 +332,9 @@ class OpenAIEngine(Engine):
 
     def _finish(self, state: StreamState, emit: Callable[[Delta], None]) -> None:
         if not state.done and not state.answered:
-            raise ConnectionFailed(f"{self.config.name}: stream ended after {state.tokens} "
-                                   "tokens without a finish_reason or [DONE]")
+            raise ConnectionFailed(_("%(model)s: stream ended after %(tokens)d tokens without "
+                                     "a finish_reason or [DONE]")
+                                   % {"model": self.config.name, "tokens": state.tokens})
         state.finished = True
         indexes = sorted(state.choices) or [0]
         for index in indexes:  # the usage rides on the last
@@ -415,7 +419,8 @@ class OpenAIEngine(Engine):
             payload = None
         if not isinstance(payload, dict):
             snippet = clean_message(raw.decode("utf-8", "replace"), self.config.api_key)
-            raise ServerError(f"{self.config.name}: not a JSON object: {snippet!r}")
+            raise ServerError(_("%(model)s: not a JSON object: %(answer)s")
+                              % {"model": self.config.name, "answer": repr(snippet)})
         return payload
 
     def _http_error(self, response: aiohttp.ClientResponse, body: bytes) -> EngineError:
@@ -431,23 +436,35 @@ class OpenAIEngine(Engine):
         limit = {"connect": self.config.connect_timeout,
                  "first_byte": self.config.first_byte_timeout,
                  "total": self.config.total_timeout}[phase]
-        what = {"connect": "no connection", "first_byte": "no first byte",
-                "total": "answer not finished"}[phase]
-        after = f" ({state.tokens} tokens received)" if state and state.tokens else ""
-        return EngineTimeout(f"{self.config.name}: {what} within {limit:g} s{after}",
-                             phase=phase)
+        tokens = state.tokens if state else 0
+        if phase == "connect":
+            message = _("%(model)s: no connection within %(seconds)g s")
+        elif phase == "first_byte" and tokens:
+            message = _("%(model)s: no first byte within %(seconds)g s (%(tokens)d tokens "
+                        "received)")
+        elif phase == "first_byte":
+            message = _("%(model)s: no first byte within %(seconds)g s")
+        elif tokens:
+            message = _("%(model)s: answer not finished within %(seconds)g s (%(tokens)d "
+                        "tokens received)")
+        else:
+            message = _("%(model)s: answer not finished within %(seconds)g s")
+        return EngineTimeout(message % {"model": self.config.name, "seconds": limit,
+                                        "tokens": tokens}, phase=phase)
 
     def _transport_error(self, exc: Exception, state: StreamState | None) -> EngineError:
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return self._timeout("connect")
         if isinstance(exc, aiohttp.ServerTimeoutError):  # sock_read: not set, kept safe
             return self._timeout("first_byte", state)
-        if state is not None and state.started:
-            where = f"connection dropped after {state.tokens} tokens"
-        else:
-            where = f"connection to {self.chat_url} failed"
         detail = clean_message(f"{type(exc).__name__}: {exc}", self.config.api_key)
-        return ConnectionFailed(f"{self.config.name}: {where}: {detail}")
+        if state is not None and state.started:
+            message = _("%(model)s: connection dropped after %(tokens)d tokens: %(error)s")
+        else:
+            message = _("%(model)s: connection to %(url)s failed: %(error)s")
+        return ConnectionFailed(message % {"model": self.config.name, "url": self.chat_url,
+                                           "tokens": state.tokens if state else 0,
+                                           "error": detail})
 
     def _track(self, request_id: str, task: asyncio.Task[Any]) -> None:
         if request_id:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from django.utils.translation import gettext as _
 from yarl import URL
 
 from ..errors import (
@@ -312,7 +313,8 @@ def error_from_response(name: str, status: int, headers: Mapping[str, str], body
                         secret: str = "") -> EngineError:
     """The exception for an HTTP error answer; ``secret`` is scrubbed from the message."""
     code, message = _error_details(body)
-    text = f"{name}: HTTP {status}: {clean_message(message, secret) or 'no message'}"
+    text = _("%(model)s: HTTP %(status)d: %(error)s") % {
+        "model": name, "status": status, "error": clean_message(message, secret) or _("no message")}
     if status in (401, 403):
         return AuthFailed(text, status=status)
     if status == 429:

@@ -32,17 +32,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from ..errors import ContextTooLong, EngineError, EngineUnavailable, ServerError
 from ..registry import register_engine
 from ..tool_parsing import tools_in_play, with_tool_calls
 from ..tool_templates import tool_prompt_text, uses_tool_template
-from .base import ChatRequest, Delta, EndpointConfig, Usage
+from .base import ChatRequest, Delta, EndpointConfig, Usage, in_thread
 from .local import LocalEngine
 
 logger = logging.getLogger(__name__)
 
 CANCELLED = "cancelled"  # finish_reason of a stream stopped by cancel()
-INSTALL_HINT = "TensorRT-LLM is not installed: pip install -e '.[gpu]' on an NVIDIA GPU node"
 _CONTEXT_MESSAGE = re.compile(r"context|max_seq_len|max_input_len|too long|exceeds", re.I)
 
 
@@ -71,7 +72,7 @@ class TensorRTLLMEngine(LocalEngine):
         """Pin the GPU, import TensorRT-LLM and build the LLM (in a thread: it takes minutes)."""
         async with self._load_lock:
             if self._llm is None:
-                self._llm, self._sampling_params = await asyncio.to_thread(self._build)
+                self._llm, self._sampling_params = await in_thread(self._build)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         """The request's deltas, its tool calls read out of the text (``with_tool_calls``)."""
@@ -134,7 +135,8 @@ class TensorRTLLMEngine(LocalEngine):
             # tensorrt_llm: the gpu extra, importable only on an NVIDIA GPU node
             from tensorrt_llm import LLM, SamplingParams
         except ImportError as exc:
-            raise EngineUnavailable(INSTALL_HINT) from exc
+            raise EngineUnavailable(_("TensorRT-LLM is not installed: pip install -e '.[gpu]' "
+                                      "on an NVIDIA GPU node")) from exc
         llm = LLM(model=self.config.path, **dict(self.config.params.get("llm_args") or {}))
         logger.info("%s: TensorRT-LLM loaded %s on GPU %s", self.config.name, self.config.path,
                     self.config.gpu_id)
@@ -186,11 +188,14 @@ class TensorRTLLMEngine(LocalEngine):
     def _check_window(self, prompt_tokens: int) -> None:
         """After the first output (the prompt's length is known then); stream() aborts it."""
         if prompt_tokens >= self.config.context_window:
-            raise ContextTooLong(f"{self.config.name}: the prompt has {prompt_tokens} tokens; "
-                                 f"the context window is {self.config.context_window}")
+            raise ContextTooLong(_("%(model)s: the prompt has %(prompt)d tokens; the context "
+                                   "window is %(window)d")
+                                 % {"model": self.config.name, "prompt": prompt_tokens,
+                                    "window": self.config.context_window})
 
     def _error(self, exc: Exception) -> EngineError:
-        message = f"{self.config.name}: TensorRT-LLM: {exc}"
+        message = _("%(model)s: TensorRT-LLM: %(error)s") % {"model": self.config.name,
+                                                             "error": exc}
         if isinstance(exc, ValueError) and _CONTEXT_MESSAGE.search(str(exc)):
             return ContextTooLong(message)
         return ServerError(message)
@@ -199,17 +204,18 @@ class TensorRTLLMEngine(LocalEngine):
 def _pin_gpu(config: EndpointConfig) -> None:
     """``CUDA_VISIBLE_DEVICES=<gpu_id>`` for this process, before CUDA starts."""
     if config.gpu_id is None:
-        raise EngineUnavailable(f"{config.name}: TensorRT-LLM runs on a GPU: give the endpoint "
-                                "a gpu_id (0 for the first)")
+        raise EngineUnavailable(_("%(model)s: TensorRT-LLM runs on a GPU: give the endpoint a "
+                                  "gpu_id (0 for the first)") % {"model": config.name})
     wanted = str(config.gpu_id)
     current = os.environ.get("CUDA_VISIBLE_DEVICES")
     if current is None:
         os.environ["CUDA_VISIBLE_DEVICES"] = wanted
     elif current != wanted:
         raise EngineUnavailable(
-            f"{config.name} wants GPU {wanted}, but this worker process sees only "
-            f"CUDA_VISIBLE_DEVICES={current!r}: a worker serves one GPU; start one worker per "
-            "GPU (its CUDA_VISIBLE_DEVICES unset or set to that GPU)")
+            _("%(model)s wants GPU %(gpu)s, but this worker process sees only "
+              "CUDA_VISIBLE_DEVICES=%(visible)s: a worker serves one GPU; start one worker per "
+              "GPU (its CUDA_VISIBLE_DEVICES unset or set to that GPU)")
+            % {"model": config.name, "gpu": wanted, "visible": current})
 
 
 async def _until_cancelled(running: _Running) -> AsyncIterator[Any]:

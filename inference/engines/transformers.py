@@ -39,11 +39,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from django.utils import translation
+from django.utils.translation import gettext as _
+
 from ..errors import BadRequest, ContextTooLong, EngineError, EngineUnavailable
 from ..registry import register_engine
 from ..tool_parsing import tools_in_play, with_tool_calls
 from ..tool_templates import tool_prompt_ids, uses_tool_template
-from .base import ChatRequest, Delta, EndpointConfig
+from .base import ChatRequest, Delta, EndpointConfig, in_thread
 from .local import LocalEngine
 from .transformers_batching import (
     DEFAULT_BATCH_WAIT_MS,
@@ -103,7 +106,7 @@ class TransformersEngine(LocalEngine):
         """Read the tokenizer and the weights (in a thread); later calls do nothing."""
         async with self._load_lock:
             if self._closing:
-                raise EngineUnavailable(f"{self.config.name}: the engine was closed")
+                raise self._closed()
             if self._model is None:
                 started = time.monotonic()
                 await self._in_thread(self._load_sync)
@@ -118,8 +121,9 @@ class TransformersEngine(LocalEngine):
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
-            raise EngineUnavailable("the transformers engine needs torch and transformers "
-                                    f"(pip install 'openclaw[local]'): {exc}") from None
+            raise EngineUnavailable(_("the transformers engine needs torch and transformers "
+                                      "(pip install 'openclaw[local]'): %(error)s")
+                                    % {"error": exc}) from None
         device = self._pick_device(torch)
         if self.config.params.get("torch_threads"):
             torch.set_num_threads(int(self.config.params["torch_threads"]))  # process-wide
@@ -130,8 +134,9 @@ class TransformersEngine(LocalEngine):
             # that it is a method, so mypy takes the device for ``self``.
             model = model.to(device).eval()  # type: ignore[arg-type]  # @wraps on a method
         except Exception as exc:  # a broken folder fails in many ways (OSError, ValueError...)
-            raise EngineUnavailable(f"cannot load the model in {folder}: "
-                                    f"{type(exc).__name__}: {exc}") from None
+            raise EngineUnavailable(_("cannot load the model in %(folder)s: %(error)s")
+                                    % {"folder": folder,
+                                       "error": f"{type(exc).__name__}: {exc}"}) from None
         self._install(model, tokenizer, device)
 
     def _dtype(self, device: str) -> dict[str, Any]:
@@ -158,13 +163,15 @@ class TransformersEngine(LocalEngine):
 
     def _folder(self) -> Path:
         if not self.config.path:
-            raise EngineUnavailable(f"{self.config.name}: no model folder configured (path)")
+            raise EngineUnavailable(_("%(model)s: no model folder configured (path)")
+                                    % {"model": self.config.name})
         folder = Path(self.config.path).expanduser()
         if not folder.is_dir():
-            raise EngineUnavailable(f"model folder {folder} does not exist or is not a folder")
+            raise EngineUnavailable(_("model folder %(folder)s does not exist or is not a "
+                                      "folder") % {"folder": folder})
         if not (folder / "config.json").is_file():
-            raise EngineUnavailable(f"model folder {folder} has no config.json: "
-                                    "not a Hugging Face model folder")
+            raise EngineUnavailable(_("model folder %(folder)s has no config.json: not a "
+                                      "Hugging Face model folder") % {"folder": folder})
         return folder
 
     def _pick_device(self, torch: Any) -> str:
@@ -172,11 +179,14 @@ class TransformersEngine(LocalEngine):
         if gpu is None:
             return "cpu"
         if not torch.cuda.is_available():
-            raise EngineUnavailable(f"{self.config.name}: gpu_id {gpu} is set but CUDA is not "
-                                    "available in this worker")
+            raise EngineUnavailable(_("%(model)s: gpu_id %(gpu)s is set but CUDA is not "
+                                      "available in this worker")
+                                    % {"model": self.config.name, "gpu": gpu})
         if gpu >= torch.cuda.device_count():
-            raise EngineUnavailable(f"{self.config.name}: gpu_id {gpu} does not exist "
-                                    f"({torch.cuda.device_count()} GPU(s) visible)")
+            raise EngineUnavailable(_("%(model)s: gpu_id %(gpu)s does not exist (GPUs "
+                                      "visible: %(count)d)")
+                                    % {"model": self.config.name, "gpu": gpu,
+                                       "count": torch.cuda.device_count()})
         return f"cuda:{gpu}"
 
     @staticmethod
@@ -200,7 +210,8 @@ class TransformersEngine(LocalEngine):
             try:
                 ids = tokenizer.apply_chat_template(turns, add_generation_prompt=True)
             except Exception as exc:  # jinja errors: roles the template refuses, etc.
-                raise BadRequest(f"the chat template rejected the messages: {exc}") from None
+                raise BadRequest(_("the chat template rejected the messages: %(error)s")
+                                 % {"error": exc}) from None
             return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
         text = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
         return list(tokenizer(text)["input_ids"])
@@ -208,9 +219,11 @@ class TransformersEngine(LocalEngine):
     def _check_context(self, prompt_tokens: int, max_tokens: int) -> None:
         window = self.config.context_window
         if prompt_tokens + max_tokens > window:
-            raise ContextTooLong(f"{self.config.name}: {prompt_tokens} prompt tokens + "
-                                 f"max_tokens {max_tokens} exceed the context window of "
-                                 f"{window} tokens")
+            raise ContextTooLong(_("%(model)s: %(prompt)d prompt tokens + max_tokens "
+                                   "%(max_tokens)d exceed the context window of %(window)d "
+                                   "tokens")
+                                 % {"model": self.config.name, "prompt": prompt_tokens,
+                                    "max_tokens": max_tokens, "window": window})
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
         """The request's deltas, its tool calls read out of the text (``with_tool_calls``)."""
@@ -278,6 +291,9 @@ class TransformersEngine(LocalEngine):
                                              name=f"batcher:{self.config.name}")
 
     async def _run_batches(self) -> None:
+        # Made from the first request's task: its language is not the batch's. An error
+        # for a request is built in that request's language (``Job.language``).
+        translation.deactivate()
         while not self._closing:
             jobs = await self._collect()
             if jobs:
@@ -328,12 +344,14 @@ class TransformersEngine(LocalEngine):
             for job in jobs:
                 if not job.done:
                     job.done = True
-                    job.queue.put_nowait(as_engine_error(exc))
+                    with translation.override(job.language):
+                        job.queue.put_nowait(self._closed() if self._closing
+                                             else as_engine_error(exc))
 
     # The generation thread -----------------------------------------------------
 
     async def _in_thread(self, function: Callable[..., None], *args: Any) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        await in_thread(function, *args, executor=self._thread)
 
     def _generate(self, jobs: list[Job]) -> None:
         """Decode the batch to its end, one forward pass per step for all its rows."""
@@ -349,7 +367,7 @@ class TransformersEngine(LocalEngine):
                 if not batch.jobs:
                     return
                 if self._closing:
-                    raise EngineUnavailable(f"{self.config.name}: the engine was closed")
+                    raise self._closed()
                 self._step(batch)
 
     def _drop(self, job: Job) -> Delta:
@@ -410,8 +428,12 @@ class TransformersEngine(LocalEngine):
             job = self._pending.get_nowait()
             if job is not None and not job.done:
                 job.done = True
-                job.queue.put_nowait(EngineUnavailable(f"{self.config.name}: the engine was "
-                                                       "closed"))
+                with translation.override(job.language):
+                    job.queue.put_nowait(self._closed())
+
+    def _closed(self) -> EngineUnavailable:
+        return EngineUnavailable(_("%(model)s: the engine was closed")
+                                 % {"model": self.config.name})
 
     def _release_model(self) -> None:
         if self._model is None:

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.utils import translation
+from django.utils.translation import gettext as _
+
 from ..errors import BadRequest, EngineError, EngineUnavailable, ServerError
 from .base import ChatRequest, Delta, EndpointConfig, Usage
 
@@ -76,13 +79,17 @@ def optional(cast: Callable[[Any], Any], value: Any) -> Any:
 def check_sampling(sampling: Sampling) -> None:
     """Refuse values that would break the batch's decode loop, not just this request."""
     if sampling.max_tokens < 1:
-        raise BadRequest(f"max_tokens must be at least 1, not {sampling.max_tokens}")
+        raise BadRequest(_("max_tokens must be at least 1, not %(value)s")
+                         % {"value": sampling.max_tokens})
     if sampling.temperature is not None and sampling.temperature < 0:
-        raise BadRequest(f"temperature must not be negative, not {sampling.temperature}")
+        raise BadRequest(_("temperature must not be negative, not %(value)s")
+                         % {"value": sampling.temperature})
     if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
-        raise BadRequest(f"top_p must be in (0, 1], not {sampling.top_p}")
+        raise BadRequest(_("top_p must be in (0, 1], not %(value)s")
+                         % {"value": sampling.top_p})
     if sampling.top_k is not None and sampling.top_k < 0:
-        raise BadRequest(f"top_k must not be negative, not {sampling.top_k}")
+        raise BadRequest(_("top_k must not be negative, not %(value)s")
+                         % {"value": sampling.top_k})
 
 
 def message_content(message: dict[str, Any]) -> str:
@@ -159,6 +166,8 @@ class Job:
     detokenizer: Detokenizer
     generator: torch.Generator | None = None
     queue: asyncio.Queue[Delta | EngineError] = field(default_factory=asyncio.Queue)
+    # The request's language, for an error the batch gives it (the batch runs elsewhere).
+    language: str | None = field(default_factory=translation.get_language)
     cancelled: bool = False  # set by the loop; the thread stops the sequence at its next step
     started: bool = False  # taken into a batch
     done: bool = False  # its last delta (or error) has been handed over
@@ -298,10 +307,11 @@ def full_attention_sdpa(config: Any) -> bool:
 
 
 def as_engine_error(exc: BaseException) -> EngineError:
-    """A fresh error for one request of a batch that failed."""
+    """A fresh error for one request of a batch that failed (in the active language)."""
     if isinstance(exc, EngineUnavailable):
         return EngineUnavailable(exc.message)
-    return ServerError(f"local generation failed: {type(exc).__name__}: {exc}")
+    return ServerError(_("local generation failed: %(error)s")
+                       % {"error": f"{type(exc).__name__}: {exc}"})
 
 
 def deliver(outbox: list[tuple[Job, Delta | EngineError]]) -> None:

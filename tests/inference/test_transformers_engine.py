@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.utils import translation
 
 from inference.engines.base import ChatRequest, EndpointConfig
 from inference.engines.transformers import TransformersEngine
@@ -204,6 +205,39 @@ async def test_a_failing_forward_pass_fails_its_batch_and_the_engine_recovers(
 
     assert all(isinstance(r, ServerError) and "out of memory" in r.message for r in results)
     assert (await engine.generate(ask(PROMPTS[0], max_tokens=6))).usage.completion_tokens == 6
+
+
+async def test_a_failed_batch_tells_each_request_in_its_own_language(make_engine,
+                                                                      monkeypatch):
+    # given: two requests, one asked in 中文, batched together, and a forward pass that fails
+    engine = await make_engine(params={"batch_wait_ms": 50})
+    forward, calls = engine._model.forward, []
+
+    def breaks_at_step_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine._model, "forward", breaks_at_step_two)
+
+    async def collect(prompt: str, language: str) -> list[str]:
+        with translation.override(language):
+            return [d.text async for d in engine.stream(ask(prompt, max_tokens=30))]
+
+    # when
+    chinese, english = await asyncio.gather(collect(PROMPTS[0], "zh-hans"),
+                                            collect(PROMPTS[1], "en"), return_exceptions=True)
+
+    # then: one batch, its failure told to each request in that request's language
+    msgid = "local generation failed: %(error)s"
+    values = {"error": "RuntimeError: CUDA out of memory (simulated)"}
+    with translation.override("zh-hans"):
+        expected = translation.gettext(msgid) % values
+    assert list(engine.stats.sizes) == [2]
+    assert isinstance(english, ServerError) and english.message == msgid % values
+    assert isinstance(chinese, ServerError) and chinese.message == expected
+    assert chinese.message != english.message  # needs the msgid in the Chinese catalogue
 
 
 async def test_missing_folder_is_engine_unavailable_naming_the_folder(make_engine, tmp_path):

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import translation
 
 from inference.engines.base import ChatRequest
-from inference.errors import ConnectionFailed, EngineTimeout, EngineUnavailable
+from inference.errors import (
+    BadRequest,
+    ConnectionFailed,
+    ContextTooLong,
+    EngineTimeout,
+    EngineUnavailable,
+)
 from inference.registry import build_engine
 from inference.remote import LIVENESS_S, WorkerEngine
 from routing.models import ModelEndpoint
@@ -235,3 +243,46 @@ async def test_warm_endpoints_load_at_worker_start_and_disabled_ones_unload(
 
     await ModelEndpoint.objects.filter(pk=warm.pk).aupdate(enabled=False)
     assert await wait_for(lambda held: held == {})
+
+
+# The worker builds these messages (inference.engines.transformers, …_batching): the
+# Chinese catalogue must translate both msgids for the test below.
+CONTEXT_MSGID = ("%(model)s: %(prompt)d prompt tokens + max_tokens %(max_tokens)d exceed "
+                 "the context window of %(window)d tokens")
+TOP_P_MSGID = "top_p must be in (0, 1], not %(value)s"
+
+
+def translated(language: str, msgid: str, values: dict) -> str:
+    with translation.override(language):
+        return translation.gettext(msgid) % values
+
+
+async def refusal(engine, exception, language: str, **request) -> str:
+    with translation.override(language), pytest.raises(exception) as caught:
+        async for _delta in engine.stream(ChatRequest(messages=PROMPT, **request)):
+            pass
+    return caught.value.message
+
+
+async def test_worker_side_errors_come_back_in_the_callers_language(tiny_models,
+                                                                    start_worker):
+    # given: a window the prompt and max_tokens overflow, checked in the worker
+    endpoint = await sync_to_async(make_endpoint)(tiny_models["a"], context_window=8)
+    await sync_to_async(start_worker)(queues="cpu")
+    engine = await engine_for(endpoint.pk)
+
+    # when: the same refusals, asked in English and in 中文
+    english = await refusal(engine, ContextTooLong, "en", max_tokens=16)
+    chinese = await refusal(engine, ContextTooLong, "zh-hans", max_tokens=16)
+    english_top_p = await refusal(engine, BadRequest, "en", max_tokens=1, top_p=5.0)
+    chinese_top_p = await refusal(engine, BadRequest, "zh-hans", max_tokens=1, top_p=5.0)
+
+    # then: each in the caller's language, the worker's own being English
+    prompt = int(re.search(r": (\d+) prompt tokens", english).group(1))
+    values = {"model": "tiny", "prompt": prompt, "max_tokens": 16, "window": 8}
+    assert english == CONTEXT_MSGID % values
+    assert chinese == translated("zh-hans", CONTEXT_MSGID, values)
+    assert chinese != english  # the catalogue has it in Chinese
+    assert english_top_p == TOP_P_MSGID % {"value": 5.0}
+    assert chinese_top_p == translated("zh-hans", TOP_P_MSGID, {"value": 5.0})
+    assert chinese_top_p != english_top_p
