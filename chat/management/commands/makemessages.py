@@ -18,7 +18,7 @@ from django.core.management.commands import makemessages
 
 IGNORED = [".venv", "bench/.venv-litellm", "tests", "node_modules", "build", "dist",
            "*.egg-info", "htmlcov"]
-JS_KEYWORDS = ["--keyword=t"]
+JS_KEYWORDS = ["--keyword=t", "--keyword=tn:1,2"]
 
 
 class Command(makemessages.Command):
