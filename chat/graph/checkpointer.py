@@ -196,7 +196,10 @@ class CachingSaver(AsyncPostgresSaver):
 
 _savers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CachingSaver] = (
     weakref.WeakKeyDictionary())
+_making: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
 _set_up: set[str] = set()  # databases whose checkpoint tables this process checked
+SETUP_POLL_S = 0.05
 
 
 def _pool_size() -> int:
@@ -207,11 +210,21 @@ def _pool_size() -> int:
 
 
 async def get_saver() -> CachingSaver:
-    """This event loop's checkpointer (its pool opened, the tables created once)."""
+    """This event loop's checkpointer (its pool opened, the tables created once). The
+    first turns of a loop wait for one of them to make it: several making their own at
+    once would run the tables' set-up side by side."""
     loop = asyncio.get_running_loop()
     saver = _savers.get(loop)
     if saver is not None:
         return saver
+    async with _making.setdefault(loop, asyncio.Lock()):
+        saver = _savers.get(loop)
+        if saver is None:
+            saver = _savers[loop] = await _make_saver()
+    return saver
+
+
+async def _make_saver() -> CachingSaver:
     # Checked as it leaves the pool (an empty query), like Django's pool: a connection a
     # database restart broke is replaced, not handed to a turn.
     pool = AsyncConnectionPool(conninfo(), min_size=1, max_size=_pool_size(), open=False,
@@ -222,12 +235,12 @@ async def get_saver() -> CachingSaver:
     saver = CachingSaver(pool, serde=serializer())
     database = connections["default"].settings_dict["NAME"]
     if database not in _set_up:
-        await _setup(pool, saver)
+        try:
+            await _setup(pool, saver)
+        except BaseException:
+            await pool.close()
+            raise
         _set_up.add(database)
-    if (existing := _savers.get(loop)) is not None:  # another task of this loop won
-        await pool.close()
-        return existing
-    _savers[loop] = saver
     return saver
 
 
@@ -244,12 +257,24 @@ async def database() -> Pool:
 
 
 async def _setup(pool: AsyncConnectionPool, saver: CachingSaver) -> None:
+    """Create the tables, one process at a time. The lock is taken with
+    ``pg_try_advisory_lock`` and a sleep, never by a query that waits: set-up runs
+    ``CREATE INDEX CONCURRENTLY``, which waits for every open transaction — a session
+    blocked in ``pg_advisory_lock`` is one, waiting in turn for the set-up: a deadlock
+    PostgreSQL does not see."""
     async with pool.connection() as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", [SETUP_LOCK])
+        while not await _try_lock(conn):
+            await asyncio.sleep(SETUP_POLL_S)
         try:
             await saver.setup()
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", [SETUP_LOCK])
+
+
+async def _try_lock(conn: Any) -> bool:
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS got",
+                                    [SETUP_LOCK])).fetchone()
+    return bool(row and row["got"])
 
 
 async def close_saver() -> None:
