@@ -18,11 +18,13 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from kombu import Connection
 
 from core.i18n import compile_catalogue
 
 from .embedded import StartupError
+from .speech import said
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -33,11 +35,12 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"port {port} on {host} is already in use; stop what uses it "
-                    "or choose another with --port or OPENCLAW_PORT"
-                ) from None
-            raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+                raise StartupError(gettext_noop(
+                    "port %(port)s on %(host)s is already in use; stop what uses it "
+                    "or choose another with --port or OPENCLAW_PORT"), port=port, host=host) \
+                    from None
+            raise StartupError(gettext_noop("cannot listen on %(host)s:%(port)s (%(error)s)"),
+                               host=host, port=port, error=exc.strerror) from None
 
 
 def redact_url(url: str) -> str:
@@ -64,20 +67,20 @@ def check_database(settings_dict: dict, url: str) -> None:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupError(
-            f"cannot connect to the database in DATABASE_URL ({redact_url(url)}): {reason}; "
-            "check the URL, or unset DATABASE_URL to use the embedded PostgreSQL"
-        ) from None
+        raise StartupError(gettext_noop(
+            "cannot connect to the database in DATABASE_URL (%(url)s): %(error)s; "
+            "check the URL, or unset DATABASE_URL to use the embedded PostgreSQL"),
+            url=redact_url(url), error=reason) from None
 
 
 def check_redis(url: str) -> None:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except (redis.RedisError, ValueError) as exc:
-        raise StartupError(
-            f"cannot reach Redis at REDIS_URL ({redact_url(url)}): {exc}; "
-            "start Redis, fix the URL, or unset REDIS_URL to use the embedded one"
-        ) from None
+        raise StartupError(gettext_noop(
+            "cannot reach Redis at REDIS_URL (%(url)s): %(error)s; "
+            "start Redis, fix the URL, or unset REDIS_URL to use the embedded one"),
+            url=redact_url(url), error=exc) from None
 
 
 def check_broker(url: str) -> None:
@@ -85,9 +88,9 @@ def check_broker(url: str) -> None:
         with Connection(url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # kombu raises transport-specific errors
-        raise StartupError(
-            f"cannot reach the Celery broker at CELERY_BROKER_URL ({redact_url(url)}): {exc}"
-        ) from None
+        raise StartupError(gettext_noop(
+            "cannot reach the Celery broker at CELERY_BROKER_URL (%(url)s): %(error)s"),
+            url=redact_url(url), error=exc) from None
 
 
 def migrate() -> bool:
@@ -97,7 +100,8 @@ def migrate() -> bool:
         call_command("migrate", interactive=False, verbosity=0)
     except DatabaseError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupError(f"database migrations failed: {first}") from None
+        raise StartupError(gettext_noop("database migrations failed: %(error)s"),
+                           error=first) from None
     return fresh
 
 
@@ -112,7 +116,8 @@ def compile_catalogues(locale_dir: Path, say: Callable[[str], None]) -> list[Pat
         try:
             compile_catalogue(po, mo)
         except OSError as exc:  # a read-only install: that language stays English
-            say(f"warning: cannot write {mo}: {exc.strerror}")
+            say(said(gettext_noop("warning: cannot write %(file)s: %(error)s"),
+                     {"file": mo, "error": exc.strerror}))
             continue
         built.append(mo)
     return built

@@ -19,8 +19,22 @@ import psutil
 START_LOCK_TIMEOUT_S = 90  # another process's start (pg_ctl -t 30, crash recovery)
 
 
+def gettext_noop(message: str) -> str:
+    """Marks ``message`` for the catalogues (``makemessages`` knows the name) without
+    translating it: ``StartupError`` messages are said in the shell's language where
+    they are printed (``openclaw_site.speech``)."""
+    return message
+
+
 class StartupError(Exception):
-    """A problem the user can fix; the message says what and how."""
+    """A problem the user can fix; the message says what and how. ``message`` is an
+    English sentence marked with ``gettext_noop``, its ``%(name)s`` placeholders filled
+    from ``params``; ``str()`` is the English text, ``speech.said(exc.message,
+    exc.params)`` the user's language."""
+
+    def __init__(self, message: str, **params: object):
+        self.message, self.params = message, params
+        super().__init__(message % params if params else message)
 
 
 def die_with_parent() -> None:
@@ -72,9 +86,10 @@ def start_lock(folder: Path) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise StartupError(
-                        f"another process has been starting the service in {folder} for "
-                        f"{START_LOCK_TIMEOUT_S} s; see its log there") from None
+                    raise StartupError(gettext_noop(
+                        "another process has been starting the service in %(folder)s for "
+                        "%(seconds)d s; see its log there"),
+                        folder=folder, seconds=START_LOCK_TIMEOUT_S) from None
                 time.sleep(0.05)
         yield
     finally:

@@ -28,6 +28,7 @@ from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from core.i18n import language_from_environment
 from core.snapshot import bump_all
@@ -57,6 +58,7 @@ from .embedded import (
 from .guard import second_installation_refusal
 from .instances import register, unregister
 from .processes import beat_argv, child_env, web_argv, worker_argv
+from .speech import said
 from .supervisor import Child, Service, Supervisor
 
 PROCESS_COMMANDS = ("up", "web", "worker", "beat")
@@ -156,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"up": cmd_up, "web": cmd_web, "worker": cmd_worker, "beat": cmd_beat,
                 "backup": cmd_backup, "restore": cmd_restore}[args.command](args)
     except StartupError as exc:
-        return fail(str(exc))
+        return fail(said(exc.message, exc.params))
     except KeyboardInterrupt:
-        return fail("interrupted")
+        return fail(said(gettext_noop("interrupted")))
 
 
 def _pop_global_data_dir(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -184,7 +186,8 @@ def _port(args: argparse.Namespace) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise StartupError(f"OPENCLAW_PORT={raw!r} is not a port number") from None
+        raise StartupError(gettext_noop("OPENCLAW_PORT=%(value)r is not a port number"),
+                           value=raw) from None
 
 
 # --- settings, loaded only after the data folder is known to be usable ------
@@ -229,7 +232,7 @@ def run_management_command(argv: list[str]) -> int:
                 _ensure_schema(settings_module)
             execute_from_command_line(["openclaw", *argv])
     except StartupError as exc:
-        return fail(str(exc))
+        return fail(said(exc.message, exc.params))
     return 0
 
 
@@ -240,9 +243,11 @@ def _ensure_schema(settings_module: ModuleType) -> None:
     if not executor.migration_plan(executor.loader.graph.leaf_nodes()):
         return
     if not settings_module.EMBEDDED_DATABASE:
-        raise StartupError("the database schema is not up to date; run `openclaw migrate`")
+        raise StartupError(gettext_noop(
+            "the database schema is not up to date; run `openclaw migrate`"))
     migrate()
-    sys.stderr.write("openclaw: database schema created/updated\n")
+    updated = said(gettext_noop("database schema created/updated"))
+    sys.stderr.write(f"openclaw: {updated}\n")
 
 
 # --- up -----------------------------------------------------------------------
@@ -294,12 +299,14 @@ def _start_embedded(
             pg = EmbeddedPostgres(settings_module.EMBEDDED_PG_DIR, settings_module.EMBEDDED_DB_NAME)
             pg.start()
             pg.started_here = True  # adopt one a finished command left running
-            say(f"embedded PostgreSQL + pgvector ready (socket in {pg.pgdata})")
+            say(said(gettext_noop("embedded PostgreSQL + pgvector ready (socket in "
+                                  "%(folder)s)"), {"folder": pg.pgdata}))
         if settings_module.EMBEDDED_REDIS:
             redis = EmbeddedRedis(settings_module.EMBEDDED_REDIS_DIR)
             redis.start(tie_to_parent=True)
             redis.started_here = True
-            say(f"embedded Redis ready ({redis.socket_path})")
+            say(said(gettext_noop("embedded Redis ready (%(socket)s)"),
+                     {"socket": redis.socket_path}))
     except BaseException:
         if redis is not None:
             redis.stop()
@@ -390,18 +397,16 @@ def _require_services(settings_module: ModuleType) -> None:
         settings_module.EMBEDDED_DATABASE
         and EmbeddedPostgres(settings_module.EMBEDDED_PG_DIR).running_pid() is None
     ):
-        raise StartupError(
-            "no database: set DATABASE_URL, or run `openclaw up` "
-            f"for the data folder {settings_module.DATA_DIR}"
-        )
+        raise StartupError(gettext_noop(
+            "no database: set DATABASE_URL, or run `openclaw up` for the data folder "
+            "%(folder)s"), folder=settings_module.DATA_DIR)
     if (
         settings_module.EMBEDDED_REDIS
         and not EmbeddedRedis(settings_module.EMBEDDED_REDIS_DIR).ping()
     ):
-        raise StartupError(
-            "no Redis: set REDIS_URL, or run `openclaw up` "
-            f"for the data folder {settings_module.DATA_DIR}"
-        )
+        raise StartupError(gettext_noop(
+            "no Redis: set REDIS_URL, or run `openclaw up` for the data folder %(folder)s"),
+            folder=settings_module.DATA_DIR)
     _check_external_services(settings_module)
 
 
@@ -458,8 +463,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     settings_module = load_settings()
     if settings_module.EMBEDDED_DATABASE and up_is_running(settings_module.DATA_DIR):
-        raise StartupError("`openclaw up` is running on this data folder; stop it, restore, "
-                           "then start it again")
+        raise StartupError(gettext_noop("`openclaw up` is running on this data folder; stop "
+                                        "it, restore, then start it again"))
     with embedded_services(settings_module):
         setup_django()
         manifest, tables = restore(Path(args.file), settings_module.DATABASES["default"],

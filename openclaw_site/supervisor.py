@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .children import StartupError, die_with_parent, reap_orphans
+from .children import StartupError, die_with_parent, gettext_noop, reap_orphans
+from .speech import said
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +223,8 @@ class Supervisor:
             try:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say(f"{child.name} did not stop in {timeout_s:.0f} s; killing it")
+                self.say(said(gettext_noop("%(name)s did not stop in %(seconds).0f s; killing it"),
+                              {"name": child.name, "seconds": timeout_s}))
             child.signal_group(signal.SIGKILL)  # stragglers in its group, if any
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(5)

@@ -48,6 +48,10 @@ MESSAGE_ARGUMENT: dict[str, tuple[int, str]] = {
     "FineTuneRefused": (0, "message"),  # jobs.finetune
     "ValidationError": (0, "message"),  # Django's (forms, models, admin)
     "CommandError": (0, ""),  # Django's: what a management command prints
+    # the openclaw command's own lines: a problem it refuses to start with, what it says
+    "StartupError": (0, "message"),  # openclaw_site.children (gettext_noop + params)
+    "say": (0, "message"),  # openclaw_site.cli, .supervisor: a line on stdout
+    "fail": (0, "message"),  # openclaw_site.cli: a line on stderr, then exit 1
     "set_error": (0, "message"),  # jobs.models.Job: shown in the studio and the API
     # the helpers that write /v1 (OpenAI) and /v1/messages (Anthropic) error bodies
     "error_response": (1, "message"),  # chat.v1.wire, chat.v1.messages_wire
