@@ -56,13 +56,13 @@ MESSAGE_ARGUMENT: dict[str, tuple[int, str]] = {
     # the helpers that write /v1 (OpenAI) and /v1/messages (Anthropic) error bodies
     "error_response": (1, "message"),  # chat.v1.wire, chat.v1.messages_wire
     "error_body": (1, "message"),  # chat.v1.wire, chat.v1.messages_wire
+    "error_event": (1, "message"),  # chat.graph.events: a turn's error, on every surface
     "writer.error": (1, "message"),  # chat.v1.wire's SSE writer: an error event mid-stream
 }
 # Module-private helpers with a message argument: (module, name) -> as above.
 LOCAL_HELPERS: dict[tuple[str, str], tuple[int, str]] = {
     ("chat/v1/conversations.py", "_error"): (1, "message"),
     ("chat/v1/workflows.py", "_error"): (1, "message"),
-    ("chat/graph/service.py", "_error"): (1, "message"),
     ("chat/consumers.py", "_error"): (2, "message"),
     ("chat/consumers.py", "_refuse"): (2, "message"),
     ("jobs/annotation_api.py", "_error"): (0, "message"),
@@ -234,8 +234,11 @@ def test_every_user_visible_error_message_is_marked_for_translation():
 
     found = [line for path in modules for line in unmarked(path)]
     stale = [key for key in ALLOWED if key[1] not in texts.get(key[0], "")]
+    gone = [f"{path}: {name}" for path, name in LOCAL_HELPERS
+            if f"def {name}(" not in texts.get(path, "")]
 
     assert len(modules) > 100  # the scan found the apps
     assert found == [], ("plain user-visible messages (mark them with gettext and named "
                          "%-placeholders):\n" + "\n".join(found))
     assert stale == []  # an allowlist entry whose message is gone
+    assert gone == []  # a helper the guard watches that moved or was renamed
