@@ -88,19 +88,28 @@ def choose(*, asked: Any = None, session: Any = None, cookie: Any = None,
             or saved_language(user) or accepted(accept) or settings.LANGUAGE_CODE)
 
 
-def language_from_environment(environ: Mapping[str, str] | None = None) -> str:
-    """The command line's language: ``OPENCLAW_LANGUAGE``, else the POSIX locale as
-    gettext reads it (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``); English
-    for ``C``, ``POSIX`` or a language we have no catalogue for."""
+SHELL_VARIABLES = ("OPENCLAW_LANGUAGE", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+
+
+def shell_locales(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The locales the shell asks for, in order: the parts of the first of
+    ``SHELL_VARIABLES`` that is set, as gettext reads it (``zh_CN.UTF-8`` → ``zh_CN``;
+    ``LANGUAGE`` may list several: ``zh_CN:en``); [] when none is. Reads no settings."""
     environ = os.environ if environ is None else environ
-    for name in ("OPENCLAW_LANGUAGE", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+    for name in SHELL_VARIABLES:
         value = environ.get(name, "").strip()
-        if not value:
-            continue
-        for part in value.split(":"):  # LANGUAGE may list several: zh_CN:en
-            if code := supported(part.split(".")[0].split("@")[0]):
-                return code
-        return settings.LANGUAGE_CODE
+        if value:
+            return [part.split(".")[0].split("@")[0] for part in value.split(":")]
+    return []
+
+
+def language_from_environment(environ: Mapping[str, str] | None = None) -> str:
+    """The command line's language: ``OPENCLAW_LANGUAGE``, else the POSIX locale
+    (``shell_locales``); English for ``C``, ``POSIX`` or a language we have no catalogue
+    for."""
+    for part in shell_locales(environ):
+        if code := supported(part):
+            return code
     return settings.LANGUAGE_CODE
 
 
