@@ -6,28 +6,19 @@ its line with the reason. Its labels and statuses follow the active language."""
 from __future__ import annotations
 
 import shutil
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import call_command
 from django.utils import translation
 from django.utils.translation import gettext
 
 from routing.doctor import run_doctor
 from routing.models import ModelEndpoint
+from tests.routing.test_doctor import run_doctor as doctor
 
 pytestmark = pytest.mark.django_db
 
 FRESH_INSTALL = ["fixtures/10_models.json", "fixtures/30_embedding.json"]
-
-
-def doctor(*args) -> tuple[str, CommandError | None]:
-    out = StringIO()
-    try:
-        call_command("doctor", *args, stdout=out)
-    except CommandError as exc:
-        return out.getvalue(), exc
-    return out.getvalue(), None
 
 
 def test_a_fresh_install_passes_with_the_embedding_model_embedding_one_text():
