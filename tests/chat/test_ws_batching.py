@@ -10,17 +10,15 @@ import time
 import uuid
 
 import pytest
-from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 
 from chat.graph.events import MERGED_CHARS, merged
-from chat.websocket_urls import websocket_urlpatterns
 from routing.models import ModelEndpoint
+from tests.chat.test_consumers import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("no_recall", "closed_saver")]
-ORIGIN = (b"origin", b"http://127.0.0.1")
 BURST = 300  # tokens the loopback model writes at once
 PACED = "slow-150+tokens-4"  # 150 ms before each of 4 tokens
 
@@ -39,15 +37,6 @@ def models(db, openai_server):
     ModelEndpoint.objects.create(name="paced", engine="openai", upstream_model=PACED,
                                  endpoint_url=openai_server.url)
     return openai_server
-
-
-async def connect(user, conversation: str = "new") -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns),
-                                         f"/ws/chat/{conversation}/", headers=[ORIGIN])
-    communicator.scope["user"] = user
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
 
 
 async def until_done(communicator: WebsocketCommunicator, request: str,
