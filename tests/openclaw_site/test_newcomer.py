@@ -28,7 +28,7 @@ from tests.openclaw_site.test_up import (
     still_running,
     wait_ready,
 )
-from tests.studio.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.studio.conftest import CHROMIUM, CHROMIUM_ARGS, sign_in
 
 pytestmark = pytest.mark.slow
 
@@ -177,11 +177,7 @@ def test_the_newcomers_first_ten_minutes(up: Up):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.goto(studio.group(1))
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", password.group(1))
-        page.click("button[type=submit]")
-        page.wait_for_url("**/studio/")
+        sign_in(page, studio.group(1), "admin", password.group(1))
 
         picker = page.locator("#model")
         assert picker.input_value() == "echo"

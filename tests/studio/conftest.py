@@ -49,3 +49,13 @@ def browser(live_server_url) -> Iterator:  # noqa: F811  (the server starts firs
             browser.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def sign_in(page, studio_url: str, username: str, password: str) -> None:
+    """Open the studio at ``studio_url`` (its sign-in page first) and wait until it is
+    ready (``body[data-ready]``)."""
+    page.goto(studio_url)
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("body[data-ready]")

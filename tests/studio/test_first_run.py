@@ -18,6 +18,7 @@ from chat.studio import available_models, default_model
 from inference.kinds import NON_CHAT_ENGINES, EngineKind
 from jobs.models import BatchFile, BatchJob, BatchStatus, Dataset, FineTuneJob
 from routing.models import ModelEndpoint
+from tests.studio.conftest import sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("quiet_server_env")]
@@ -57,11 +58,7 @@ def open_studio(browser, live_server_url, newcomer):
         page = context.new_page()
         page.errors = []
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.goto(f"{live_server_url}/studio/")
-        page.fill("#id_username", "newcomer")
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_selector("body[data-ready]")
+        sign_in(page, f"{live_server_url}/studio/", "newcomer", PASSWORD)
         return page
 
     yield open_

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 
 from routing.models import ModelEndpoint
 from routing.quota_models import Quota, QuotaTarget
+from tests.studio.conftest import sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("quiet_server_env")]
@@ -29,11 +30,7 @@ def page(browser, live_server_url, openai_server):
                                  endpoint_url=openai_server.url)
     context = browser.new_context(viewport={"width": 1100, "height": 700}, locale="en-US")
     page = context.new_page()
-    page.goto(f"{live_server_url}/studio/")
-    page.fill("#id_username", "quinn")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("body[data-ready]")
+    sign_in(page, f"{live_server_url}/studio/", "quinn", PASSWORD)
     yield page
     context.close()
 

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 
 from routing.models import ModelEndpoint
 from tests.grants import grant
+from tests.studio.conftest import sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("quiet_server_env")]
@@ -37,11 +38,7 @@ def page(browser, live_server_url, studio_data):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(f"{live_server_url}/studio/")
-    page.fill("#id_username", "ada")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("body[data-ready]")
+    sign_in(page, f"{live_server_url}/studio/", "ada", PASSWORD)
     page.errors = errors
     yield page
     context.close()
