@@ -262,7 +262,6 @@ def page(request: HttpRequest) -> HttpResponse:
         return response
     models = available_models()
     config = {"models": models, "default_model": default_model(models),
-              "non_chat_engines": sorted(str(kind) for kind in NON_CHAT_ENGINES),
               "workflows": workflows(),
               "user": _identity(request), "quota": user_quota(request.user),
               "language": translation.get_language(), "csrf": get_token(request)}

@@ -545,9 +545,7 @@
     panes: [],
     comparing: false,
     init: function () {
-      // chat models only (the server lists no others; an embedding model cannot chat)
-      var nonChat = config.non_chat_engines || [];
-      config.models = config.models.filter(function (m) { return nonChat.indexOf(m.engine) < 0; });
+      // config.models: chat models only (chat.studio.available_models)
       var first = config.models.some(function (m) { return m.name === config.default_model; })
         ? config.default_model : (config.models[0] || {}).name;
       var second = (config.models.filter(function (m) { return m.name !== first; })[0] || {}).name || first;
