@@ -14,21 +14,16 @@ from typing import Any
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-
-def _field_labels() -> dict[str, Any]:
-    return {
-        "model": gettext_lazy("model"),
-        "context_length": gettext_lazy("context length"),
-        "content": gettext_lazy("content"),
-        "api_key": gettext_lazy("API key"),
-        "user": gettext_lazy("user"),
-        "group": gettext_lazy("groups"),
-        "language": gettext_lazy("language"),
-        "flag": gettext_lazy("flags"),
-    }
-
-
-FIELD_LABELS = _field_labels()
+FIELD_LABELS: dict[str, Any] = {
+    "model": gettext_lazy("model"),
+    "context_length": gettext_lazy("context length"),
+    "content": gettext_lazy("content"),
+    "api_key": gettext_lazy("API key"),
+    "user": gettext_lazy("user"),
+    "group": gettext_lazy("groups"),
+    "language": gettext_lazy("language"),
+    "flag": gettext_lazy("flags"),
+}
 # Comparisons read as symbols in every language; the rest are words.
 OP_LABELS: dict[str, Any] = {
     "eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
