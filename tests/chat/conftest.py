@@ -79,9 +79,14 @@ def web_server(name: str = "web", **env_extra: str) -> Iterator[tuple[str, Path]
     try:
         yield url, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_server(process)
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)

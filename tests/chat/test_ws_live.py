@@ -25,7 +25,7 @@ from openclaw_site.processes import web_argv
 from routing.keys import create_key
 from routing.models import ModelEndpoint
 
-from .conftest import REPO, _free_port
+from .conftest import REPO, _free_port, stop_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,22 +71,13 @@ def start_server(argv: Callable[[int], list[str]], name: str
         time.sleep(0.1)
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def second_replica(live_server_url) -> Iterator[str]:
     """Another web process (``openclaw web``'s uvicorn) on the same database and Redis
     channel layer."""
     process, url = start_server(lambda port: web_argv("127.0.0.1", port), "web")
     yield url
-    stop_server(process)
+    stop_server(process, 15)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +91,7 @@ def daphne_replicas(live_server_url) -> Iterator[tuple[str, str]]:
     started = [start_server(argv, "daphne") for _ in range(2)]
     yield started[0][1], started[1][1]
     for process, _url in started:
-        stop_server(process)
+        stop_server(process, 15)
 
 
 @pytest.fixture
