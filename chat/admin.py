@@ -26,6 +26,8 @@ from .conversations import (
     matching_titles,
 )
 from .models import Conversation, MemoryItem, Message, QAPair
+from .tools import admin as tool_admin  # noqa: F401  (tools)
+from .tools import mcp_admin  # noqa: F401  (MCP servers)
 
 if TYPE_CHECKING:  # django-stubs' alias, for type checking only (a dev dependency)
     from django_stubs_ext import StrOrPromise

@@ -50,7 +50,7 @@ from .ws_frames import (
     model_of,
     params_of,
     request_id_of,
-    workflow_of,
+    turn_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -225,11 +225,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_message(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
         content = check_content(frame.get("content"))
-        model, workflow, params = model_of(frame), workflow_of(frame), params_of(frame)
+        model, workflow, params, tools = turn_of(frame)
         ticket = await self._admit(content, params, model=model, workflow=workflow)
         await self._start(request_id, lambda: astream_turn(
             conversation_id=self.conversation_id, user=self.user, content=content,
-            model=model, params=params, workflow=workflow, batched=True), ticket)
+            model=model, params=params, workflow=workflow, tools=tools, batched=True), ticket)
 
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()

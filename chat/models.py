@@ -385,3 +385,7 @@ class StoredResponse(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+# Tools and MCP servers are the chat app's models too (defined apart: chat/tools/models.py).
+from .tools.models import McpServer, Tool, ToolKind, Transport  # noqa: E402, F401

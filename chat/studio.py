@@ -1,7 +1,7 @@
 """The studio: its services (the conversations a user sees, history, rename, delete,
-fork, regenerate, the registry's models, the graph's shape, memories) and its page
-views (``/studio/``, a small JSON API the page calls). The websocket side is
-``chat.consumers``; the protocol is docs/websocket.md."""
+fork, regenerate, the registry's models, the tools a user may enable, the graph's shape,
+memories) and its page views (``/studio/``, a small JSON API the page calls). The
+websocket side is ``chat.consumers``; the protocol is docs/websocket.md."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from .conversations import (
 from .graph.graph import compile_graph
 from .graph.service import waiting_runs
 from .models import Conversation, MemoryItem, Message, Role, Workflow
+from .tools.service import usable
 from .workflows.compiler import compile_plan, plan_of
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,16 @@ def workflows() -> list[dict[str, Any]]:
     return listed
 
 
+def usable_tools(user: str) -> list[dict[str, Any]]:
+    """The tools ``user`` may enable for a conversation (the studio's tools picker), by
+    name: the enabled ones the admin lets them use in any workflow; the description in
+    the active language (django-modeltranslation falls back to English when empty)."""
+    return [{"name": tool.name, "description": tool.description or "", "kind": tool.kind,
+             "kind_label": str(tool.get_kind_display()),
+             "requires_approval": tool.requires_approval}
+            for tool in usable(user=user).order_by("name")]
+
+
 def delete_memory(memory_id: Any, user: str) -> None:
     deleted, _rows = MemoryItem.objects.filter(pk=_pk(memory_id), user=user).delete()
     if not deleted:
@@ -305,6 +316,14 @@ def memory_delete(request: HttpRequest, memory_id: int) -> JsonResponse:
     except ConversationError as exc:
         return _refusal(exc)
     return JsonResponse({"deleted": memory_id})
+
+
+@login_required
+@require_GET
+def tools(request: HttpRequest) -> JsonResponse:
+    """The tools the signed-in user may enable for a conversation (``usable_tools``); a
+    ``message`` frame's ``tools`` names those the user picked."""
+    return JsonResponse({"tools": usable_tools(_identity(request))})
 
 
 @login_required

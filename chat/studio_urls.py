@@ -16,4 +16,5 @@ urlpatterns = [
          name="conversation"),
     path("api/memories/<int:memory_id>/delete/", studio.memory_delete, name="memory-delete"),
     path("api/quota/", studio.quota, name="quota"),
+    path("api/tools/", studio.tools, name="tools"),
 ]

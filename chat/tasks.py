@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 
 from . import memory
+from .tools import tasks as tool_tasks  # noqa: F401  (the MCP stdio tasks: Celery finds chat.tasks)
 from .workflows import schedule
 
 logger = logging.getLogger(__name__)

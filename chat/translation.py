@@ -2,9 +2,14 @@
 
 from modeltranslation.translator import TranslationOptions, register
 
-from .models import Workflow
+from .models import Tool, Workflow
 
 
 @register(Workflow)
 class WorkflowTranslation(TranslationOptions):
     fields = ("name", "description")
+
+
+@register(Tool)
+class ToolTranslation(TranslationOptions):
+    fields = ("description",)

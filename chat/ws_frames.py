@@ -22,6 +22,7 @@ from .v1 import validation
 
 MAX_ID_CHARS = 64
 # What a turn reports about itself; before its answer's first token, these frames wait.
+CALL_EVENTS = frozenset({"tool_call", "tool_result"})
 HELD = frozenset({"node", "memory", "plugin", "route", "branch", "tool", "annotation"})
 PARAMS = set(validation.SAMPLING)
 _TEXT = json.JSONEncoder(ensure_ascii=False)  # a str as JSON (C), for token frames
@@ -149,6 +150,8 @@ class TurnRelay:
     def frame(self, event: dict[str, Any]) -> dict[str, Any]:
         kind = event.get("type")
         frame = {**event, "id": self.request_id}
+        if kind in CALL_EVENTS:  # the frame's id is the request's: the call's goes apart
+            frame["call_id"] = event["id"]
         if kind == "conversation":
             self.conversation_id, self.begun = event["id"], True
             frame["id"], frame["conversation"] = self.request_id, event["id"]
@@ -205,6 +208,27 @@ def workflow_of(frame: dict) -> str | None:
         raise FrameError("unknown_workflow", _("“workflow” must be a workflow's slug."),
                          "workflow")
     return workflow
+
+
+MAX_TOOLS = 64  # tools one message may enable
+
+
+def tools_of(frame: dict) -> list[str] | None:
+    """The tools the user enabled for the conversation (names; the run offers those the
+    user may use), or None when the frame does not say (the thread's stay)."""
+    tools = frame.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS or not all(
+            object_id(name, 64) is not None for name in tools):
+        raise FrameError("invalid_tools", _("“tools” must be a list of at most %(n)d tool "
+                                            "names.") % {"n": MAX_TOOLS}, "tools")
+    return list(dict.fromkeys(tools))
+
+
+def turn_of(frame: dict) -> tuple[str, str | None, dict[str, Any], list[str] | None]:
+    """A ``message`` frame's model, workflow, sampling params and tools."""
+    return model_of(frame), workflow_of(frame), params_of(frame), tools_of(frame)
 
 
 def decision_of(frame: dict) -> dict[str, Any]:

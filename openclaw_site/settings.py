@@ -239,8 +239,8 @@ OPENCLAW_LOG_RETRY_MAX_S = env_float("OPENCLAW_LOG_RETRY_MAX_S", 5.0)
 CELERY_TASK_ROUTES = {
     "jobs.batch_*": {"queue": "batch"},
     "jobs.finetune": {"queue": "cpu"},  # each job names its queue (cpu or gpu)
-    "routing.write_usage": {"queue": OPENCLAW_LOG_QUEUE},
-    "routing.write_audit": {"queue": OPENCLAW_LOG_QUEUE},
+    "routing.write_*": {"queue": OPENCLAW_LOG_QUEUE},  # usage and audit rows
+    "chat.mcp_stdio_*": {"queue": "cpu"},  # stdio MCP servers: a process on the worker
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
@@ -482,8 +482,7 @@ LOG_FORMAT = env_str("OPENCLAW_LOG_FORMAT", "json").lower()
 if LOG_FORMAT not in {"json", "plain"}:
     raise ImproperlyConfigured(f"OPENCLAW_LOG_FORMAT={LOG_FORMAT!r}: use json or plain")
 LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
+    "version": 1, "disable_existing_loggers": False,
     "filters": {"context": {"()": "core.logging.ContextFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d "
@@ -496,5 +495,6 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "pgserver": {"level": "WARNING"},
+        "mcp.server": {"level": "WARNING"}, "httpx2": {"level": "WARNING"},  # per MCP call
     },
 }

@@ -8,6 +8,8 @@ A turn that a plugin refuses, or that no model could answer, ends where it stopp
 
 from __future__ import annotations
 
+import abc
+
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -19,6 +21,16 @@ from .state import State
 # The state is the input and the output too (workflows' graphs are built the same way).
 Builder = StateGraph[State, Context, State, State]
 Graph = CompiledStateGraph[State, Context, State, State]
+
+
+class NodeGroup(abc.ABC):
+    """A node that is several graph nodes (an agent's loop): it adds them to the builder
+    itself, entered at the node's own id and leaving to ``following`` (None: the end;
+    an error ends the run wherever it happens)."""
+
+    @abc.abstractmethod
+    def add_to(self, builder: Builder, node_id: str, following: str | None) -> None:
+        ...
 
 
 def build() -> Builder:

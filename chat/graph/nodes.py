@@ -116,7 +116,7 @@ def plugin_request(state: State, context: Context,
                          workflow=context.workflow, user_name=state.user if studio else "")
 
 
-def _actions(metadata: dict, phase: str, runtime: Runtime[Context]) -> list[dict[str, Any]]:
+def plugin_actions(metadata: dict, phase: str, runtime: Runtime[Context]) -> list[dict[str, Any]]:
     actions = [{**action, "phase": phase} for action in metadata.get("plugin_actions", [])]
     for action in actions:
         runtime.stream_writer({"type": "plugin", **action})
@@ -147,11 +147,11 @@ async def pre_process(state: State, runtime: Runtime[Context]) -> dict[str, Any]
     try:
         request = chain.pre_process(request)
     except PluginBlocked as exc:
-        _actions(request.metadata, "pre", runtime)
+        plugin_actions(request.metadata, "pre", runtime)
         await sync_to_async(conversations.refuse_message)(state.message["id"])
         return {"error": _blocked(exc)}
     return {"prompt": request.messages, "flags": sorted(request.flags),
-            "plugin_actions": _actions(request.metadata, "pre", runtime)}
+            "plugin_actions": plugin_actions(request.metadata, "pre", runtime)}
 
 
 # --- route and generate ----------------------------------------------------------------
@@ -237,14 +237,14 @@ async def call_model(state: State, runtime: Runtime[Context], *,
     except (GatewayError, EngineError, PluginBlocked) as exc:
         if streams and not state.route and not routed_here and meta.decision is not None:
             routed_here = announce_route(meta.decision, runtime)
-        return {"error": _call_error(exc), **({"route": routed_here} if routed_here else {})}
+        return {"error": call_error(exc), **({"route": routed_here} if routed_here else {})}
     if tail:
         parts.append(tail)
         if streams:
             runtime.stream_writer({"type": "token", "text": tail})
-    actions = _actions(stream_filter.metadata, "stream", runtime)
+    actions = plugin_actions(stream_filter.metadata, "stream", runtime)
     content = "".join(parts)
-    counted = _usage(usage, state.prompt, content)
+    counted = usage_of(usage, state.prompt, content)
     runtime.stream_writer({"type": "usage", "model": meta.model, **counted})
     reply = {"content": content, "model": meta.model, "models": meta.models,
              "models_tried": meta.models_tried, "instance": meta.instance_id,
@@ -255,7 +255,7 @@ async def call_model(state: State, runtime: Runtime[Context], *,
             **({"route": routed_here} if routed_here else {})}
 
 
-def _call_error(exc: GatewayError | EngineError | PluginBlocked) -> dict[str, Any]:
+def call_error(exc: GatewayError | EngineError | PluginBlocked) -> dict[str, Any]:
     if isinstance(exc, GatewayError):
         return {"code": exc.code, "message": exc.message, "status": exc.status}
     if isinstance(exc, EngineError):
@@ -263,7 +263,7 @@ def _call_error(exc: GatewayError | EngineError | PluginBlocked) -> dict[str, An
     return _blocked(exc)
 
 
-def _usage(reported: Usage | None, prompt: list[dict[str, Any]],
+def usage_of(reported: Usage | None, prompt: list[dict[str, Any]],
            content: str) -> dict[str, int]:
     """The engine's token counts, or an estimate when it reports none."""
     if reported:
@@ -287,9 +287,9 @@ async def post_process(state: State, runtime: Runtime[Context]) -> dict[str, Any
     try:
         response = chain.post_process(response)
     except PluginBlocked as exc:
-        _actions(response.metadata, "post", runtime)
+        plugin_actions(response.metadata, "post", runtime)
         return {"error": _blocked(exc)}
-    actions = _actions(response.metadata, "post", runtime)
+    actions = plugin_actions(response.metadata, "post", runtime)
     return {"reply": {**state.reply, "content": response.content},
             "plugin_actions": [*state.plugin_actions, *actions]}
 

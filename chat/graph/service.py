@@ -100,12 +100,14 @@ async def graph_for(plan: Plan | None) -> Graph:
 async def astream_turn(*, conversation_id: str | None, user: str, content: str | list[dict],
                        model: str, api_key: str = "", params: dict | None = None,
                        workflow: str | None = None, double_texting: str | None = None,
-                       batched: bool = False) -> AsyncGenerator[dict, None]:
+                       batched: bool = False, tools: list[str] | None = None
+                       ) -> AsyncGenerator[dict, None]:
     """One turn of ``user``'s conversation (a new one when ``conversation_id`` is None)
     with ``content`` as the user's message, as events (see the module's docstring).
     ``workflow`` (a slug) picks the workflow, and pins it to the conversation; else the
     conversation's runs, else the default workflow, else the built-in graph.
-    ``double_texting`` overrides the workflow's policy for this send."""
+    ``double_texting`` overrides the workflow's policy for this send. ``tools`` (names)
+    are the tools the user enabled for the conversation; None keeps the thread's."""
     if not isinstance(model, str) or not model:
         yield error_event("invalid_model", _("“model” must be a non-empty string."))
         return
@@ -150,6 +152,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
         inputs = {"conversation_id": started.conversation_id, "user": user, "model": model,
                   "message": started.message, "api_key": api_key,
                   "params": dict(params or {}), **turn_start(started.message)}
+        if tools is not None:
+            inputs["tools"] = list(tools)
         # A new conversation's thread has no checkpoint yet.
         async for event in _run(plan, inputs, lease, "" if started.created else head,
                                 batched):
@@ -428,7 +432,8 @@ def waiting_runs(user: str | None = None) -> list[dict]:
 
 async def arun_turn(*, conversation_id: str | None, user: str, content: str | list[dict],
                     model: str, api_key: str = "", params: dict | None = None,
-                    workflow: str | None = None, double_texting: str | None = None) -> dict:
+                    workflow: str | None = None, double_texting: str | None = None,
+                    tools: list[str] | None = None) -> dict:
     """``astream_turn`` without the stream: its last event (``done``, ``waiting`` or
     ``error``), with the conversation's id added."""
     last: dict = {}
@@ -436,7 +441,7 @@ async def arun_turn(*, conversation_id: str | None, user: str, content: str | li
     async for event in astream_turn(conversation_id=conversation_id, user=user,
                                     content=content, model=model, api_key=api_key,
                                     params=params, workflow=workflow,
-                                    double_texting=double_texting):
+                                    double_texting=double_texting, tools=tools):
         if event["type"] == "conversation":
             conversation = event["id"]
         last = event

@@ -11,6 +11,9 @@ import operator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
 
 @dataclass(kw_only=True)
 class InputState:
@@ -29,6 +32,10 @@ class InputState:
     params: dict[str, Any] = field(default_factory=dict)
     """Sampling parameters (``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``,
     other OpenAI body fields)."""
+    tools: list[str] = field(default_factory=list)
+    """The tools the user enabled for this conversation (names): an ``agent`` node with
+    no tools of its own offers these. Not reset by a turn: a turn that does not name
+    them keeps the thread's."""
 
 
 @dataclass(kw_only=True)
@@ -57,6 +64,12 @@ class State(InputState):
     outputs: dict[str, Any] = field(default_factory=dict)
     """What workflow nodes produced this turn, by name: a router's branch, an HTTP
     tool's answer, a model call kept apart from the reply."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """The running agent's bookkeeping (``chat.graph.agent``): its node, the tools it
+    offers, its steps, tokens, what it said, calls whose arguments were not JSON."""
+    agent_messages: Annotated[list[AnyMessage], add_messages] = field(default_factory=list)
+    """The running agent's exchange with its tools since the prompt (its model's calls,
+    the tools' answers); an agent that starts clears it."""
 
 
 def turn_start(message: dict[str, Any]) -> dict[str, Any]:
@@ -64,4 +77,5 @@ def turn_start(message: dict[str, Any]) -> dict[str, Any]:
     holds the previous turn's values. Part of the input, so no graph step is spent on
     it; the window starts as the new message alone (a recall node widens it)."""
     return {"turns": 1, "window": [message], "memories": [], "prompt": [], "flags": [],
-            "plugin_actions": [], "route": {}, "reply": {}, "error": {}, "outputs": {}}
+            "plugin_actions": [], "route": {}, "reply": {}, "error": {}, "outputs": {},
+            "agent": {}}

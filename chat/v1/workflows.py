@@ -181,13 +181,21 @@ def _headers(response: HttpResponseBase, conversation: str, last: dict,
     response["x-openclaw-conversation"] = conversation
 
 
-def _extension(last: dict, conversation: str) -> dict[str, Any]:
+# Server-side steps a run reports to /v1 clients (README "Agents and tools"): in a stream,
+# each as a chunk with an empty delta and the event under ``x_openclaw.event``; in a whole
+# answer, listed under ``x_openclaw.steps``. OpenAI's clients ignore both.
+STEP_EVENTS = frozenset({"tool_call", "tool_result", "approval"})
+
+
+def _extension(last: dict, conversation: str,
+               steps: list[dict] | None = None) -> dict[str, Any]:
+    listed = {"steps": steps} if steps else {}
     if last.get("type") == "waiting":
         return {"conversation_id": conversation, "status": "waiting",
-                "run_id": last["run_id"], "interrupts": last["interrupts"]}
+                "run_id": last["run_id"], "interrupts": last["interrupts"], **listed}
     return {"conversation_id": conversation, "status": "done",
             "message_id": last.get("message_id"), "models": last.get("models", []),
-            "route": last.get("route", {})}
+            "route": last.get("route", {}), **listed}
 
 
 def _log(ticket: Ticket, chat: ChatRequest, last: dict, status: int, started: float) -> None:
@@ -205,8 +213,11 @@ def _log(ticket: Ticket, chat: ChatRequest, last: dict, status: int, started: fl
 async def _whole(ticket: Ticket, chat: ChatRequest, model: str, conversation: str,
                  events: AsyncIterator[dict], started: float) -> JsonResponse:
     last: dict = {}
+    steps: list[dict] = []
     async for event in events:
         last = event
+        if event["type"] in STEP_EVENTS:
+            steps.append(event)
     if last.get("type") not in ("done", "waiting"):
         _log(ticket, chat, last, last.get("status", 500), started)
         return _error(last.get("status", 500), last.get("message", ""),
@@ -218,7 +229,7 @@ async def _whole(ticket: Ticket, chat: ChatRequest, model: str, conversation: st
     content = "" if waiting else last["content"]
     body = completion_body(chat.request_id, int(time.time()), last.get("model") or model,
                            [choice_body(Choice(0, content, finish))], usage,
-                           x_openclaw=_extension(last, conversation))
+                           x_openclaw=_extension(last, conversation, steps))
     response = JsonResponse(body)
     _headers(response, conversation, last, started)
     _log(ticket, chat, last, 200, started)
@@ -244,6 +255,8 @@ async def _sse(ticket: Ticket, chat: ChatRequest, model: str, conversation: str,
         last = event
         if event["type"] == "token":
             yield writer.chunk({"content": event["text"]})
+        elif event["type"] in STEP_EVENTS:
+            yield writer.chunk({}, x_openclaw={"event": event})
     if last.get("type") not in ("done", "waiting"):
         _log(ticket, chat, last, last.get("status", 500), started)
         yield writer.error(last.get("status", 500), last.get("message", ""), last.get("code"))

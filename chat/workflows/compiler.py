@@ -31,7 +31,7 @@ from core.snapshot import VersionedSnapshot
 
 from ..graph import nodes as conversation
 from ..graph.context import Context
-from ..graph.graph import Builder, Graph
+from ..graph.graph import Builder, Graph, NodeGroup
 from ..graph.state import State
 from ..models import Conversation, DoubleTexting, Workflow
 from . import nodes
@@ -249,6 +249,9 @@ def build(definition: dict[str, Any], ctx: BuildContext) -> Builder:
         assert node_type is not None  # validated on save: a registered type
         made = node_type.build(node_id, spec.get("config", {}), ctx)
         targets = [*dict.fromkeys(branches(spec))]
+        if isinstance(made, NodeGroup):  # several graph nodes (an agent): it adds them
+            made.add_to(builder, node_id, following.get(node_id))
+            continue
         if isinstance(made, CompiledStateGraph):  # a sub-workflow: edges decide after it
             builder.add_node(node_id, made)
             if targets:

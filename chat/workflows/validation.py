@@ -64,9 +64,10 @@ def _nodes(raw: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
     for index, node in enumerate(raw):
         node_id = node.get("id") if isinstance(node, dict) else None
         if not isinstance(node_id, str) or not NODE_ID.match(node_id) \
-                or node_id in RESERVED_IDS:
+                or node_id in RESERVED_IDS or "__" in node_id:
+            # "__" separates an agent's own graph nodes (<id>__tools, <id>__review).
             found.append(_("nodes[%(i)d]: “id” must be a letter then letters, digits, _ or "
-                           "- (at most 64), and not “begin”.") % {"i": index})
+                           "- (at most 64), without “__”, and not “begin”.") % {"i": index})
             continue
         if node_id in nodes:
             found.append(_("%(node)s is defined twice.") % {"node": node_label(node_id)})

@@ -6,6 +6,8 @@ and Python examples run as written and answer."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -167,6 +169,14 @@ def test_the_newcomers_first_ten_minutes(up: Up):
     exec(compile(python, "README.md", "exec"), scope)  # noqa: S102 - README's own example
     assert scope["reply"].choices[0].message.content
     assert scope["later"].output_text
+    # README's MCP client example: the default workflow run as a tool over /mcp
+    client = readme_block("python", "streamable_http_client").replace(
+        "127.0.0.1:8000", port).replace("sk-…", key)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(client, "README.md", "exec"), {})  # noqa: S102 - README's own example
+    assert "workflow_conversation" in printed.getvalue(), printed.getvalue()
+    assert "'status': 'done'" in printed.getvalue(), printed.getvalue()
 
     # a batch job to open later (README's example line and command)
     batch = readme_block("bash", "openclaw batch submit")

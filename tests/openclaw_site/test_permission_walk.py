@@ -26,7 +26,15 @@ from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from chat import stored_responses
-from chat.models import Conversation, MemoryItem, Message, StoredResponse
+from chat.models import (
+    Conversation,
+    McpServer,
+    MemoryItem,
+    Message,
+    StoredResponse,
+    Tool,
+    ToolKind,
+)
 from jobs import batch, batch_files
 from jobs.annotation import AnnotationInput, annotate
 from jobs.models import (
@@ -70,6 +78,7 @@ RULES: dict[str, str] = {
     "studio:conversation": SELF,
     "studio:memory-delete": SELF,
     "studio:quota": SELF,               # the signed-in user's own quota
+    "studio:tools": SELF,               # the tools the signed-in user may use
     "training:annotations": SELF,       # everyone's: jobs.view_annotation
     "training:annotate": SELF,          # others' replies: jobs.add_annotation + content
     "training:qa-match": SELF,          # the curated answers every turn may get
@@ -98,6 +107,7 @@ RULES: dict[str, str] = {
     "admin:routing_routingrule_dry_run": PERMISSION,
     "admin:plugins_plugin_reload": PERMISSION,
     "admin:chat_conversation_import": PERMISSION,
+    "admin:chat_mcpserver_refresh": PERMISSION,  # chat.change_mcpserver
     "admin:jobs_batchfile_download": PERMISSION,
     "admin:jobs_dataset_download": PERMISSION,  # view_dataset + chat.view_message_content
     # /v1
@@ -115,7 +125,8 @@ ADMIN_MODELS: dict[str, str] = {
         "auth.group", "auth.user", "routing.apikey", "routing.quota", "routing.usagerecord",
         "routing.auditevent", "routing.modelendpoint", "routing.routingrule",
         "plugins.plugin", "chat.workflow", "chat.workflowrun", "chat.workflowschedule",
-        "chat.conversation", "chat.message", "chat.qapair", "jobs.batchjob",
+        "chat.conversation", "chat.message", "chat.qapair", "chat.tool", "chat.mcpserver",
+        "jobs.batchjob",
         "jobs.batchfile", "jobs.annotation", "jobs.dataset", "jobs.finetunejob")},
     "chat.memoryitem": SELF,  # each member of the staff their own memories
 }
@@ -215,9 +226,13 @@ def theirs(tmp_path) -> dict[str, Any]:
                                      content=b'{"messages": []}\n')
     tuning = FineTuneJob.objects.create(base_endpoint=base, dataset=dataset)
     Group.objects.create(name=f"{CANARY}-group")
+    # An MCP server (nobody's: the admin's) and a tool only Olga may use.
+    server = McpServer.objects.create(name=f"{CANARY}-mcp", url="http://127.0.0.1:9/mcp")
+    Tool.objects.create(name=f"{CANARY}_tool", kind=ToolKind.BUILTIN, builtin="calculator",
+                        description=f"{CANARY} tool").users.add(olga)
     return {"olga": olga, "conversation": chat, "reply": reply, "memory": memory, "key": key,
             "file": upload, "batch": job, "response_id": response_id, "base": base,
-            "dataset": dataset, "finetune": tuning}
+            "dataset": dataset, "finetune": tuning, "mcp": server}
 
 
 def fill(route: Route, objects: dict[str, Any]) -> str:
@@ -232,6 +247,7 @@ def fill(route: Route, objects: dict[str, Any]) -> str:
         "model_id": "echo", "dataset_id": objects["dataset"].pk, "id": objects["olga"].pk,
         "job_id": objects["finetune"].pk if finetune else objects["batch"].pk,
         "content_type_id": ContentType.objects.get_for_model(Conversation).pk,
+        "pk": objects["mcp"].pk,  # the one admin page named by pk: an MCP server's refresh
     }
     if "object_id" in route.args:
         values["object_id"] = admin_object(route, objects)

@@ -1,7 +1,8 @@
 """One admission on every surface: limits (rpm, tpm, budget) × scopes (model, workflow)
 × networks (allowed, refused, behind a trusted proxy with X-Forwarded-For) × surfaces
 (``/v1`` chat, Responses, Messages, legacy completions, embeddings, the studio
-websocket — a plain turn and a workflow turn —, a batch line, a workflow run), through
+websocket — a plain turn and a workflow turn —, a batch line, a workflow run, a
+workflow called as a tool over ``/mcp``), through
 the real web server (which trusts 127.0.0.1 as a proxy), the loopback OpenAI server as
 the backend, the test database and Redis. Plus bursts: 20 requests at once on an rpm-5
 key get exactly 5 answers, on ``/v1`` and on the websocket.
@@ -190,6 +191,21 @@ def batch_line(request: Request) -> Outcome:
     return Outcome(False, line.status_code or 0, line.response["error"]["code"])
 
 
+def mcp(request: Request) -> Outcome:
+    """``/mcp``: a JSON-RPC ``tools/call`` of the workflow's tool; a pick is its ``model``."""
+    arguments: dict[str, Any] = {"message": "hello there"}
+    if request.picks:
+        arguments["model"] = request.picks
+    response = httpx.post(request.url + "/mcp", timeout=30, headers=request.headers(
+        Accept="application/json, text/event-stream"), json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": f"workflow_{FLOW}", "arguments": arguments}})
+    if response.status_code == 200:
+        return Outcome(not response.json()["result"]["isError"], 200)
+    error = response.json().get("error") or {}
+    return Outcome(False, response.status_code, error.get("code"))
+
+
 @dataclass
 class Surface:
     send: Callable[[Request], Outcome]
@@ -207,6 +223,7 @@ SURFACES = {
     "websocket-workflow": Surface(websocket_workflow, runs_workflow=True),
     "batch-line": Surface(batch_line, has_network=False),
     "workflow-run": Surface(workflow_run, runs_workflow=True),
+    "mcp": Surface(mcp, runs_workflow=True),
 }
 
 

@@ -67,7 +67,15 @@
   // workflow names its own nodes).
   var STEPS = { recall: t("recall"), pre_process: t("pre-process"), route: t("route"),
     generate: t("generate"), post_process: t("post-process"), remember: t("remember") };
-  function stepName(id) { return Object.prototype.hasOwnProperty.call(STEPS, id) ? STEPS[id] : id; }
+  // An agent node "<id>" is three graph nodes: "<id>", "<id>__review", "<id>__tools".
+  var AGENT_PARTS = { review: t("approval"), tools: t("tool calls") };
+  function stepName(id) {
+    var parts = id.split("__");
+    if (parts.length === 2 && Object.prototype.hasOwnProperty.call(AGENT_PARTS, parts[1])) {
+      return stepName(parts[0]) + " · " + AGENT_PARTS[parts[1]];
+    }
+    return Object.prototype.hasOwnProperty.call(STEPS, id) ? STEPS[id] : id;
+  }
   // What the built-in plugins did (a third-party plugin's own action is shown as it names it).
   var ACTIONS = { flag: t("flagged"), redact: t("redacted"), mask: t("masked"), block: t("blocked"),
     system_prompt: t("system prompt added"), refused: t("refused"), skipped: t("skipped") };
@@ -96,6 +104,126 @@
     if (detail.error) { parts.push(String(detail.error)); }
     return parts.length ? parts.join(" · ") : JSON.stringify(detail);
   }
+
+  // --- tool calls: a card per call inside the answer (chat.graph.agent's events) ------
+
+  var TOOL_STATES = { running: t("running…"), waiting: t("waiting for approval"), ok: t("done"),
+    error: t("failed"), rejected: t("rejected"), stopped: t("not finished") };
+  function pretty(value) {  // arguments or a result: indented where it is a JSON object or list
+    if (typeof value === "string") {
+      try { var parsed = JSON.parse(value); } catch (e) { return value; }
+      if (parsed === null || typeof parsed !== "object") { return value; }
+      value = parsed;
+    }
+    return JSON.stringify(value, null, 2);
+  }
+
+  var Cards = {
+    make: function (call) {  // call: {id, name, arguments, node, approval}; id may be unknown yet
+      var card = el("div", { "class": "tool-card", role: "group",
+        "aria-label": interpolate(t("Tool call: %s"), [call.name]) }, [
+        el("div", { "class": "tool-head" }, [
+          el("span", { "class": "spinner", "aria-hidden": "true" }),
+          el("span", { "class": "tool-icon", "aria-hidden": "true", text: "⚙" }),
+          el("code", { "class": "tool-name", text: call.name }),
+          el("span", { "class": "tool-state" }),
+          el("span", { "class": "tool-ms" })]),
+        el("div", { "class": "tool-label", text: t("Arguments") }),
+        el("pre", { "class": "tool-args", text: pretty(call.arguments || {}) })]);
+      card.dataset.name = call.name;
+      card.dataset.arguments = JSON.stringify(call.arguments || {});
+      if (call.id) { card.dataset.call = call.id; }
+      if (call.node) { card.dataset.node = call.node; }
+      this.state(card, call.approval ? "waiting" : "running");
+      return card;
+    },
+    state: function (card, state) {
+      Object.keys(TOOL_STATES).forEach(function (name) { card.classList.remove(name); });
+      card.classList.add(state);
+      card.dataset.state = state;
+      card.querySelector(".tool-state").textContent = TOOL_STATES[state];
+    },
+    // The card of a call: by its id where the event names it, else the first card of that
+    // tool still open (a tool's calls end in the order they were made).
+    find: function (root, call, name) {
+      var cards = Array.prototype.slice.call(root.querySelectorAll(".tool-card"));
+      return cards.filter(function (card) { return call && card.dataset.call === call; })[0] ||
+        cards.filter(function (card) {
+          return card.dataset.name === name && (card.dataset.state === "running" || card.dataset.state === "waiting") &&
+            !(call && card.dataset.call);
+        })[0] || null;
+    },
+    outcome: function (card, label, text, error) {  // the result, the error or why it was refused
+      var old = card.querySelector(".tool-out");
+      if (old) { old.remove(); }
+      card.appendChild(el("div", { "class": "tool-out" + (error ? " error" : "") }, [
+        el("div", { "class": "tool-label", text: label }), el("pre", { "class": "tool-result", text: text })]));
+    },
+    result: function (card, frame) {
+      var failed = frame.status === "error";
+      this.state(card, failed ? "error" : "ok");
+      card.querySelector(".tool-ms").textContent = frame.duration_ms == null ? "" : ms(frame.duration_ms);
+      this.outcome(card, failed ? t("Error") : t("Result"), pretty(frame.content || ""), failed);
+    },
+    edited: function (card, args) {
+      card.dataset.arguments = JSON.stringify(args);
+      card.querySelector(".tool-args").textContent = pretty(args);
+      card.querySelector(".tool-label").textContent = t("Arguments (edited)");
+    },
+    // The message's text goes in parts between its cards, so both keep the order they came in.
+    place: function (message, card) {
+      var body = message.querySelector(".body");
+      if (!message.classList.contains("with-tools")) {
+        var raw = message.dataset.raw || "";
+        body.innerHTML = "";
+        if (raw) {
+          var part = el("div", { "class": "part", html: md.render(raw) });
+          part.dataset.raw = raw;
+          body.appendChild(part);
+        }
+        message.classList.add("with-tools");
+      }
+      body.appendChild(card);
+    },
+    // Approve, edit the arguments (JSON in a text box), or reject (with a reason); the
+    // buttons act for every call the run waits on and are disabled once one is used.
+    review: function (card, decide) {
+      var box = el("textarea", { "class": "tool-edit", rows: "4", spellcheck: "false",
+        "aria-label": interpolate(t("Arguments of %s, as JSON"), [card.dataset.name]) });
+      box.value = pretty(JSON.parse(card.dataset.arguments));
+      box.hidden = true;
+      var send = el("button", { type: "button", "class": "approve-edit", text: "✓ " + t("Approve with these arguments"),
+        onclick: function () { decide("edit"); } });
+      send.hidden = true;
+      var old = card.querySelector(".tool-review");
+      if (old) { old.remove(); }
+      card.appendChild(el("div", { "class": "tool-review" }, [box, el("div", { "class": "actions" }, [
+        el("button", { type: "button", "class": "approve", text: "✓ " + t("Approve"), onclick: function () { decide("approve"); } }),
+        el("button", { type: "button", "class": "edit", text: "✎ " + t("Edit"), onclick: function () {
+          box.hidden = send.hidden = !box.hidden;
+          if (!box.hidden) { box.focus(); }
+        } }),
+        send,
+        el("button", { type: "button", "class": "reject", text: "✕ " + t("Reject"), onclick: function () { decide("reject"); } }),
+      ])]));
+    },
+    // An edit's arguments: each card's text box where it was opened, else as called; one
+    // call's object as it is, several keyed by call id (chat.graph.agent.tool_decision).
+    arguments: function (cards) {
+      var edited = {};
+      cards.forEach(function (card) {
+        var box = card.querySelector(".tool-edit"), value;
+        try { value = JSON.parse(box && !box.hidden ? box.value : card.dataset.arguments); } catch (e) { value = null; }
+        if (value === null || typeof value !== "object" || Array.isArray(value)) {
+          if (box) { box.setAttribute("aria-invalid", "true"); box.focus(); }
+          throw new Error(interpolate(t("The arguments of %s must be a JSON object."), [card.dataset.name]));
+        }
+        if (box) { box.removeAttribute("aria-invalid"); }
+        edited[card.dataset.call] = value;
+      });
+      return cards.length === 1 ? edited[cards[0].dataset.call] : edited;
+    },
+  };
 
   // --- the run panel --------------------------------------------------------------
 
@@ -162,7 +290,7 @@
       $("plugins").innerHTML = "";
       $("plugins").appendChild(el("li", { "class": "muted", text: "—" }));
       $("usage").textContent = "—";
-      this.timings = [];
+      this.entries = [];
     },
     handle: function (frame) {
       if (frame.type === "node") { this.onNode(frame); }
@@ -192,7 +320,10 @@
       } else if (frame.type === "usage") {
         $("usage").textContent = interpolate(t("%s prompt + %s completion = %s tokens"),
           [frame.prompt_tokens, frame.completion_tokens, frame.total_tokens]);
-      } else if (frame.type === "done" && frame.latency_ms != null) {
+      } else if (frame.type === "tool_call") { this.onToolCall(frame); }
+      else if (frame.type === "tool_result") { this.onToolResult(frame); }
+      else if (frame.type === "approval") { this.onApproval(frame); }
+      else if (frame.type === "done" && frame.latency_ms != null) {
         $("usage").appendChild(el("div", { "class": "muted", text: interpolate(
           t("first token %s ms · total %s ms"), [frame.ttft_ms == null ? "—" : number.format(Math.round(frame.ttft_ms)),
             number.format(Math.round(frame.latency_ms))]) }));
@@ -205,15 +336,48 @@
       node.classList.remove("running");
       node.classList.add("done");
       node.querySelector(".time").textContent = frame.ms == null ? "" : ms(frame.ms);
-      this.timings.push([frame.node, frame.ms || 0]);
-      var most = Math.max.apply(null, this.timings.map(function (x) { return x[1]; }).concat([1]));
+      this.entries.push({ label: stepName(frame.node), ms: frame.ms || 0 });
+      this.drawTimeline();
+    },
+    // A tool call is a line of the timeline from the moment the model asks for it; its
+    // result gives it its duration (a resumed run, after an approval, adds the line then).
+    onToolCall: function (frame) {
+      this.entries.push({ tool: true, call: frame.call_id || "", name: frame.name,
+        state: frame.approval ? "waiting" : "running", ms: null });
+      this.drawTimeline();
+    },
+    onToolResult: function (frame) {
+      var entry = this.toolEntry(frame.call_id, frame.name, ["running", "waiting"]);
+      if (!entry) {
+        entry = { tool: true, call: frame.call_id || "", name: frame.name };
+        this.entries.push(entry);
+      }
+      entry.state = frame.status === "error" ? "error" : "ok";
+      entry.ms = frame.duration_ms == null ? null : frame.duration_ms;
+      this.drawTimeline();
+    },
+    onApproval: function (frame) {
+      this.entries.forEach(function (entry) {
+        if (entry.tool && entry.state === "waiting") { entry.state = frame.action === "reject" ? "rejected" : "running"; }
+      });
+      this.drawTimeline();
+    },
+    toolEntry: function (call, name, states) {  // by the call's id, else its tool's first open line
+      return this.entries.filter(function (entry) {
+        return entry.tool && (call ? entry.call === call : entry.name === name && states.indexOf(entry.state) >= 0);
+      })[0] || null;
+    },
+    drawTimeline: function () {
+      var most = Math.max.apply(null, this.entries.map(function (x) { return x.ms || 0; }).concat([1]));
       var list = $("timeline");
       list.innerHTML = "";
-      this.timings.forEach(function (x) {
+      this.entries.forEach(function (x) {
         var bar = el("span", {});
-        bar.style.width = Math.max(2, 100 * x[1] / most) + "%";
-        list.appendChild(el("li", {}, [el("span", { text: stepName(x[0]) }), el("span", { "class": "bar" }, [bar]),
-          el("span", { "class": "muted", text: ms(x[1]) })]));
+        bar.style.width = x.ms == null ? "0" : Math.max(2, 100 * x.ms / most) + "%";
+        var item = el("li", {}, [el("span", { text: x.tool ? "⚙ " + x.name : x.label }), el("span", { "class": "bar" }, [bar]),
+          el("span", { "class": "muted", text: x.ms == null ? TOOL_STATES[x.state] : ms(x.ms) })]);
+        if (x.tool) { item.className = "tool " + x.state; item.dataset.tool = x.name; }
+        list.appendChild(item);
       });
     },
     onMemory: function (hits) {
@@ -264,6 +428,89 @@
     },
   };
 
+  // --- the tools picker: the tools the assistant may call, chosen per conversation ----
+
+  // The choice is kept in this browser per conversation (a new one's goes with it once
+  // it has its id); every message sends it (`tools`), so the run offers those tools.
+  var Tools = {
+    list: null,          // the tools the user may use (/studio/api/tools/), once loaded
+    chosen: [],          // the names enabled for the open conversation
+    conversation: null,  // its id; null until a new conversation has one
+    init: function () {
+      var self = this;
+      $("tools-button").addEventListener("click", function () { self.show($("tools-menu").hidden); });
+      document.addEventListener("click", function (event) {
+        if (!$("tools-picker").contains(event.target)) { self.show(false); }
+      });
+      $("tools-picker").addEventListener("keydown", function (event) {
+        if (event.key === "Escape" && !$("tools-menu").hidden) { self.show(false); $("tools-button").focus(); }
+      });
+      api("/studio/api/tools/").then(function (body) { self.list = body.tools; self.draw(); })
+        .catch(function (err) { self.list = []; self.draw(err.message); });
+    },
+    show: function (open) {
+      $("tools-menu").hidden = !open;
+      $("tools-button").setAttribute("aria-expanded", String(open));
+    },
+    key: function (conversation) { return "openclaw-tools:" + conversation; },
+    read: function (conversation) {
+      try {
+        var saved = JSON.parse(window.localStorage.getItem(this.key(conversation)) || "[]");
+        return Array.isArray(saved) ? saved.filter(function (name) { return typeof name === "string"; }) : [];
+      } catch (e) { return []; }
+    },
+    keep: function (conversation, names) {
+      try { window.localStorage.setItem(this.key(conversation), JSON.stringify(names)); } catch (e) { /* private mode */ }
+    },
+    open: function (conversation) {  // the picker follows the first pane's conversation
+      this.conversation = conversation || null;
+      this.chosen = conversation ? this.read(conversation) : [];
+      this.draw();
+    },
+    adopt: function (conversation) {  // a new conversation got its id: its choice goes with it
+      this.conversation = conversation;
+      this.keep(conversation, this.chosen);
+    },
+    names: function () {  // what a message sends: the chosen tools the user may still use
+      var usable = this.list;
+      return usable ? this.chosen.filter(function (name) {
+        return usable.some(function (tool) { return tool.name === name; });
+      }) : this.chosen.slice();
+    },
+    set: function (name, on) {
+      this.chosen = this.chosen.filter(function (n) { return n !== name; });
+      if (on) { this.chosen.push(name); }
+      if (this.conversation) { this.keep(this.conversation, this.chosen); }
+      this.count();
+    },
+    count: function () {
+      var enabled = this.names().length;
+      $("tools-count").textContent = number.format(enabled);
+      $("tools-button").classList.toggle("on", enabled > 0);
+      $("tools-button").setAttribute("aria-label", interpolate(tn("Tools: %s tool enabled", "Tools: %s tools enabled", enabled),
+        [number.format(enabled)]));
+    },
+    draw: function (problem) {
+      var self = this, list = $("tools-list");
+      list.innerHTML = "";
+      if (problem || !this.list || !this.list.length) {
+        list.appendChild(el("li", { "class": "muted", text: problem || (this.list
+          ? t("No tools are available to you yet: an administrator adds them.") : t("Loading…")) }));
+      }
+      (this.list || []).forEach(function (tool) {
+        var box = el("input", { type: "checkbox", value: tool.name,
+          onchange: function () { self.set(tool.name, box.checked); } });
+        box.checked = self.chosen.indexOf(tool.name) >= 0;
+        list.appendChild(el("li", {}, [el("label", {}, [box, el("span", { "class": "tool-text" }, [
+          el("span", { "class": "tool-title" }, [el("code", { text: tool.name }),
+            el("span", { "class": "badge", text: tool.kind_label || tool.kind }),
+            tool.requires_approval ? el("span", { "class": "badge approval", text: t("needs approval") }) : null]),
+          tool.description ? el("span", { "class": "description", text: tool.description }) : null])])]));
+      });
+      this.count();
+    },
+  };
+
   // --- a chat pane: one websocket, one conversation -------------------------------
 
   function Pane(root, modelSelect, primary) {
@@ -286,6 +533,7 @@
     this.running = null;
     this.current = null;
     this.messages.innerHTML = "";
+    if (this.primary) { Tools.open(this.conversation); }
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var ws = this.ws = new WebSocket(scheme + window.location.host + "/ws/chat/" + (conversation || "new") + "/");
     ws.onopen = function () {
@@ -332,6 +580,7 @@
   Pane.prototype.finish = function (node, frame) {
     var self = this;
     node.classList.remove("streaming");
+    node.querySelectorAll('.tool-card[data-state="running"]').forEach(function (card) { Cards.state(card, "stopped"); });
     if (frame.message_id) { node.dataset.messageId = frame.message_id; }
     var meta = [];
     if (frame.stopped) { meta.push(t("stopped")); }
@@ -407,8 +656,75 @@
   Pane.prototype.render = function () {
     var node = this.current;
     if (!node) { return; }
-    node.querySelector(".body").innerHTML = md.render(node.dataset.raw);
+    var body = node.querySelector(".body"), part = body.lastElementChild;
+    if (!node.classList.contains("with-tools")) { body.innerHTML = md.render(node.dataset.raw); }
+    else if (part && part.classList.contains("part")) { part.innerHTML = md.render(part.dataset.raw); }
     this.scroll();
+  };
+
+  // The answer a run's events go to, made by its first token or tool call.
+  Pane.prototype.answer = function (frame) {
+    if (!this.current || this.current.dataset.run !== frame.id) {
+      this.current = this.bubble("assistant", "", { model: this.modelSelect.value });
+      this.current.classList.add("streaming");
+      this.current.dataset.run = frame.id;
+      this.current.dataset.tokens = "0";
+    }
+    return this.current;
+  };
+
+  Pane.prototype.text = function (node, text) {
+    node.dataset.raw += text;
+    if (!node.classList.contains("with-tools")) { return; }
+    var body = node.querySelector(".body"), part = body.lastElementChild;
+    if (!part || !part.classList.contains("part")) {  // text after a card: a new part
+      part = el("div", { "class": "part" });
+      part.dataset.raw = "";
+      body.appendChild(part);
+    }
+    part.dataset.raw += text;
+  };
+
+  // The final text of an answer with cards: as streamed, unless a plugin changed it after
+  // (then it follows the cards whole).
+  Pane.prototype.settle = function (node, content) {
+    if (!node.classList.contains("with-tools") || !content || content === node.dataset.raw) { return; }
+    node.querySelectorAll(".body > .part").forEach(function (part) { part.remove(); });
+    node.dataset.raw = "";
+    this.text(node, content);
+  };
+
+  Pane.prototype.toolCall = function (frame) {
+    var message = this.answer(frame);
+    Cards.place(message, Cards.make({ id: frame.call_id, name: frame.name, arguments: frame.arguments,
+      node: frame.node, approval: frame.approval }));
+    this.scroll();
+  };
+
+  Pane.prototype.toolResult = function (frame) {
+    var card = Cards.find(this.messages, frame.call_id, frame.name);
+    if (!card) {  // a call made before this page was open
+      card = Cards.make({ id: frame.call_id, name: frame.name, node: frame.node });
+      Cards.place(this.answer(frame), card);
+    }
+    Cards.result(card, frame);
+    this.scroll();
+  };
+
+  // A reviewer's decision, as the resumed run reports it: the waiting cards run (with
+  // the edited arguments) or are refused.
+  Pane.prototype.toolDecision = function (frame) {
+    this.messages.querySelectorAll('.tool-card[data-state="waiting"]').forEach(function (card) {
+      if (frame.node && card.dataset.node && card.dataset.node !== frame.node) { return; }
+      if (frame.action === "reject") {
+        Cards.state(card, "rejected");
+        if (frame.reason) { Cards.outcome(card, t("Rejected"), frame.reason, true); }
+        return;
+      }
+      var edited = frame.action === "edit" && frame.arguments && frame.arguments[card.dataset.call];
+      if (edited) { Cards.edited(card, edited); }
+      Cards.state(card, "running");
+    });
   };
 
   Pane.prototype.finishRun = function () {
@@ -450,7 +766,7 @@
       case "conversation":
         if (!this.conversation) {
           this.conversation = frame.conversation;
-          if (this.primary) { Studio.remember(frame.conversation); Studio.loadList(); }
+          if (this.primary) { Studio.remember(frame.conversation); Tools.adopt(frame.conversation); Studio.loadList(); }
         }
         if (this.primary) { Panel.reset(); }
         break;
@@ -464,22 +780,27 @@
         Studio.updateButtons();
         break;
       case "token":
-        if (!this.current || this.current.dataset.run !== frame.id) {
-          this.current = this.bubble("assistant", "", { model: this.modelSelect.value });
-          this.current.classList.add("streaming");
-          this.current.dataset.run = frame.id;
-          this.current.dataset.tokens = "0";
-        }
-        this.current.dataset.raw += frame.text;
+        this.answer(frame);
+        this.text(this.current, frame.text);
         this.current.dataset.tokens = String(Number(this.current.dataset.tokens) + 1);
         if (!this.pending) {
           this.pending = true;
           window.requestAnimationFrame(function () { self.pending = false; self.render(); });
         }
         break;
+      case "tool_call":
+        this.toolCall(frame);
+        break;
+      case "tool_result":
+        this.toolResult(frame);
+        break;
+      case "approval":
+        this.toolDecision(frame);
+        break;
       case "done":
         var node = this.current && this.current.dataset.run === frame.id ? this.current
           : this.bubble("assistant", "", { model: frame.model });
+        this.settle(node, frame.content);
         node.dataset.raw = frame.content || node.dataset.raw;
         this.current = node;
         this.render();
@@ -501,10 +822,11 @@
         break;
       case "waiting":
         if (frame.id === this.running) { this.finishRun(); }
+        if (this.current) { this.current.classList.remove("streaming"); }
         this.approval(frame);
         break;
       case "forked":
-        if (frame.fork && frame.fork.id) { Studio.open(frame.fork.id); Studio.loadList(); status(t("Branched into a new conversation.")); }
+        if (frame.fork && frame.fork.id) { Tools.keep(frame.fork.id, Tools.chosen); Studio.open(frame.fork.id); Studio.loadList(); status(t("Branched into a new conversation.")); }
         break;
       default:
         break;
@@ -512,8 +834,12 @@
   };
 
   Pane.prototype.approval = function (frame) {
-    var self = this;
-    var shown = (frame.interrupts || []).map(function (i) {
+    var self = this, others = [];
+    (frame.interrupts || []).forEach(function (i) {
+      if (i.value && i.value.kind === "tool_approval") { self.toolReview(i.value); } else { others.push(i); }
+    });
+    if (!others.length) { return; }
+    var shown = others.map(function (i) {
       return typeof i.value === "string" ? i.value : JSON.stringify(i.value);
     }).join("\n");
     var node = this.bubble("assistant", t("Waiting for approval") + ":\n\n" + shown, {});
@@ -532,11 +858,57 @@
     ]));
   };
 
+  // A run waits for a person to review tool calls: their cards (made again when the
+  // page was reloaded meanwhile) get the review's buttons.
+  Pane.prototype.toolReview = function (value) {
+    var self = this, cards = [], made = null;
+    (value.tool_calls || []).forEach(function (call) {
+      var card = Cards.find(self.messages, call.id, call.name);
+      if (!card) {
+        if (!made) { made = self.bubble("assistant", "", {}); made.dataset.tokens = "0"; }
+        card = Cards.make({ id: call.id, name: call.name, arguments: call.arguments, node: value.node, approval: true });
+        Cards.place(made, card);
+      }
+      card.dataset.call = call.id;
+      Cards.state(card, "waiting");
+      cards.push(card);
+    });
+    cards.forEach(function (card) {
+      Cards.review(card, function (action) { self.decideTools(cards, action); });
+    });
+    this.scroll();
+  };
+
+  // Send the review's decision; the resumed run's answer goes on in the same message.
+  Pane.prototype.decideTools = function (cards, action) {
+    var decision = { type: action === "reject" ? "reject" : "approve" };
+    try {
+      if (action === "edit") { decision.content = JSON.stringify(Cards.arguments(cards)); }
+    } catch (err) { status(err.message); return; }
+    if (action === "reject") {
+      var reason = window.prompt(t("Why is this call rejected? (optional; the model is told)"), "");
+      if (reason === null) { return; }
+      decision.reason = reason;
+    }
+    var used = { approve: "button.approve", edit: "button.approve-edit", reject: "button.reject" }[action];
+    cards.forEach(function (card) {
+      card.querySelectorAll(".tool-review button, .tool-review textarea").forEach(function (b) { b.disabled = true; });
+      card.querySelector(".tool-review " + used).classList.add("chosen");
+    });
+    var message = cards[0].closest(".msg");
+    this.running = "d" + Date.now().toString(36);
+    message.dataset.run = this.running;
+    message.classList.add("streaming");
+    this.current = message;
+    Studio.updateButtons();
+    this.send(Object.assign({ id: this.running }, decision));
+  };
+
   Pane.prototype.ask = function (text, id) {
     this.bubble("user", text);
     this.running = id;
     this.send({ type: "message", id: id, content: text, model: this.modelSelect.value,
-      workflow: $("workflow").value });
+      workflow: $("workflow").value, tools: Tools.names() });
   };
 
   // --- the page --------------------------------------------------------------------
@@ -559,6 +931,7 @@
       Panel.draw();
       Panel.reset();
       Quota.show(config.quota);
+      Tools.init();
       this.bind();
       var start = window.location.hash.slice(1) || null;
       this.panes[0].connect(start);
