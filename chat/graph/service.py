@@ -60,6 +60,7 @@ from ..workflows.compiler import (
     aresolve,
     compiled,
     pinned_to,
+    remember_pin,
     workflows_changed,
 )
 from .checkpointer import expected_head, get_saver, head_key, pool_of
@@ -140,7 +141,9 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
                 lease = await runs.claim(started.conversation_id, policy)
             if plan is not None and workflow and \
                     pinned_to(started.conversation_id) != plan.workflow_id:
-                await sync_to_async(_pin)(started.conversation_id, plan.workflow_id)
+                await sync_to_async(_pin)(started.conversation_id, plan.workflow_id,
+                                          announce=not started.created)
+                remember_pin(started.conversation_id, plan.workflow_id)
         except runs.RunRefused as exc:
             yield error_event(exc.code, exc.message, exc.status)
             return
@@ -340,10 +343,13 @@ async def _known_head(conversation_id: str, leased_ahead: bool | None) -> str | 
     return asyncio.ensure_future(_head(saver, conversation_id))
 
 
-def _pin(conversation_id: str, workflow_id: int) -> None:
+def _pin(conversation_id: str, workflow_id: int, announce: bool = True) -> None:
+    """Pin the conversation to the workflow; a changed pin makes every process re-read
+    pins, unless ``announce`` is false (a conversation this turn created: no process
+    has read its pin yet)."""
     if Conversation.objects.filter(pk=conversation_id).exclude(
-            workflow_id=workflow_id).update(workflow_id=workflow_id):
-        workflows_changed()  # every process re-reads the conversation's pin
+            workflow_id=workflow_id).update(workflow_id=workflow_id) and announce:
+        workflows_changed()
 
 
 def record_waiting(conversation_id: str, plan: Plan | None, inputs: Any,

@@ -209,6 +209,17 @@ def pinned_to(conversation_id: str) -> int | None | object:
     return held.value.pins.get(conversation_id, _MISSING) if held else _MISSING
 
 
+def remember_pin(conversation_id: str, workflow_id: int) -> None:
+    """Note in this process's copy that the conversation is pinned to ``workflow_id``
+    (just written, or found so): the next turn naming the workflow writes nothing. A
+    copy replaced meanwhile (a pin changed somewhere) is rebuilt without it."""
+    held = PLANS.peek()
+    if held is not None:
+        held.value.pins[conversation_id] = workflow_id
+        while len(held.value.pins) > PINS_KEPT:
+            held.value.pins.popitem(last=False)
+
+
 def pin_changed(sender: type, instance: Conversation, created: bool = False,
                 update_fields: frozenset | None = None, **kwargs) -> None:
     """A conversation saved with (possibly) another workflow: every process re-reads

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
-from chat.graph import checkpointer
+from chat.graph import checkpointer, service
 from chat.graph.service import (
     arun_resume,
     arun_turn,
@@ -490,3 +490,21 @@ async def test_annotation_reply_answers_curated_questions_and_passes_the_rest_on
     assert next(e for e in other if e["type"] == "annotation")["match"] is None
     assert other[-1]["content"] == "Explain the rules of cricket"
     assert started(other) == ["faq", "chat", "store"]
+
+
+async def test_turns_naming_their_workflow_pin_the_conversation_once(models, monkeypatch):
+    await sync_to_async(triage)()
+    pins = []
+    real_pin = service._pin
+    monkeypatch.setattr(service, "_pin",
+                        lambda *args, **kwargs: pins.append(args) or real_pin(*args, **kwargs))
+    conversation = None
+    for _ in range(3):
+        events = await collect(conversation_id=conversation, user="alice",
+                               content="hello", model="echo", workflow="triage")
+        assert events[-1]["type"] == "done"
+        conversation = events[0]["id"]
+    # the first turn wrote the pin; the next ones found it in this process's copy
+    assert len(pins) == 1
+    assert await sync_to_async(Conversation.objects.filter(
+        pk=conversation, workflow__slug="triage").exists)()
