@@ -68,6 +68,15 @@ class Up:
     def output(self) -> str:
         return "".join(self.lines)
 
+    def output_after(self, text: str, seconds: float = 60) -> str:
+        """The output once it holds ``text`` (``up`` announces itself after its own
+        readiness check, which may end after ours)."""
+        deadline = time.monotonic() + seconds
+        while text not in self.output() and time.monotonic() < deadline \
+                and self.process.poll() is None:
+            time.sleep(0.1)
+        return self.output()
+
     def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "openclaw"), *argv], env=self.env,
                               capture_output=True, text=True, timeout=timeout, cwd=self.home)
@@ -147,7 +156,7 @@ def send(page, text: str) -> None:
 def test_the_newcomers_first_ten_minutes(up: Up):
     from playwright.sync_api import expect, sync_playwright
 
-    output = up.output()
+    output = up.output_after("/readyz\n")  # the announcement's last URL
     studio = re.search(r"(http://127\.0\.0\.1:\d+/studio/)", output)
     password = re.search(r"password: (\S+)", output)
     assert studio and password, output
