@@ -838,24 +838,66 @@
     (frame.interrupts || []).forEach(function (i) {
       if (i.value && i.value.kind === "tool_approval") { self.toolReview(i.value); } else { others.push(i); }
     });
-    if (!others.length) { return; }
-    var shown = others.map(function (i) {
-      return typeof i.value === "string" ? i.value : JSON.stringify(i.value);
-    }).join("\n");
-    var node = this.bubble("assistant", t("Waiting for approval") + ":\n\n" + shown, {});
-    node.classList.add("waiting");
-    var decide = function (type) {
-      return function () {
-        node.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
-        self.running = "d" + Date.now().toString(36);
-        Studio.updateButtons();
-        self.send({ type: type, id: self.running });
-      };
+    // The draft this run streamed becomes the card (so the answer is not shown twice).
+    var streamed = this.current && frame.id && this.current.dataset.run === frame.id ? this.current : null;
+    others.forEach(function (i) { self.approvalCard(i.value, streamed); streamed = null; });
+  };
+
+  // A workflow's human-approval stop: the reviewer's question and the draft (the answer
+  // so far, else the message) as text, with Approve / Edit / Reject, spent once used.
+  Pane.prototype.approvalCard = function (value, streamed) {
+    var self = this;
+    value = value && typeof value === "object" ? value : { prompt: value == null ? "" : String(value) };
+    var draft = typeof value.reply === "string" ? value.reply : (typeof value.message === "string" ? value.message : "");
+    var node = streamed || this.bubble("assistant", "", {});
+    node.classList.remove("streaming");
+    node.classList.add("waiting", "approval-card");
+    var body = node.querySelector(".body");
+    body.innerHTML = "";
+    body.appendChild(el("p", { "class": "approval-prompt", text: value.prompt || t("Approve this answer?") }));
+    var shown = el("div", { "class": "approval-draft", text: draft });
+    var editor = el("textarea", { "class": "approval-edit", "aria-label": t("The corrected answer") });
+    editor.value = draft;
+    editor.hidden = true;
+    body.appendChild(shown);
+    body.appendChild(editor);
+    var buttons = [];
+    var decide = function (frame, used) {
+      buttons.forEach(function (b) { b.disabled = true; });
+      editor.disabled = true;
+      used.classList.add("chosen");
+      self.running = "d" + Date.now().toString(36);
+      frame.id = self.running;
+      if (frame.type === "approve") {  // the answer replaces the draft in this message
+        node.dataset.run = self.running;
+        node.classList.remove("waiting");
+        self.current = node;
+      }
+      Studio.updateButtons();
+      self.send(frame);
     };
-    node.appendChild(el("div", { "class": "actions" }, [
-      el("button", { type: "button", "class": "approve", text: "✓ " + t("Approve"), onclick: decide("approve") }),
-      el("button", { type: "button", "class": "reject", text: "✕ " + t("Reject"), onclick: decide("reject") }),
-    ]));
+    var approve = el("button", { type: "button", "class": "approve", text: "✓ " + t("Approve") });
+    var edit = el("button", { type: "button", "class": "edit", text: "✎ " + t("Edit") });
+    var approveEdit = el("button", { type: "button", "class": "approve-edit", text: "✓ " + t("Approve the edited answer") });
+    var reject = el("button", { type: "button", "class": "reject", text: "✕ " + t("Reject") });
+    approveEdit.hidden = true;
+    approve.onclick = function () { decide({ type: "approve" }, approve); };
+    edit.onclick = function () {
+      editor.hidden = false; shown.hidden = true; edit.hidden = true; approve.hidden = true;
+      approveEdit.hidden = false; editor.focus();
+    };
+    approveEdit.onclick = function () {
+      if (!editor.value.trim()) { editor.classList.add("invalid"); return; }
+      decide({ type: "approve", content: editor.value }, approveEdit);
+    };
+    reject.onclick = function () {
+      var reason = window.prompt(t("Why is this rejected? (optional)"), "");
+      if (reason === null) { return; }
+      decide({ type: "reject", reason: reason }, reject);
+    };
+    buttons = [approve, edit, approveEdit, reject];
+    node.appendChild(el("div", { "class": "actions approval-actions" }, buttons));
+    this.scroll();
   };
 
   // A run waits for a person to review tool calls: their cards (made again when the
