@@ -98,3 +98,23 @@ def test_the_cards_buttons_speak_chinese(page):
     assert re.search(r"[\u4e00-\u9fff]", card.locator("textarea.approval-edit")
                      .get_attribute("aria-label"))
     assert page.errors == []
+
+
+def test_the_graph_panel_draws_a_workflow_in_the_order_it_runs(page):
+    page.click("#toggle-panel")
+
+    def top(node: str) -> float:
+        return float(page.locator(f'#graph .node[data-node="{node}"] rect')
+                     .get_attribute("y"))
+
+    # support-triage: a condition sends refunds to a draft a person reviews, the rest to
+    # an answer; both go on to post-processing and memory
+    for earlier, later in (("recall", "triage"), ("triage", "draft"), ("draft", "review"),
+                           ("review", "post_process"), ("answer", "post_process"),
+                           ("post_process", "remember")):
+        assert top(earlier) < top(later), (earlier, later)
+    page.screenshot(path=str(SHOTS / "openclaw-graph-triage.png"))
+    # the default workflow: the agent's review and tool steps right below it
+    page.select_option("#workflow", "conversation")
+    assert top("generate") < top("generate__review") < top("generate__tools") \
+        < top("post_process") < top("remember")

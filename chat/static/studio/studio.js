@@ -231,17 +231,8 @@
     positions: {},
     draw: function () {
       var chosen = config.workflows.filter(function (w) { return w.name === $("workflow").value; })[0];
-      var graph = (chosen || config.workflows[0]).graph, box = $("graph"), order = [], seen = {}, queue = ["__start__"];
-      while (queue.length) {
-        var id = queue.shift();
-        if (seen[id] || graph.nodes.indexOf(id) < 0) { continue; }
-        seen[id] = true;
-        if (id !== "__end__") { order.push(id); }
-        graph.edges.forEach(function (e) { if (e.source === id && !e.conditional) { queue.push(e.target); } });
-        graph.edges.forEach(function (e) { if (e.source === id && e.conditional) { queue.push(e.target); } });
-      }
-      graph.nodes.forEach(function (n) { if (!seen[n] && n !== "__end__") { order.push(n); } });
-      order.push("__end__");
+      var graph = (chosen || config.workflows[0]).graph, box = $("graph");
+      var order = Panel.order(graph);
       var width = 280, nodeW = 150, nodeH = 30, gap = 16, x = 40;
       box.setAttribute("viewBox", "0 0 " + width + " " + (order.length * (nodeH + gap) + 4));
       box.innerHTML = "";
@@ -278,6 +269,29 @@
         group.appendChild(time);
         box.appendChild(group);
       });
+    },
+    // The nodes top to bottom in the order a run goes through them: a depth-first walk
+    // from the start, each node placed before everything it leads to (the reverse of
+    // the order the walk finishes them), so every arrow points down but a loop's way
+    // back; a node's later branches are walked first, which keeps a branch together
+    // under its node (an agent's review and tool steps right below the agent). Nodes
+    // the start cannot reach come last, then the end.
+    order: function (graph) {
+      var next = {}, state = {}, finished = [];
+      graph.edges.forEach(function (e) { (next[e.source] = next[e.source] || []).push(e.target); });
+      var walk = function (id) {
+        state[id] = "open";
+        (next[id] || []).slice().reverse().forEach(function (to) {
+          if (!state[to] && graph.nodes.indexOf(to) >= 0) { walk(to); }
+        });
+        state[id] = "done";
+        finished.push(id);
+      };
+      walk("__start__");
+      var order = finished.reverse().filter(function (id) { return id !== "__end__"; });
+      graph.nodes.forEach(function (n) { if (!state[n] && n !== "__end__") { order.push(n); } });
+      order.push("__end__");
+      return order;
     },
     node: function (id) { return document.querySelector('#graph .node[data-node="' + id + '"]'); },
     reset: function () {
