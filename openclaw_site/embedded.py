@@ -23,6 +23,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,9 +45,9 @@ PG_LEFTOVER_GRACE_S = 3.0  # a dead postmaster's backends exit on their own with
 def ensure_writable_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of its own: CLI commands started together must not delete each other's
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise StartupError(gettext_noop(
             "data folder %(folder)s is not writable (%(error)s); "
