@@ -9,7 +9,8 @@ it can cancel, relays the turn's events, each stamped with the request's ``id``,
 settles the turn's tokens when it ends (a ``quota`` frame says what is left). Every
 socket on a conversation — on any web replica — sees its frames through the channel
 layer group ``chat.<conversation>``; a ``stop`` reaches the replica running the turn
-the same way.
+the same way (``chat.ws_group``). A ``continue`` runs a branch that the editor
+replayed from one of a run's steps on from there (``chat.workflows.steps``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -41,6 +40,7 @@ from . import studio
 from .conversations import ConversationError, check_content, key_identity
 from .graph.service import astream_resume, astream_turn
 from .workflows.compiler import WorkflowError, aresolve
+from .workflows.steps import astream_continue
 from .ws_frames import (
     FrameError,
     TokenBucket,
@@ -50,8 +50,10 @@ from .ws_frames import (
     model_of,
     params_of,
     request_id_of,
+    trace_of,
     turn_of,
 )
+from .ws_group import ConversationGroup
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +62,9 @@ CONSUMER = "chat"
 _detached: set[asyncio.Task] = set()
 
 
-def group_name(conversation_id: str) -> str:
-    return f"chat.{conversation_id}"
-
-
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(ConversationGroup):
     """One studio connection to one conversation (see the module's docstring)."""
 
-    conversation_id: str | None = None
     identity: str | None = None
     account: Any = None  # the signed-in user (their quota), or None for an API key
     secret: str | None = None  # the API key presented, admitted again on every turn
@@ -75,8 +72,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     run: asyncio.Task | None = None
     run_id: str | None = None
     turn_open = False  # until the turn's last frame is sent (its task may still close)
-    open = False
-    watched = False  # another socket shares the conversation: frames are fanned out
 
     # --- connection ---------------------------------------------------------------
 
@@ -132,17 +127,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code)
         self.open = False
 
-    async def _join(self, conversation_id: str) -> None:
-        """Join the conversation's group and say so: sockets already there fan their
-        frames out from now on and answer ``present``, so this one does too. A socket
-        alone on its conversation (the usual case) sends through no channel layer."""
-        self.conversation_id = conversation_id
-        if self.channel_layer is not None:
-            group = group_name(conversation_id)
-            await self.channel_layer.group_add(group, self.channel_name)
-            await self.channel_layer.group_send(group, {"type": "studio.hello",
-                                                        "origin": self.channel_name})
-
     async def disconnect(self, code: int) -> None:
         self.open = False
         if getattr(self, "counted", False):
@@ -154,9 +138,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             else:
                 _detached.add(self.run)
                 self.run.add_done_callback(_detached.discard)
-        if self.conversation_id and self.channel_layer is not None:
-            await self.channel_layer.group_discard(group_name(self.conversation_id),
-                                                   self.channel_name)
+        await self._leave()
 
     # --- frames in ----------------------------------------------------------------
 
@@ -210,7 +192,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return {"message": self.on_message, "stop": self.on_stop,
                 "regenerate": self.on_regenerate, "fork": self.on_fork,
                 "approve": self.on_decision, "reject": self.on_decision,
-                "history": self.on_history, "ping": self.on_ping}
+                "history": self.on_history, "ping": self.on_ping,
+                "continue": self.on_continue}
 
     async def on_ping(self, frame: dict, request_id: str | None) -> None:
         await self.send_json({"type": "pong", "id": request_id, "time": time.time()})
@@ -226,10 +209,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._require_idle()
         content = check_content(frame.get("content"))
         model, workflow, params, tools = turn_of(frame)
+        durability = trace_of(frame)
         ticket = await self._admit(content, params, model=model, workflow=workflow)
         await self._start(request_id, lambda: astream_turn(
             conversation_id=self.conversation_id, user=self.user, content=content,
-            model=model, params=params, workflow=workflow, tools=tools, batched=True), ticket)
+            model=model, params=params, workflow=workflow, tools=tools, batched=True,
+            durability=durability), ticket)
 
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()
@@ -262,11 +247,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         another socket started, on any replica. ``stopping`` acknowledges; the turn's
         own ``done`` (``stopped``) follows if one was running."""
         if self._running():
-            assert self.run is not None  # _running() checked it
-            self.run.cancel()
+            self._stop_here()
         elif self.conversation_id and self.channel_layer is not None:
-            await self.channel_layer.group_send(group_name(self.conversation_id), {
-                "type": "studio.stop", "origin": self.channel_name})
+            await self._ask_to_stop()
         else:
             raise FrameError("not_running", _("Nothing is being generated."))
         await self.send_json({"type": "stopping", "id": request_id,
@@ -277,17 +260,31 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         approve an edited value) or ``reject`` (optional ``reason``)."""
         self._require_idle()
         conversation = self._require_conversation()
-        resume = decision_of(frame)
+        resume, durability = decision_of(frame), trace_of(frame)
         ticket = await self._admit(resume.get("content"), {})
         await self._start(request_id, lambda: astream_resume(
-            conversation_id=conversation, user=self.user, resume=resume, batched=True),
-            ticket)
+            conversation_id=conversation, user=self.user, resume=resume, batched=True,
+            durability=durability), ticket)
+
+    async def on_continue(self, frame: dict, request_id: str | None) -> None:
+        """Run a branch replayed from one of a run's steps on from that step (its
+        pending nodes), streaming like a turn; ``nothing_to_continue`` when none is."""
+        self._require_idle()
+        conversation = self._require_conversation()
+        ticket = await self._admit(None, {})
+        await self._start(request_id, lambda: astream_continue(
+            conversation_id=conversation, user=self.user, batched=True), ticket)
 
     @property
     def user(self) -> str:
         """The connection's identity: frames are handled only once it has one (``_parse``)."""
         assert self.identity is not None
         return self.identity
+
+    def _stop_here(self) -> None:
+        if self._running():
+            assert self.run is not None  # _running() checked it
+            self.run.cancel()
 
     def _running(self) -> bool:
         return self.turn_open and self.run is not None and not self.run.done()
@@ -439,19 +436,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if broadcast and self.watched:
             await self._broadcast(frame)
 
-    async def _send_text(self, text: str) -> None:
-        """One text frame to this socket, unless it has closed (even under us)."""
-        with contextlib.suppress(Exception):  # the socket closed under us
-            await self.base_send({"type": "websocket.send", "text": text})
-
-    async def _broadcast(self, frame: dict[str, Any]) -> None:
-        """To the conversation's other sockets, on any replica."""
-        if self.channel_layer is None or self.conversation_id is None:
-            return
-        with contextlib.suppress(Exception):
-            await self.channel_layer.group_send(group_name(self.conversation_id), {
-                "type": "studio.frame", "frame": frame, "origin": self.channel_name})
-
     async def _error(self, request_id: str | None, code: str, message: str,
                      param: str | None = None) -> None:
         if self.open:
@@ -460,35 +444,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if param is not None:
                 frame["param"] = param  # the field at fault
             await self.send_json(frame)
-
-    # --- channel layer events -----------------------------------------------------
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels closes the thread's stale database connections before each handler
-        (a hop to the ORM's thread); the group's events touch no database, and a
-        watched turn sends one for each of its frames, so they skip it."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is not None and message["type"].startswith("studio."):
-            await handler(message)
-        else:
-            await super().dispatch(message)
-
-    async def studio_frame(self, event: dict[str, Any]) -> None:
-        if event.get("origin") != self.channel_name and self.open:
-            await self._send_text(await self.encode_json(event["frame"]))
-
-    async def studio_hello(self, event: dict[str, Any]) -> None:
-        if event.get("origin") != self.channel_name:
-            self.watched = True
-            await self.channel_layer.send(event["origin"], {"type": "studio.present"})
-
-    async def studio_present(self, event: dict[str, Any]) -> None:
-        self.watched = True
-
-    async def studio_stop(self, event: dict[str, Any]) -> None:
-        if self._running():
-            assert self.run is not None  # _running() checked it
-            self.run.cancel()
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:

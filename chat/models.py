@@ -196,6 +196,9 @@ class Workflow(models.Model):
         help_text=_("Conversations that pick no workflow run this one (at most one)."))
     enabled = models.BooleanField(_("enabled"), default=True)
     version = models.PositiveIntegerField(_("version"), default=1, editable=False)
+    live_version = models.PositiveIntegerField(
+        _("published version"), null=True, blank=True, editable=False,
+        help_text=_("The saved version whose definition runs; the editor lists every version."))
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -234,6 +237,34 @@ class Workflow(models.Model):
                 % {"other": other.slug}})
 
 
+class WorkflowVersion(models.Model):
+    """One save of a workflow's definition (with the editor's node positions). A
+    version is a draft until it is published: its definition is then copied into
+    ``Workflow.definition`` and its number into ``Workflow.live_version``."""
+
+    workflow = models.ForeignKey(Workflow, verbose_name=_("workflow"),
+                                 on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(_("number"))
+    definition = models.JSONField(_("definition"), default=dict)
+    layout = models.JSONField(_("layout"), default=dict, blank=True,
+                              help_text=_("Node positions in the editor: {node id: {x, y}}."))
+    note = models.CharField(_("note"), max_length=200, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("author"), null=True,
+                               blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(_("saved"), default=timezone.now, editable=False)
+    published_at = models.DateTimeField(_("published"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("workflow version")
+        verbose_name_plural = _("workflow versions")
+        ordering = ["workflow", "-number"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "number"],
+                                               name="chat_workflowversion_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} v{self.number}"
+
+
 class RunStatus(models.TextChoices):
     RUNNING = "running", _("running")
     WAITING = "waiting", _("waiting for a person")
@@ -251,6 +282,8 @@ class WorkflowRun(models.Model):
                                      on_delete=models.CASCADE, related_name="runs")
     workflow = models.ForeignKey(Workflow, verbose_name=_("workflow"), null=True, blank=True,
                                  on_delete=models.SET_NULL, related_name="runs")
+    workflow_version = models.PositiveIntegerField(_("workflow version"), null=True,
+                                                   blank=True)
     user = models.CharField(_("user"), max_length=150)
     status = models.CharField(_("status"), max_length=16, choices=RunStatus.choices,
                               default=RunStatus.RUNNING, db_index=True)

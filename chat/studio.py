@@ -251,7 +251,7 @@ def _refusal(exc: ConversationError) -> JsonResponse:
     return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=status)
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
+def json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         data = json.loads(request.body or b"{}")
     except ValueError:
@@ -298,7 +298,7 @@ def conversation(request: HttpRequest, conversation_id: str) -> JsonResponse:
             return JsonResponse(history(conversation_id, user))
         if request.method == "POST":
             return JsonResponse(rename_conversation(conversation_id, user,
-                                                    _body(request).get("title")))
+                                                    json_body(request).get("title")))
         if request.method == "DELETE":
             delete_conversation(conversation_id, user)
             return JsonResponse({"deleted": conversation_id})

@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+from langgraph.types import Durability
 
 from core.text import lone_surrogate_at, object_id
 
@@ -229,6 +230,16 @@ def tools_of(frame: dict) -> list[str] | None:
 def turn_of(frame: dict) -> tuple[str, str | None, dict[str, Any], list[str] | None]:
     """A ``message`` frame's model, workflow, sampling params and tools."""
     return model_of(frame), workflow_of(frame), params_of(frame), tools_of(frame)
+
+
+def trace_of(frame: dict) -> Durability | None:
+    """A ``message`` / ``approve`` / ``reject`` frame's ``trace``: true runs the turn
+    with a checkpoint after every node (durability "sync"), so the editor can show
+    and fork each step; absent or false: ``OPENCLAW_GRAPH_DURABILITY``."""
+    trace = frame.get("trace", False)
+    if not isinstance(trace, bool):
+        raise FrameError("invalid_trace", _("“trace” must be true or false."), "trace")
+    return "sync" if trace else None
 
 
 def decision_of(frame: dict) -> dict[str, Any]:

@@ -101,14 +101,16 @@ async def graph_for(plan: Plan | None) -> Graph:
 async def astream_turn(*, conversation_id: str | None, user: str, content: str | list[dict],
                        model: str, api_key: str = "", params: dict | None = None,
                        workflow: str | None = None, double_texting: str | None = None,
-                       batched: bool = False, tools: list[str] | None = None
-                       ) -> AsyncGenerator[dict, None]:
+                       batched: bool = False, tools: list[str] | None = None,
+                       durability: Durability | None = None) -> AsyncGenerator[dict, None]:
     """One turn of ``user``'s conversation (a new one when ``conversation_id`` is None)
     with ``content`` as the user's message, as events (see the module's docstring).
     ``workflow`` (a slug) picks the workflow, and pins it to the conversation; else the
     conversation's runs, else the default workflow, else the built-in graph.
     ``double_texting`` overrides the workflow's policy for this send. ``tools`` (names)
-    are the tools the user enabled for the conversation; None keeps the thread's."""
+    are the tools the user enabled for the conversation; None keeps the thread's.
+    ``durability`` overrides ``OPENCLAW_GRAPH_DURABILITY`` ("sync": a traced turn,
+    a checkpoint after every node)."""
     if not isinstance(model, str) or not model:
         yield error_event("invalid_model", _("“model” must be a non-empty string."))
         return
@@ -158,8 +160,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
         if tools is not None:
             inputs["tools"] = list(tools)
         # A new conversation's thread has no checkpoint yet.
-        async for event in _run(plan, inputs, lease, "" if started.created else head,
-                                batched):
+        async for event in run_graph(plan, inputs, lease, "" if started.created else head,
+                                     batched, durability=durability):
             yield event
     finally:
         if isinstance(head, asyncio.Future) and not head.done():
@@ -196,11 +198,15 @@ async def _read_ahead(conversation_id: str | None, lease: runs.Lease | None) -> 
     return taken[0] is not None if taken else None
 
 
-async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
-               head: str | Awaitable[str] | None = None,
-               batched: bool = False) -> AsyncIterator[dict]:
-    """Drive the graph under ``lease`` (cancellable by a later send), as events.
-    ``head``: the thread's latest checkpoint id ("": none), or its pending read."""
+async def run_graph(plan: Plan | None, inputs: Any, lease: runs.Lease,
+                    head: str | Awaitable[str] | None = None, batched: bool = False, *,
+                    durability: Durability | None = None,
+                    final: dict[str, Any] | None = None, user: str = ""
+                    ) -> AsyncIterator[dict]:
+    """Drive the graph under ``lease`` (cancellable by a later send), as events: a
+    turn's, a resume's, a continue's (``chat.workflows.steps``; input None).
+    ``head``: the thread's latest checkpoint id ("": none), or its pending read;
+    ``final``: the state the run starts from, when its input is None (a continue)."""
     conversation_id = lease.conversation_id
     config = thread_config(conversation_id)
     try:
@@ -219,19 +225,24 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
         elif not isinstance(head, str):
             head = await head
         lease.note(checkpoint_id=head)
+        if plan is not None and plan.live_version is not None:
+            # LangGraph copies it into the metadata of each checkpoint the run writes.
+            config["metadata"] = {"workflow_version": plan.live_version}
     except Exception:
         logger.exception("run of conversation %s could not start", conversation_id)
         yield error_event("internal_error", _("The turn failed inside OpenClaw; the message "
                                               "is kept and can be sent again."), 500)
         return
-    final: dict[str, Any] = {}
+    final = dict(final or {})
     interrupts: list[dict] = []
     try:
         # Sub-workflows' own events need LangGraph's subgraph streaming (it costs).
         nested = plan is not None and len(plan.definitions) > 1
         context = Context.from_settings(workflow=plan.slug if plan else "")
+        # settings.py allows only LangGraph's own values (exit, async, sync).
+        durability = durability or cast(Durability, settings.OPENCLAW_GRAPH_DURABILITY)
         async for event in _cancellable(graph, inputs, config, context, lease, final,
-                                        interrupts, head, nested, batched):
+                                        interrupts, head, nested, batched, durability):
             yield event
     except runs.RunCancelled as exc:
         code = "rolled_back" if exc.policy == DoubleTexting.ROLLBACK else "interrupted"
@@ -243,7 +254,8 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
                                               "is kept and can be sent again."), 500)
         return
     if interrupts:
-        run_id = await sync_to_async(record_waiting)(conversation_id, plan, inputs, interrupts)
+        run_id = await sync_to_async(record_waiting)(conversation_id, plan, inputs, interrupts,
+                                                     user)
         yield {"type": "waiting", "conversation_id": conversation_id, "run_id": run_id,
                "interrupts": interrupts}
         return
@@ -252,7 +264,8 @@ async def _run(plan: Plan | None, inputs: Any, lease: runs.Lease,
 
 async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig, context: Context,
                        lease: runs.Lease, final: dict[str, Any], interrupts: list[dict],
-                       head: str, nested: bool, batched: bool) -> AsyncIterator[dict]:
+                       head: str, nested: bool, batched: bool,
+                       durability: Durability) -> AsyncIterator[dict]:
     """The graph's stream, run as a task that ``lease``'s watcher cancels when a later
     send interrupts or rolls back this run (``RunCancelled``). ``head`` is the thread's
     latest checkpoint as read under the lease: the saver may answer it from memory."""
@@ -271,8 +284,6 @@ async def _cancellable(graph: Graph, inputs: Any, config: RunnableConfig, contex
         expected_head.set(head)  # this task's context only (and the nodes' it starts)
         event_sink.set(sink)
         try:
-            # settings.py allows only LangGraph's own values (exit, async, sync).
-            durability = cast(Durability, settings.OPENCLAW_GRAPH_DURABILITY)
             # The user's message is stored by start_turn and the answer by the
             # remember node, so a crash mid-turn loses no input whatever the durability
             # (OPENCLAW_GRAPH_DURABILITY; "exit": one checkpoint per run).
@@ -353,13 +364,15 @@ def _pin(conversation_id: str, workflow_id: int, announce: bool = True) -> None:
 
 
 def record_waiting(conversation_id: str, plan: Plan | None, inputs: Any,
-                   interrupts: list[dict]) -> int:
-    """The run stopped at a human-approval node: list it as waiting (one per thread)."""
-    user = inputs.get("user", "") if isinstance(inputs, dict) else ""
+                   interrupts: list[dict], user: str = "") -> int:
+    """The run stopped at a human-approval node: list it as waiting (one per thread),
+    with the workflow's version it ran."""
+    user = inputs.get("user", "") if isinstance(inputs, dict) else user
     run = (WorkflowRun.objects.filter(conversation_id=conversation_id,
                                       status=RunStatus.WAITING).first()
            or WorkflowRun(conversation_id=conversation_id, user=user))
     run.workflow_id = plan.workflow_id if plan else None
+    run.workflow_version = plan.live_version if plan else None
     run.user = run.user or user
     run.status = RunStatus.WAITING
     run.node = str((interrupts[0].get("value") or {}).get("node", ""))[:100] \
@@ -370,7 +383,8 @@ def record_waiting(conversation_id: str, plan: Plan | None, inputs: Any,
 
 
 async def astream_resume(*, conversation_id: str, user: str, resume: Any,
-                         batched: bool = False) -> AsyncGenerator[dict, None]:
+                         batched: bool = False, durability: Durability | None = None
+                         ) -> AsyncGenerator[dict, None]:
     """Resume the run of ``user``'s conversation that waits at a human-approval node
     with the approver's decision (``{"action": "approve"}``, ``{"action": "edit",
     "content": …}``, ``{"action": "reject", "reason": …}``), as events like a turn's:
@@ -389,7 +403,8 @@ async def astream_resume(*, conversation_id: str, user: str, resume: Any,
     try:
         yield {"type": "conversation", "id": conversation_id, "created": False}
         last: dict = {}
-        async for event in _run(plan, Command(resume=resume), lease, batched=batched):
+        async for event in run_graph(plan, Command(resume=resume), lease, batched=batched,
+                                     durability=durability, user=user):
             last = event
             yield event
         await sync_to_async(_finish_run)(run.pk, last)

@@ -14,38 +14,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _
 
 from ..graph.agent import DEFAULT_MAX_STEPS, MAX_STEPS, Agent, AgentConfig
 from ..graph.state import State
-from .nodes import render
-from .registry import register_node
+from .nodes import check_output, render
+from .registry import config_schema, register_node
+from .schemas import MODEL, OUTPUT, PROMPT, prop, tool_names
+
+AGENT = config_schema({
+    "model": MODEL,
+    "prompt": PROMPT,
+    "tools": tool_names(_("Tools"), _(
+        "The tools the agent may call; left out, the tools the user enabled for the "
+        "conversation (an empty list: none).")),
+    "max_steps": prop("integer", _("Most model calls"), _(
+        "The agent answers without tools once it has called the model this many times."),
+        minimum=1, maximum=MAX_STEPS, default=DEFAULT_MAX_STEPS),
+    "parallel_tool_calls": prop("boolean", _("Parallel tool calls"), _(
+        "Let the model ask for several tool calls at once (they run concurrently)."),
+        default=True),
+    "approval": tool_names(_("Tools to approve"), _(
+        "Tools whose calls a person approves here before they run, besides the tools "
+        "that always need approval.")),
+    "output": OUTPUT,
+})
 
 
-def _names(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(name, str) and name for name in value)
-
-
-def _check_agent(config: dict[str, Any]) -> list[str]:
-    problems = [_("“%(key)s” must be a non-empty string.") % {"key": key}
-                for key in ("model", "prompt", "output")
-                if key in config and (not isinstance(config[key], str) or not config[key])]
-    if config.get("output") in ("reply", "message"):
-        problems.append(_("“output” must not be “reply” or “message”; leave it out to "
-                          "make the answer the reply."))
-    for key in ("tools", "approval"):
-        if key in config and not _names(config[key]):
-            problems.append(_("“%(key)s” must be a list of tool names.") % {"key": key})
-    steps = config.get("max_steps", DEFAULT_MAX_STEPS)
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
-        problems.append(_("“max_steps” must be a whole number from 1 to %(max)d.")
-                        % {"max": MAX_STEPS})
-    if not isinstance(config.get("parallel_tool_calls", True), bool):
-        problems.append(_("“parallel_tool_calls” must be true or false."))
-    return problems
-
-
-@register_node("agent", check=_check_agent)
+@register_node("agent", check=check_output, schema=AGENT, label=_("Agent"), description=_(
+    "A model that may call tools, sees their results and goes on until it answers; a "
+    "person may approve chosen tool calls first."))
 def agent(node_id: str, config: dict[str, Any], ctx: Any) -> Agent:
     """A model that calls tools (concurrently), sees their results and goes on until it
     answers."""

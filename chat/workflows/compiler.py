@@ -61,6 +61,9 @@ class Plan:
     """``(slug, id, version)`` of each workflow compiled (a re-created slug is new)."""
     double_texting: str = DoubleTexting.ENQUEUE
     default_model: str = ""
+    live_version: int | None = None
+    """The workflow's published version (``Workflow.live_version``) that this run
+    runs: recorded on its waiting run and in each checkpoint's metadata."""
 
     @property
     def key(self) -> tuple[tuple[str, int, int], ...]:
@@ -89,7 +92,7 @@ def plan_of(workflow: Workflow) -> Plan:
             versions.append((slug, inner.pk, inner.version))
             todo.append(inner.definition)
     return Plan(workflow.pk, workflow.slug, definitions, tuple(versions),
-                workflow.double_texting, workflow.default_model)
+                workflow.double_texting, workflow.default_model, workflow.live_version)
 
 
 def resolve(slug: str | None = None, conversation_id: str | None = None) -> Plan | None:
@@ -322,8 +325,3 @@ def compiled(plan: Plan, checkpointer: BaseCheckpointSaver) -> Graph:
     else:
         graphs.move_to_end(plan.key)
     return graph
-
-
-def workflow_mermaid(workflow: Workflow) -> str:
-    """LangGraph's own Mermaid drawing of ``workflow`` (sub-workflows drawn inside)."""
-    return compile_plan(plan_of(workflow)).get_graph(xray=1).draw_mermaid()

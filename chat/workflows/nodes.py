@@ -3,7 +3,8 @@ validated config and the compiler's context, and returns what LangGraph runs: an
 async function of ``(state, runtime)`` returning a partial update, like the
 conversation graph's nodes (which several of these wrap), or a compiled subgraph.
 
-Config keys (all optional unless named):
+Config keys (all optional unless named; each type's schema, in ``.schemas``, has them
+all with their types, defaults and bounds):
 
 * ``memory_recall`` — the short-term window and (``long_term``: true) long-term
   memories.
@@ -42,6 +43,7 @@ from typing import Any
 import aiohttp
 from django.conf import settings
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from yarl import URL
@@ -53,10 +55,11 @@ from .. import conversations, curated
 from ..graph import nodes as conversation
 from ..graph.context import Context, with_sink
 from ..graph.state import State
+from . import schemas
 from .registry import register_node
 
 Node = conversation.Node
-HTTP_MAX_TIMEOUT_S = 30.0
+HTTP_MAX_TIMEOUT_S = float(schemas.HTTP_TIMEOUT_LIMIT_S)
 HTTP_MAX_BYTES = 64 * 1024
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 ACTIONS = ("approve", "edit", "reject")
@@ -125,13 +128,10 @@ def facts_for(state: State, subject: str) -> RequestFacts:
 # --- conversation stages ---------------------------------------------------------------
 
 
-def _check_recall(config: dict[str, Any]) -> list[str]:
-    if not isinstance(config.get("long_term", True), bool):
-        return [_("“long_term” must be true or false.")]
-    return []
-
-
-@register_node("memory_recall", check=_check_recall)
+@register_node("memory_recall", schema=schemas.MEMORY_RECALL,
+               label=gettext_lazy("Recall memory"), description=gettext_lazy(
+                   "Loads the conversation's recent messages and, unless turned off, the "
+                   "long-term memories most like the new message, for the model to see."))
 def memory_recall(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """The short-term window and (``long_term``, default true) the long-term memories
     like the new message."""
@@ -147,13 +147,10 @@ def memory_recall(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     return run
 
 
-def _check_plugin(config: dict[str, Any]) -> list[str]:
-    if config.get("phase", "pre") not in ("pre", "post"):
-        return [_("“phase” must be “pre” or “post”.")]
-    return []
-
-
-@register_node("plugin", check=_check_plugin)
+@register_node("plugin", schema=schemas.PLUGIN, label=gettext_lazy("Plugins"),
+               description=gettext_lazy(
+                   "Runs the enabled plugins: their pre hooks on the prompt before the "
+                   "model, or their post hooks on the reply after it."))
 def plugin(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """The plugin chain: pre hooks on the prompt, or post hooks on the reply."""
     if config.get("phase", "pre") == "post":
@@ -161,23 +158,28 @@ def plugin(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     return _inner(conversation.pre_process)
 
 
-@register_node("route")
+@register_node("route", schema=schemas.NO_SETTINGS, label=gettext_lazy("Routing decision"),
+               description=gettext_lazy(
+                   "Applies the routing rules to the prompt and shows their decision (the "
+                   "model and instance that will answer) as a step of its own."))
 def route(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """The routing rules' decision for the prompt, as an event."""
     return _inner(conversation.route)
 
 
-def _check_llm(config: dict[str, Any]) -> list[str]:
-    problems = [_("“%(key)s” must be a non-empty string.") % {"key": key}
-                for key in ("model", "prompt", "output")
-                if key in config and (not isinstance(config[key], str) or not config[key])]
+def check_output(config: dict[str, Any]) -> list[str]:
+    """An ``output`` name that is not the reply's or the message's (a model call's)."""
     if config.get("output") in ("reply", "message"):
-        problems.append(_("“output” must not be “reply” or “message”; leave it out to "
-                          "make the answer the reply."))
-    return problems
+        return [_("“output” must not be “reply” or “message”; leave it out to make the "
+                  "answer the reply.")]
+    return []
 
 
-@register_node("llm", check=_check_llm)
+@register_node("llm", check=check_output, schema=schemas.LLM, label=gettext_lazy("Model call"),
+               description=gettext_lazy(
+                   "Calls a model (the run's, chosen by the routing rules, or a fixed one) "
+                   "with an optional system prompt; its answer becomes the reply or is "
+                   "kept as a named output."))
 def llm(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """A model call: the run's model (routed) or a fixed one, with a prompt template."""
     output, template, model = config.get("output"), config.get("prompt"), config.get("model")
@@ -198,7 +200,10 @@ def llm(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     return run
 
 
-@register_node("memory_write")
+@register_node("memory_write", schema=schemas.NO_SETTINGS, label=gettext_lazy("Save to memory"),
+               description=gettext_lazy(
+                   "Stores the reply in the conversation (encrypted) and remembers what is "
+                   "worth keeping for later conversations."))
 def memory_write(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Store the reply (encrypted) and remember what is worth keeping."""
     return _inner(conversation.remember)
@@ -207,38 +212,18 @@ def memory_write(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
 # --- routers ---------------------------------------------------------------------------
 
 
-def _check_subject(config: dict[str, Any]) -> list[str]:
-    subject = config.get("subject", "message")
-    return [] if isinstance(subject, str) and subject else [
-        _("“subject” must be “message”, “reply” or an output's name.")]
-
-
 def _check_when(condition: Any, where: str) -> list[str]:
     return [f"{where}.{path}: {message}" if path != "condition" else f"{where}: {message}"
             for path, message in condition_problems(condition)]
 
 
 def _check_condition(config: dict[str, Any]) -> list[str]:
-    problems = _check_subject(config) + _check_when(config.get("when"), "when")
-    problems += [_("“%(key)s” must name a node.") % {"key": key}
-                 for key in ("then", "else") if not isinstance(config.get(key), str)]
-    return problems
+    return _check_when(config["when"], "when")
 
 
 def _check_router(config: dict[str, Any]) -> list[str]:
-    routes = config.get("routes")
-    if not isinstance(routes, list) or not routes:
-        return [_("“routes” must be a non-empty list of {when, to}.")]
-    problems = _check_subject(config)
-    for index, item in enumerate(routes):
-        if not isinstance(item, dict) or not isinstance(item.get("to"), str):
-            problems.append(_("routes[%(i)d] must be {when, to} with “to” naming a node.")
-                            % {"i": index})
-            continue
-        problems += _check_when(item.get("when"), f"routes[{index}].when")
-    if not isinstance(config.get("default"), str):
-        problems.append(_("“default” must name a node."))
-    return problems
+    return [problem for index, item in enumerate(config["routes"])
+            for problem in _check_when(item["when"], f"routes[{index}].when")]
 
 
 def _router(node_id: str, routes: list[tuple[dict, str]], default: str, subject: str) -> Node:
@@ -258,17 +243,23 @@ def _router(node_id: str, routes: list[tuple[dict, str]], default: str, subject:
     return run
 
 
-@register_node("condition", check=_check_condition, requires=("when", "then", "else"),
-               branches=lambda config: [config["then"], config["else"]])
+@register_node("condition", check=_check_condition, schema=schemas.CONDITION,
+               branches=lambda config: [config["then"], config["else"]],
+               label=gettext_lazy("Condition"), description=gettext_lazy(
+                   "Goes to one node when a condition on the message, the reply or an "
+                   "output holds, and to another when it does not."))
 def condition(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Go to ``then`` when the condition holds, else to ``else``."""
     return _router(node_id, [(config["when"], config["then"])], config["else"],
                    config.get("subject", "message"))
 
 
-@register_node("router", check=_check_router, requires=("routes", "default"),
+@register_node("router", check=_check_router, schema=schemas.ROUTER,
                branches=lambda config: [*(r["to"] for r in config["routes"]),
-                                        config["default"]])
+                                        config["default"]],
+               label=gettext_lazy("Router"), description=gettext_lazy(
+                   "Checks its routes in order and goes to the node of the first whose "
+                   "condition holds, or to the default node when none does."))
 def router(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Go to the first route whose condition holds, else to ``default``."""
     return _router(node_id, [(r.get("when") or {}, r["to"]) for r in config["routes"]],
@@ -278,14 +269,12 @@ def router(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
 # --- annotation reply ------------------------------------------------------------------
 
 
-def _check_annotation_reply(config: dict[str, Any]) -> list[str]:
-    return [_("“%(key)s” must name a node.") % {"key": key}
-            for key in ("matched", "otherwise") if not isinstance(config.get(key), str)]
-
-
-@register_node("annotation_reply", check=_check_annotation_reply,
-               requires=("matched", "otherwise"),
-               branches=lambda config: [config["matched"], config["otherwise"]])
+@register_node("annotation_reply", schema=schemas.ANNOTATION_REPLY,
+               branches=lambda config: [config["matched"], config["otherwise"]],
+               label=gettext_lazy("Curated answer"), description=gettext_lazy(
+                   "Answers with a curated question/answer pair when one matches the "
+                   "message closely enough, then goes to “matched”; else goes to "
+                   "“otherwise”, usually a model call."))
 def annotation_reply(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Answer from the curated question/answer pairs when one is close enough (the
     message's embedding against theirs, above the pair's threshold) and go to
@@ -332,26 +321,23 @@ def tool_url(url: Any) -> URL | None:
 
 
 def _check_http(config: dict[str, Any]) -> list[str]:
-    url, problems = config.get("url"), []
-    if tool_url(url) is None:
-        problems.append(_("“url” must be an http(s) URL whose host is allowed by "
-                          "OPENCLAW_WORKFLOW_HTTP_HOSTS (now: %(hosts)s).")
-                        % {"hosts": ", ".join(settings.OPENCLAW_WORKFLOW_HTTP_HOSTS) or "none"})
-    if config.get("method", "GET") not in ("GET", "POST"):
-        problems.append(_("“method” must be GET or POST."))
-    timeout = config.get("timeout_s", 10)
-    if (not isinstance(timeout, int | float) or isinstance(timeout, bool)
-            or not 0 < timeout <= HTTP_MAX_TIMEOUT_S):
-        problems.append(_("“timeout_s” must be a number of seconds, at most %(max)d.")
-                        % {"max": HTTP_MAX_TIMEOUT_S})
-    return problems
+    if tool_url(config["url"]) is None:
+        return [_("“url” must be an http(s) URL whose host is allowed by "
+                  "OPENCLAW_WORKFLOW_HTTP_HOSTS (now: %(hosts)s).")
+                % {"hosts": ", ".join(settings.OPENCLAW_WORKFLOW_HTTP_HOSTS) or "none"}]
+    return []
 
 
-@register_node("http_tool", check=_check_http, requires=("url",))
+@register_node("http_tool", check=_check_http, schema=schemas.HTTP_TOOL,
+               label=gettext_lazy("HTTP call"), description=gettext_lazy(
+                   "Calls an allowed HTTP endpoint (GET, or POST with the message, user, "
+                   "conversation and outputs as JSON) and keeps its answer as a named "
+                   "output."))
 def http_tool(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Call an allowlisted HTTP endpoint; its answer is kept under ``output``."""
     url, method = config["url"], config.get("method", "GET")
-    output, timeout = config.get("output", node_id), float(config.get("timeout_s", 10))
+    output = config.get("output", node_id)
+    timeout = float(config.get("timeout_s", schemas.HTTP_TIMEOUT_DEFAULT_S))
 
     async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         target = tool_url(url)  # the allowlist may have shrunk since the save
@@ -408,7 +394,10 @@ def decision_of(value: Any) -> dict[str, Any]:
     return value
 
 
-@register_node("human_approval")
+@register_node("human_approval", schema=schemas.HUMAN_APPROVAL,
+               label=gettext_lazy("Human approval"), description=gettext_lazy(
+                   "Pauses the run until a person approves, edits or rejects the reply (or "
+                   "the message, when there is no reply yet)."))
 def human_approval(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """Stop until a person approves, edits or rejects (LangGraph ``interrupt``)."""
     question = config.get("prompt") or _("Approve this answer?")
@@ -435,18 +424,17 @@ def human_approval(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
 # --- composition -----------------------------------------------------------------------
 
 
-def _check_sub(config: dict[str, Any]) -> list[str]:
-    slug = config.get("workflow")
-    return [] if isinstance(slug, str) and slug else [_("“workflow” must name a workflow.")]
-
-
-@register_node("sub_workflow", check=_check_sub, requires=("workflow",))
+@register_node("sub_workflow", schema=schemas.SUB_WORKFLOW, label=gettext_lazy("Sub-workflow"),
+               description=gettext_lazy(
+                   "Runs another workflow here, as a part of this one, on the same "
+                   "conversation and state."))
 def sub_workflow(node_id: str, config: dict[str, Any], ctx: Any) -> Any:
     """Another workflow, run as a subgraph on the same state."""
     return ctx.subgraph(config["workflow"])
 
 
-@register_node("end", terminal=True)
+@register_node("end", terminal=True, schema=schemas.NO_SETTINGS, label=gettext_lazy("End"),
+               description=gettext_lazy("Ends the run here; the reply so far is the answer."))
 def end(node_id: str, config: dict[str, Any], ctx: Any) -> Node:
     """The run ends here."""
 

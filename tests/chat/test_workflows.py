@@ -21,7 +21,6 @@ from chat.graph.service import (
     waiting_runs,
 )
 from chat.models import Conversation, Message, RunStatus, Workflow, WorkflowRun
-from chat.workflows.compiler import workflow_mermaid
 from chat.workflows.validation import problems
 from routing.models import ModelEndpoint
 
@@ -269,18 +268,6 @@ async def test_sub_workflow_runs_inside_its_parent(models):
     assert started(events) == ["check", "forecast", "store"]
     assert events[-1]["content"] == "echo: weather here?" and events[-1]["message_id"]
     assert [e["text"] for e in events if e["type"] == "token"]
-
-
-def test_default_workflow_draws_as_mermaid(db):
-    flow = workflow("drawn", [
-        node("check", "condition", when=WEATHER, then="a", **{"else": "b"}),
-        node("a", "llm"), node("b", "end")])
-
-    drawing = workflow_mermaid(flow)
-
-    assert drawing.startswith("---") or "graph TD" in drawing
-    for name in ("__start__", "check", "a", "b", "__end__"):
-        assert name in drawing
 
 
 # --- validation ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The workflow admin: an invalid graph refused on save with the node named (a field
-error of the form), LangGraph's Mermaid drawing on the change page, and a waiting
+error of the form), the drawing on the change page (rendered, not Mermaid text), and a waiting
 run approved from the run list."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_invalid_graph_is_refused_on_save_naming_the_node(admin_client):
     assert errors == ["node “lost” (end) cannot be reached from the entry “answer”."]
 
 
-def test_change_page_shows_the_mermaid_drawing(admin_client):
+def test_change_page_shows_the_drawing(admin_client):
     response = admin_client.post(reverse("admin:chat_workflow_add"), form(VALID))
     assert response.status_code == 302
     flow = Workflow.objects.get(slug="flow")
@@ -48,8 +48,9 @@ def test_change_page_shows_the_mermaid_drawing(admin_client):
     page = admin_client.get(reverse("admin:chat_workflow_change", args=[flow.pk]))
 
     html = page.content.decode()
-    assert '<pre class="mermaid"' in html
-    assert "answer(answer)" in html and "review -.-&gt; store" in html
+    assert 'class="wf-drawing"' in html and "<svg" in html
+    assert 'data-node="answer"' in html and 'data-node="store"' in html
+    assert "mermaid" not in html.lower()
 
 
 def test_waiting_run_is_approved_from_the_admin(admin_client):

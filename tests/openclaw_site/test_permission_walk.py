@@ -34,6 +34,8 @@ from chat.models import (
     StoredResponse,
     Tool,
     ToolKind,
+    Workflow,
+    WorkflowVersion,
 )
 from jobs import batch, batch_files
 from jobs.annotation import AnnotationInput, annotate
@@ -79,6 +81,13 @@ RULES: dict[str, str] = {
     "studio:memory-delete": SELF,
     "studio:quota": SELF,               # the signed-in user's own quota
     "studio:tools": SELF,               # the tools the signed-in user may use
+    "studio:steps": SELF,               # one's own conversation's checkpoints
+    "studio:replay": SELF,              # a branch of one's own conversation
+    # the workflow editor: chat.view_workflow to read, change / add to write
+    **{f"studio:{name}": PERMISSION for name in (
+        "workflows", "workflow-editor", "node-types", "workflows-api", "workflow-validate",
+        "workflow-api", "workflow-versions", "workflow-version", "workflow-publish",
+        "workflow-diff", "workflow-runs")},
     "training:annotations": SELF,       # everyone's: jobs.view_annotation
     "training:annotate": SELF,          # others' replies: jobs.add_annotation + content
     "training:qa-match": SELF,          # the curated answers every turn may get
@@ -248,6 +257,7 @@ def fill(route: Route, objects: dict[str, Any]) -> str:
         "job_id": objects["finetune"].pk if finetune else objects["batch"].pk,
         "content_type_id": ContentType.objects.get_for_model(Conversation).pk,
         "pk": objects["mcp"].pk,  # the one admin page named by pk: an MCP server's refresh
+        "slug": "support-triage", "number": 1,  # a workflow of the demo and its first version
     }
     if "object_id" in route.args:
         values["object_id"] = admin_object(route, objects)
@@ -269,6 +279,9 @@ def admin_object(route: Route, objects: dict[str, Any]) -> Any:
     return first.pk if first else 1
 
 
+WALKED_DEFINITION = {"entry": "answer", "nodes": [{"id": "answer", "type": "llm"}], "edges": []}
+
+
 def bodies(objects: dict[str, Any]) -> dict[str, dict]:
     """What a POST sends where an empty body would be refused before the permission
     matters: with these, a missing check answers 2xx."""
@@ -279,6 +292,8 @@ def bodies(objects: dict[str, Any]) -> dict[str, dict]:
         "training:datasets": {"name": "walked", "filters": {}},
         "training:finetune-jobs": {"base_endpoint_id": objects["base"].pk,
                                    "dataset_id": objects["dataset"].pk, "max_steps": 1},
+        "studio:workflows-api": {"slug": "walked", "name": "walked"},
+        "studio:workflow-versions": {"definition": WALKED_DEFINITION, "publish": True},
         "openai_api:batches": {"input_file_id": objects["file"].pk},
         "openai_api:responses": {"model": "echo", "input": "hi",
                                  "previous_response_id": objects["response_id"]},
@@ -354,6 +369,8 @@ def state(objects: dict[str, Any]) -> dict[str, Any]:
             "key": ApiKey.objects.values_list("revoked_at", "grace_until")
             .get(pk=objects["key"].pk),
             "endpoints": sorted(ModelEndpoint.objects.values_list("name", "enabled")),
+            "workflows": sorted(Workflow.objects.values_list("slug", "live_version", "version")),
+            "versions": WorkflowVersion.objects.count(),
             "olga": get_user_model().objects.values_list("is_staff", "password")
             .get(pk=objects["olga"].pk)}
 
@@ -444,6 +461,24 @@ def test_staff_with_the_change_permissions_cancel_jobs(theirs):
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
     assert tuning.status_code == 200 and tuning.json()["status"] == FineTuneStatus.CANCELLED
+
+
+def test_staff_with_the_workflow_permissions_read_and_save_in_the_editor(theirs):
+    reader = staff_with("chat.view_workflow")
+    editor = staff_with("chat.view_workflow", "chat.change_workflow")
+    save = json.dumps({"definition": WALKED_DEFINITION, "publish": True})
+
+    listed = reader.get("/studio/api/workflows/").json()["workflows"]
+    refused = reader.post("/studio/api/workflows/support-triage/versions/", save,
+                          content_type="application/json")
+    saved = editor.post("/studio/api/workflows/support-triage/versions/", save,
+                        content_type="application/json")
+
+    assert "support-triage" in {row["slug"] for row in listed}
+    assert reader.get("/studio/workflows/support-triage/").status_code == 200
+    assert refused.status_code == 403
+    assert saved.status_code == 201 and saved.json()["version"]["live"]
+    assert Workflow.objects.get(slug="support-triage").definition == WALKED_DEFINITION
 
 
 def test_exporting_a_dataset_needs_the_content_permission_too(theirs):

@@ -59,3 +59,19 @@ def sign_in(page, studio_url: str, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_selector("body[data-ready]")
+
+
+def page_in(browser, base_url: str, language: str, contexts: list, *, width: int = 1440,
+            height: int = 900):
+    """A new page of its own context in ``language`` (Django's language cookie and the
+    browser's locale), light scheme; its uncaught errors gathered in ``page.errors``.
+    The context joins ``contexts`` for the fixture to close."""
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  locale="zh-CN" if language == "zh-hans" else "en-US",
+                                  color_scheme="light")
+    context.add_cookies([{"name": "django_language", "value": language, "url": base_url}])
+    contexts.append(context)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    return page
