@@ -864,6 +864,9 @@
     value = value && typeof value === "object" ? value : { prompt: value == null ? "" : String(value) };
     var draft = typeof value.reply === "string" ? value.reply : (typeof value.message === "string" ? value.message : "");
     var node = streamed || this.bubble("assistant", "", {});
+    // The card is no longer the answer being streamed: a render still pending from the
+    // draft's last tokens (a requestAnimationFrame) must not write the draft over it.
+    if (this.current === node) { this.current = null; }
     node.classList.remove("streaming");
     node.classList.add("waiting", "approval-card");
     var body = node.querySelector(".body");
