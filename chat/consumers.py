@@ -38,6 +38,7 @@ from routing.rules import estimate_tokens
 
 from . import studio
 from .conversations import ConversationError, check_content, key_identity
+from .editor_api import CHANGE, may
 from .graph.service import astream_resume, astream_turn
 from .workflows.compiler import WorkflowError, aresolve
 from .workflows.steps import astream_continue
@@ -52,6 +53,7 @@ from .ws_frames import (
     request_id_of,
     trace_of,
     turn_of,
+    version_of,
 )
 from .ws_group import ConversationGroup
 
@@ -209,12 +211,17 @@ class ChatConsumer(ConversationGroup):
         self._require_idle()
         content = check_content(frame.get("content"))
         model, workflow, params, tools = turn_of(frame)
-        durability = trace_of(frame)
+        durability, version = trace_of(frame), version_of(frame, workflow)
+        if version is not None and not (self.account is not None and await
+                                        database_sync_to_async(may)(self.account, CHANGE)):
+            raise FrameError("version_forbidden", _(
+                "Only a signed-in user who may change workflows can run one of their saved "
+                "versions."), "version")
         ticket = await self._admit(content, params, model=model, workflow=workflow)
         await self._start(request_id, lambda: astream_turn(
             conversation_id=self.conversation_id, user=self.user, content=content,
             model=model, params=params, workflow=workflow, tools=tools, batched=True,
-            durability=durability), ticket)
+            durability=durability, version=version), ticket)
 
     async def on_regenerate(self, frame: dict, request_id: str | None) -> None:
         self._require_idle()

@@ -211,6 +211,27 @@ def workflow_of(frame: dict) -> str | None:
     return workflow
 
 
+MAX_VERSION = 2**31 - 1
+
+
+def version_of(frame: dict, workflow: str | None) -> int | None:
+    """A ``message`` frame's ``version``: the saved version of ``workflow`` (the
+    frame's slug) that the turn runs, draft or published; None when absent (the live
+    one). Who may ask for it is the consumer's to check."""
+    version = frame.get("version")
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or \
+            not 1 <= version <= MAX_VERSION:
+        raise FrameError("invalid_version", _("“version” must be a positive whole number: "
+                                              "the number of a saved version of the "
+                                              "workflow."), "version")
+    if workflow is None:
+        raise FrameError("invalid_version", _("“version” needs “workflow”: the slug of the "
+                                              "workflow whose version runs."), "version")
+    return version
+
+
 MAX_TOOLS = 64  # tools one message may enable
 
 

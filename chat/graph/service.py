@@ -58,6 +58,8 @@ from ..workflows.compiler import (
     Plan,
     WorkflowError,
     aresolve,
+    aresolve_recorded,
+    aresolve_version,
     compiled,
     pinned_to,
     remember_pin,
@@ -102,7 +104,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
                        model: str, api_key: str = "", params: dict | None = None,
                        workflow: str | None = None, double_texting: str | None = None,
                        batched: bool = False, tools: list[str] | None = None,
-                       durability: Durability | None = None) -> AsyncGenerator[dict, None]:
+                       durability: Durability | None = None, version: int | None = None
+                       ) -> AsyncGenerator[dict, None]:
     """One turn of ``user``'s conversation (a new one when ``conversation_id`` is None)
     with ``content`` as the user's message, as events (see the module's docstring).
     ``workflow`` (a slug) picks the workflow, and pins it to the conversation; else the
@@ -110,7 +113,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
     ``double_texting`` overrides the workflow's policy for this send. ``tools`` (names)
     are the tools the user enabled for the conversation; None keeps the thread's.
     ``durability`` overrides ``OPENCLAW_GRAPH_DURABILITY`` ("sync": a traced turn,
-    a checkpoint after every node)."""
+    a checkpoint after every node). ``version`` (with ``workflow``): run that saved
+    version of the workflow, draft or published (the editor's Run tab)."""
     if not isinstance(model, str) or not model:
         yield error_event("invalid_model", _("“model” must be a non-empty string."))
         return
@@ -120,7 +124,8 @@ async def astream_turn(*, conversation_id: str | None, user: str, content: str |
     head: str | asyncio.Future | None = None
     try:
         try:
-            plan = await aresolve(workflow, conversation_id)
+            plan = await (aresolve_version(workflow, version) if workflow and version
+                          else aresolve(workflow, conversation_id))
         except WorkflowError as exc:
             yield error_event(exc.code, exc.message, exc.status)
             return
@@ -389,13 +394,16 @@ async def astream_resume(*, conversation_id: str, user: str, resume: Any,
     with the approver's decision (``{"action": "approve"}``, ``{"action": "edit",
     "content": …}``, ``{"action": "reject", "reason": …}``), as events like a turn's:
     ``conversation``, the nodes that run, then ``done``, ``waiting`` (another
-    approval) or ``error`` (``rejected``)."""
+    approval) or ``error`` (``rejected``). The run goes on at the version it recorded
+    (a draft the editor ran, or a version published since it stopped)."""
     run = await sync_to_async(_waiting_of)(conversation_id, user)
     if run is None:
         yield error_event("not_waiting", _("No run of this conversation waits for approval."), 409)
         return
     try:
         plan = await aresolve(None, conversation_id)
+        if plan is not None and run.workflow_id == plan.workflow_id:
+            plan = await aresolve_recorded(plan, run.workflow_version)
         lease = await runs.claim(conversation_id, DoubleTexting.REJECT)
     except (WorkflowError, runs.RunRefused) as exc:
         yield error_event(exc.code, exc.message, exc.status)

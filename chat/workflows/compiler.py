@@ -7,6 +7,10 @@ in every process, without a restart. ``aresolve`` keeps the plans (and which wor
 each conversation is pinned to) per process behind a version token that any change
 to a workflow or a pin replaces: a turn finds its plan without a query.
 
+A run may also ask for one of the workflow's saved versions (``aresolve_version``: the
+editor's Run tab runs the version open on its canvas, a draft included): its definition
+replaces the live one for that run, under a cache key of its own.
+
 A run's input resets the previous turn's values (``turn_start``), so a workflow starts
 at its entry node. After each node the run ends if the state holds an error; otherwise
 it follows the node's edge, its router's choice, or ends (no edge, ``end``).
@@ -33,7 +37,7 @@ from ..graph import nodes as conversation
 from ..graph.context import Context
 from ..graph.graph import Builder, Graph, NodeGroup
 from ..graph.state import State
-from ..models import Conversation, DoubleTexting, Workflow
+from ..models import Conversation, DoubleTexting, Workflow, WorkflowVersion
 from . import nodes
 from .registry import get_node_type
 from .validation import branches
@@ -62,19 +66,29 @@ class Plan:
     double_texting: str = DoubleTexting.ENQUEUE
     default_model: str = ""
     live_version: int | None = None
-    """The workflow's published version (``Workflow.live_version``) that this run
-    runs: recorded on its waiting run and in each checkpoint's metadata."""
+    """The workflow's version that this run runs (``Workflow.live_version``, or the
+    saved version asked for): recorded on its waiting run and in each checkpoint's
+    metadata."""
+    saved: bool = False
+    """Runs a saved version (``plan_at``), not necessarily the live definition."""
 
     @property
-    def key(self) -> tuple[tuple[str, int, int], ...]:
-        return self.versions
+    def key(self) -> tuple[tuple[Any, ...], ...]:
+        """The compiled graph's cache key. A saved version's is ``(slug, id, "v", N)``
+        (versions never change) with its sub-workflows' versions: never a live plan's."""
+        if not self.saved:
+            return self.versions
+        return ((self.slug, self.workflow_id, "v", self.live_version), *self.versions[1:])
 
 
-def plan_of(workflow: Workflow) -> Plan:
-    """``workflow`` and, recursively, the workflows its sub-workflow nodes run."""
-    definitions = {workflow.slug: workflow.definition}
+def plan_of(workflow: Workflow, saved: WorkflowVersion | None = None) -> Plan:
+    """``workflow`` and, recursively, the workflows its sub-workflow nodes run;
+    ``saved``: one of its versions, whose definition runs instead of the live one
+    (its sub-workflows still at their live definitions)."""
+    own = saved.definition if saved is not None else workflow.definition
+    definitions = {workflow.slug: own}
     versions = [(workflow.slug, workflow.pk, workflow.version)]
-    todo = [workflow.definition]
+    todo = [own]
     while todo:
         for node in todo.pop().get("nodes", []):
             if node.get("type") != "sub_workflow":
@@ -92,7 +106,15 @@ def plan_of(workflow: Workflow) -> Plan:
             versions.append((slug, inner.pk, inner.version))
             todo.append(inner.definition)
     return Plan(workflow.pk, workflow.slug, definitions, tuple(versions),
-                workflow.double_texting, workflow.default_model, workflow.live_version)
+                workflow.double_texting, workflow.default_model,
+                saved.number if saved is not None else workflow.live_version,
+                saved=saved is not None)
+
+
+def plan_at(workflow: Workflow, number: int) -> Plan | None:
+    """``workflow``'s plan at its saved version ``number`` (None: no such version)."""
+    saved = WorkflowVersion.objects.filter(workflow=workflow, number=number).first()
+    return plan_of(workflow, saved) if saved is not None else None
 
 
 def resolve(slug: str | None = None, conversation_id: str | None = None) -> Plan | None:
@@ -147,8 +169,12 @@ clear_local_copy = PLANS.clear  # tests; the next run reads plans and pins again
 
 
 def _load(key: tuple) -> Plan | None:
-    """The plan ``key`` names: ``("slug", s)``, ``("id", pk)`` or ``("default",)``."""
+    """The plan ``key`` names: ``("slug", s)``, ``("id", pk)``, ``("default",)`` or
+    ``("version", s, N)`` (the workflow ``s`` at its saved version N)."""
     found = Workflow.objects.filter(enabled=True)
+    if key[0] == "version":
+        workflow = found.filter(slug=key[1]).first()
+        return plan_at(workflow, key[2]) if workflow else None
     if key[0] == "slug":
         found = found.filter(slug=key[1])
     elif key[0] == "id":
@@ -203,6 +229,44 @@ async def aresolve(slug: str | None = None, conversation_id: str | None = None
             if plan is not None:
                 return plan  # else disabled: the default runs
     return await _plan(copy, ("default",))
+
+
+async def aresolve_version(slug: str, number: int) -> Plan:
+    """The workflow ``slug``'s plan at its saved version ``number``, draft or published,
+    from this process's copy (the live plan itself when ``number`` is live):
+    ``WorkflowError`` ``workflow_not_found`` / ``version_not_found`` (404)."""
+    copy = await PLANS.aget()
+    live = await _plan(copy, ("slug", slug))
+    if live is None:
+        raise WorkflowError("workflow_not_found", _(
+            "No enabled workflow “%(slug)s”.") % {"slug": slug}, 404)
+    if live.live_version == number:
+        return live
+    key = ("version", slug, number)
+    plan = copy.plans.get(key)
+    if plan is None:  # not kept when missing: a draft saved next is not announced
+        plan = await sync_to_async(_load)(key)
+        if plan is not None:
+            copy.plans[key] = plan
+    if plan is None:
+        raise WorkflowError("version_not_found", _(
+            "Workflow “%(slug)s” has no version %(number)d.")
+            % {"slug": slug, "number": number}, 404)
+    return plan
+
+
+async def aresolve_recorded(plan: Plan | None, number: Any) -> Plan | None:
+    """The plan a run recorded as version ``number`` (a waiting run's, a checkpoint's)
+    resumes on: ``plan`` (the live one) when it is that version or none is recorded;
+    else the workflow at that saved version — or, for a version never saved (history
+    from before versions were kept), the live plan, as before."""
+    if plan is None or not isinstance(number, int) or isinstance(number, bool) \
+            or number == plan.live_version:
+        return plan
+    try:
+        return await aresolve_version(plan.slug, number)
+    except WorkflowError:
+        return plan
 
 
 def pinned_to(conversation_id: str) -> int | None | object:

@@ -28,16 +28,18 @@ from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.utils.translation import gettext as _
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import Checkpoint, CheckpointMetadata
 from langgraph.types import StateSnapshot
 
 from ..conversations import ConversationError
 from ..graph.checkpointer import get_saver
 from ..graph.events import error_event
+from ..graph.graph import Graph
 from ..graph.service import graph_for, run_graph, thread_config
 from ..models import Conversation, DoubleTexting, Message, Role, RunStatus, Workflow
 from . import runs
-from .compiler import WorkflowError, aresolve
+from .compiler import Plan, WorkflowError, aresolve, aresolve_recorded
 from .history import completed_turn
 
 RUNS_LISTED = 20
@@ -139,11 +141,16 @@ async def asteps(*, conversation_id: str, user: str, turn: int | None = None
     ``turn``: that turn's only). A step is a checkpoint, but for the ones LangGraph
     writes before a run's input is applied (they repeat the previous step's state)."""
     await sync_to_async(owned)(conversation_id, user)
-    graph = await graph_for(await aresolve(None, conversation_id))
-    snapshots: dict[str, StateSnapshot] = {}
-    async for snapshot in graph.aget_state_history(thread_config(conversation_id),
-                                                   limit=STEPS_LISTED * 2):
-        snapshots[_id(snapshot.config) or ""] = snapshot
+    plan = await aresolve(None, conversation_id)
+    graph = await graph_for(plan)
+    snapshots = await _history(graph, conversation_id)
+    newest = next(iter(snapshots.values()), None)
+    if newest is not None:  # read by the graph of the version the latest run ran
+        recorded = await aresolve_recorded(plan, (newest.metadata or {}).get(
+            "workflow_version"))
+        if recorded is not plan:
+            graph = await graph_for(recorded)
+            snapshots = await _history(graph, conversation_id)
     listed = [s for s in snapshots.values() if (s.metadata or {}).get("source") != "input"
               and (turn is None or (s.values or {}).get("message", {}).get("turn") == turn)]
     listed = listed[:STEPS_LISTED][::-1]
@@ -163,6 +170,25 @@ async def asteps(*, conversation_id: str, user: str, turn: int | None = None
             parent = snapshots[parent_id or ""] = await graph.aget_state(snapshot.parent_config)
         steps.append(_step(snapshot, parent, values_of))
     return steps
+
+
+async def _history(graph: Graph, conversation_id: str) -> dict[str, StateSnapshot]:
+    """The thread's newest snapshots by checkpoint id, newest first."""
+    return {_id(snapshot.config) or "": snapshot async for snapshot in graph.aget_state_history(
+        thread_config(conversation_id), limit=STEPS_LISTED * 2)}
+
+
+async def recorded_state(plan: Plan | None, config: RunnableConfig
+                         ) -> tuple[Plan | None, StateSnapshot]:
+    """The thread's latest state, read by the graph of the workflow's version that its
+    checkpoint records (``workflow_version``: a draft the editor ran, an older
+    published version), with that version's plan; ``plan`` (the live one) when it is
+    that version."""
+    state = await (await graph_for(plan)).aget_state(config)
+    recorded = await aresolve_recorded(plan, (state.metadata or {}).get("workflow_version"))
+    if recorded is not plan:
+        state = await (await graph_for(recorded)).aget_state(config)
+    return recorded, state
 
 
 def _step(snapshot: StateSnapshot, parent: StateSnapshot | None, values_of) -> dict[str, Any]:
@@ -206,8 +232,7 @@ async def areplay(*, conversation_id: str, user: str, checkpoint_id: Any) -> dic
     await saver.aput({"configurable": {"thread_id": branch, "checkpoint_ns": ""}},
                      cast(Checkpoint, checkpoint), cast(CheckpointMetadata, metadata),
                      found.checkpoint["channel_versions"])
-    graph = await graph_for(await aresolve(None, branch))
-    state = await graph.aget_state(thread_config(branch))
+    _plan, state = await recorded_state(await aresolve(None, branch), thread_config(branch))
     return {"conversation_id": branch, "checkpoint_id": checkpoint_id,
             "next": list(state.next)}
 
@@ -282,7 +307,8 @@ async def astream_continue(*, conversation_id: str, user: str, batched: bool = F
         yield error_event(exc.code, exc.message, exc.status or 400)
         return
     try:
-        state = await (await graph_for(plan)).aget_state(thread_config(conversation_id))
+        # On the version the copied step's checkpoint records (a draft's run: the draft).
+        plan, state = await recorded_state(plan, thread_config(conversation_id))
         if not state.next:
             yield error_event("nothing_to_continue", _(
                 "Nothing is left to run here: the run ended at this step."), 409)

@@ -318,5 +318,5 @@ function Workspace(props) {
         h("div", { className: "tab-panel", role: "tabpanel", id: "panel-versions", "aria-labelledby": "tab-versions", hidden: tab !== "versions" },
           h(VersionsPanel, { config: config, slug: slug, current: version ? version.number : null, refresh: refresh, onOpen: open, onPublished: published })),
         h("div", { className: "tab-panel", role: "tabpanel", id: "panel-run", "aria-labelledby": "tab-run", hidden: tab !== "run" },
-          h(RunPanel, { slug: slug, config: config, selectedNode: focus, onNodeStatus: onNodeStatus })))));
+          h(RunPanel, { slug: slug, config: config, version: version ? version.number : null, live: workflow.live_version, published: Boolean(version && version.published_at), dirty: dirty, selectedNode: focus, onNodeStatus: onNodeStatus })))));
 }

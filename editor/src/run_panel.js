@@ -1,17 +1,23 @@
-// The editor's run panel: chat with the workflow's published version beside the canvas.
-// Interface used by main.js (editor_app.js):
+// The editor's run panel: chat with the version open on the canvas (a draft included),
+// beside the canvas. Interface used by main.js (editor_app.js):
 //
 //   h(RunPanel, {
-//     slug,              // the workflow's slug (runs use its published version)
+//     slug,              // the workflow's slug
 //     config,            // the page config (urls, csrf, language, ws url, default model…)
+//     version,           // the number of the saved version open on the canvas, or null
+//     live,              // the workflow's published version (its number), or null
+//     published,         // whether the version open on the canvas was ever published
+//     dirty,             // the canvas has changes not saved as a version
 //     selectedNode,      // node id clicked on the canvas, or null
 //     onNodeStatus,      // (statuses) => void; statuses: {nodeId: {status: "running" |
 //                        //   "done" | "waiting" | "error", ms, tools: [{name, status}]}}
 //   })
 //
 // A message goes over the studio websocket (docs/websocket.md) with "trace": true, so
-// the run checkpoints after every node; its `node`, `tool_call`, `tool_result` and
-// `waiting` frames light the canvas up. After each turn the steps API lists the run's
+// the run checkpoints after every node, and "version": the canvas's version runs, a draft
+// too (users who may change workflows; others run the published one). Approvals and
+// branches go on at the version their run started on (the server keeps it). Its `node`,
+// `tool_call`, `tool_result` and `waiting` frames light the canvas up. After each turn the steps API lists the run's
 // steps: click one (or a node on the canvas) to see its input and output state; "Fork
 // from here" replays a branch from that step and sends `continue` on it. Past runs of
 // the workflow can be opened from the picker.
@@ -148,7 +154,10 @@ function StepDetail(props) {
 }
 
 export function RunPanel(props) {
-  const { slug, config, selectedNode, onNodeStatus } = props;
+  const { slug, config, selectedNode, onNodeStatus, live, dirty } = props;
+  // The version a message runs: the canvas's, for those who may run drafts.
+  const version = config.can_change && Number.isInteger(props.version) ? props.version : null;
+  const target = version !== null ? version : Number.isInteger(live) ? live : null;
   const models = config.models || [];
   const [model, setModel] = useState(config.default_model || (models[0] && models[0].name) || "");
   const [draft, setDraft] = useState("");
@@ -325,7 +334,9 @@ export function RunPanel(props) {
     setRunning(id);
     setDraft("");
     setMessages((list) => [...list, { key: "u" + id, role: "user", text: text }]);
-    send({ type: "message", id: id, content: text, model: model, workflow: slug, trace: true });
+    const frame = { type: "message", id: id, content: text, model: model, workflow: slug, trace: true };
+    if (version !== null) frame.version = version;
+    send(frame);
   };
   // A card's decision: the resumed run's frames carry its id, and its answer goes on in
   // the card.
@@ -384,6 +395,10 @@ export function RunPanel(props) {
     const version = run.workflow_version ? " · " + interpolate(t("v%(number)s"), { number: run.workflow_version }, true) : "";
     return run.title + " · " + when + version;
   };
+  const runsLabel = target === null ? t("Runs the published version")
+    : target === live ? interpolate(t("Runs version %(number)s (live)"), { number: target }, true)
+      : props.published ? interpolate(t("Runs version %(number)s (published earlier, not live)"), { number: target }, true)
+        : interpolate(t("Runs version %(number)s (draft)"), { number: target }, true);
 
   return h("section", { className: "run-panel", "aria-label": t("Run") },
     h("div", { className: "run-head" },
@@ -397,9 +412,13 @@ export function RunPanel(props) {
             ? h("option", { value: conversation }, t("This run")) : null,
           runs.map((run) => h("option", { key: run.conversation_id, value: run.conversation_id }, runLabel(run))))),
       h("button", { type: "button", className: "run-new", onClick: newRun, disabled: Boolean(running) }, "＋ " + t("New run"))),
+    h("p", { className: "run-version", "data-version": target === null ? "" : String(target) },
+      h("span", { className: "run-version-label" }, runsLabel),
+      version !== null && dirty ? h("span", { className: "run-unsaved", role: "note" },
+        t("Unsaved changes on the canvas are not in the run: save a draft first.")) : null),
     notice ? h("p", { className: "run-notice " + notice.kind, role: notice.kind === "error" ? "alert" : "status" }, notice.text) : null,
     h("div", { className: "run-chat", "aria-live": "polite" },
-      messages.length ? null : h("p", { className: "muted empty" }, t("Send a message to run the published version of this workflow; its nodes light up on the canvas as they run.")),
+      messages.length ? null : h("p", { className: "muted empty" }, t("Send a message to run this version of the workflow; its nodes light up on the canvas as they run.")),
       messages.map((entry) => entry.approval !== undefined
         ? h(ApprovalCard, { key: entry.key, entry: entry, disabled: Boolean(running), onDecide: (frame, which) => decide(entry.key, frame, which) })
         : h("div", { key: entry.key, className: "run-msg " + entry.role + (entry.done ? " done" : "") },
