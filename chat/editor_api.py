@@ -25,7 +25,7 @@ from django.utils.translation import gettext as _
 from modeltranslation.settings import AVAILABLE_LANGUAGES, DEFAULT_LANGUAGE
 from modeltranslation.utils import build_localized_fieldname, get_language
 
-from core.text import lone_surrogate_at
+from core.text import unstorable_at
 
 from .models import Workflow, WorkflowVersion
 from .studio import available_models
@@ -98,23 +98,6 @@ def api(**permissions: str) -> Callable[[View], View]:
 # --- input -----------------------------------------------------------------------------
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether a string (or key) in a JSON value holds NUL, which PostgreSQL's jsonb
-    refuses (walked without recursion: a body may nest deeply)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def _body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object, or a 400 saying what is wrong with it."""
     try:
@@ -124,7 +107,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
                        % {"error": exc}) from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", _("The body must be a JSON object."))
-    if lone_surrogate_at(data) is not None or _has_nul(data):
+    if unstorable_at(data) is not None:
         raise ApiError(400, "bad_json", _("The body holds text that cannot be stored (NUL "
                                           "or an unpaired surrogate)."))
     return data

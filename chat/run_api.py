@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from .conversations import ConversationError
+from .editor_api import READ, may
 from .graph.checkpointer import close_saver
 from .studio import json_body
 from .workflows.compiler import WorkflowError
@@ -68,7 +69,7 @@ async def runs(request: HttpRequest, slug: str) -> JsonResponse:
     user = await _signed_in(request)
     if user is None:
         return _not_signed_in()
-    if not await user.ahas_perm("chat.view_workflow"):
+    if not await sync_to_async(may)(user, READ):  # the editor's own rule
         return _error("forbidden", _("You may not view workflows."), 403)
     try:
         found = await sync_to_async(list_runs)(slug, user.get_username())

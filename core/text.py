@@ -7,6 +7,7 @@ outright. Found here, either is a clean refusal instead of a database error."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 MAX_ID_CHARS = 200
@@ -14,18 +15,30 @@ MAX_ID_CHARS = 200
 
 def lone_surrogate_at(value: Any, path: str = "") -> str | None:
     """Where in a JSON value the first string (or object key) with an unpaired surrogate
-    is — ``path`` followed by ``.key`` and ``[index]`` steps — or None when there is none.
-    Walked without recursion: a frame may nest deeply."""
+    is — ``path`` followed by ``.key`` and ``[index]`` steps — or None when there is none."""
+    return string_at(value, _unpaired, path)
+
+
+def unstorable_at(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value the first string (or key) is that PostgreSQL's ``jsonb``
+    cannot store — an unpaired surrogate or NUL — or None."""
+    return string_at(value, lambda text: "\x00" in text or _unpaired(text), path)
+
+
+def string_at(value: Any, bad: Callable[[str], bool], path: str = "") -> str | None:
+    """Where in a JSON value the first string (or object key) that ``bad`` refuses is, as
+    ``path`` followed by ``.key`` and ``[index]`` steps, or None. Walked without
+    recursion: a frame may nest deeply."""
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
-            if _unpaired(item):
+            if bad(item):
                 return where
         elif isinstance(item, dict):
             for key, child in reversed(list(item.items())):
                 step = f"{where}.{_shown(key)}" if where else _shown(key)
-                if isinstance(key, str) and _unpaired(key):
+                if isinstance(key, str) and bad(key):
                     return step
                 stack.append((child, step))
         elif isinstance(item, list):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -22,15 +21,14 @@ from django.test import AsyncClient
 
 from chat.graph import checkpointer
 from chat.models import Conversation, RunStatus, Workflow, WorkflowRun
-from chat.websocket_urls import websocket_urlpatterns
 from chat.workflows.compiler import WorkflowError, aresolve, aresolve_version, compiled
 from chat.workflows.versions import ensure_history, publish, save_version
 from routing.models import ModelEndpoint
+from tests.chat.test_run_steps import connect, ended, until
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("no_recall", "closed_saver")]
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "50_workflows.json"
-ORIGIN = (b"origin", b"http://127.0.0.1")
 SLUG = "support-triage"
 REFUND, HOURS = "I want a refund please", "opening hours?"
 
@@ -76,31 +74,6 @@ def staff(name: str, *codenames: str):
 def editor(db):
     """A staff user who may change workflows."""
     return staff("ada", "view_workflow", "change_workflow")
-
-
-async def connect(user, conversation: str = "new") -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns),
-                                         f"/ws/chat/{conversation}/", headers=[ORIGIN])
-    communicator.scope["user"] = user
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
-async def until(ws: WebsocketCommunicator, *kinds: str) -> list[dict]:
-    """Frames up to and including the first whose type is one of ``kinds``."""
-    frames = []
-    while True:
-        frame = await ws.receive_json_from(timeout=20)
-        if frame["type"] == "history":
-            continue
-        frames.append(frame)
-        if frame["type"] in kinds:
-            return frames
-
-
-def ended(frames: list[dict]) -> list[str]:
-    return [f["node"] for f in frames if f["type"] == "node" and f["phase"] == "end"]
 
 
 async def turn(ws: WebsocketCommunicator, content: str, **extra) -> list[dict]:

@@ -43,7 +43,7 @@ def triage(db):
 
 @pytest.fixture
 def ada(db):
-    user = get_user_model().objects.create_user("ada", password="pw-ada-1")
+    user = get_user_model().objects.create_user("ada", password="pw-ada-1", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_workflow"))
     return user
 
@@ -280,9 +280,13 @@ async def test_runs_list_the_users_conversations_with_their_version(triage, ada)
     assert runs[1]["title"] == "I want a refund please" and runs[1]["parent_id"] is None
     assert not await WorkflowRun.objects.filter(
         conversation_id=answered["conversation"]).aexists()
-    # signed out: 401; without the permission: 403; an unknown workflow: 404
+    # signed out: 401; without the permission (or staff): 403; an unknown workflow: 404
     assert (await AsyncClient().get(url)).status_code == 401
     bob = await sync_to_async(get_user_model().objects.create_user)("bob", password="pw-b-1")
+    assert (await (await client_for(bob)).get(url)).status_code == 403
+    # the editor's rule (chat.editor_api.may): the permission alone, without staff, is not
+    await sync_to_async(bob.user_permissions.add)(
+        await Permission.objects.aget(codename="view_workflow"))
     assert (await (await client_for(bob)).get(url)).status_code == 403
     missing = await (await client_for(ada)).get("/studio/api/workflows/nope/runs/")
     assert missing.status_code == 404
